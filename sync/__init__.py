@@ -1,0 +1,1 @@
+"""Data side of xtmail: schema, store, MIME parsing, association rules, IMAP sync, CLI."""
