@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from .errors import XtmailError
+
+if TYPE_CHECKING:
+    from .importer import ImportPolicy
 
 
 def _cmd_init_db(args: argparse.Namespace) -> int:
@@ -46,6 +50,60 @@ def _cmd_local_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace) -> ImportPolicy:
+    from .importer import ImportPolicy
+
+    return ImportPolicy.build(
+        own_addresses=args.own_address or (),
+        excluded_domains=args.exclude_domain or (),
+        exclude_automated=not args.allow_automated,
+        exclude_bulk=not args.allow_bulk,
+        create_contacts=not args.no_new_contacts,
+    )
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .bulk import check_paths, import_paths
+
+    paths = check_paths(args.paths)
+    with (
+        psycopg.connect(args.dsn, autocommit=True) as conn,
+        tqdm(unit=" msg", desc="importing", file=sys.stderr, disable=args.quiet) as bar,
+    ):
+        summary = import_paths(
+            conn, paths, policy=_policy(args), workers=args.workers, progress=bar.update
+        )
+    print(f"imported: {summary.imported}")
+    print(f"already present: {summary.already_present}")
+    print(f"contacts created: {summary.contacts_created}")
+    print(f"failed: {len(summary.failed)}")
+    for what, why in summary.failed:
+        print(f"  {what}: {why}")
+    if summary.skipped:
+        print(f"skipped (not mail): {len(summary.skipped)}")
+        for what in summary.skipped:
+            print(f"  {what}")
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("contact creation (the exclusion list)")
+    group.add_argument("--own-address", action="append", metavar="ADDR",
+                       help="your own address: never becomes a new contact (repeatable)")
+    group.add_argument("--exclude-domain", action="append", metavar="DOMAIN",
+                       help="no new contacts from this domain or its subdomains (repeatable)")
+    group.add_argument("--allow-automated", action="store_true",
+                       help="also create contacts for no-reply, mailer-daemon, bounce senders")
+    group.add_argument("--allow-bulk", action="store_true",
+                       help="also create contacts from list and bulk mail")
+    group.add_argument("--no-new-contacts", action="store_true",
+                       help="only tie mail to existing contacts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xtmail", description="Email integration for xTuple ERP."
@@ -55,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-db", help="create or upgrade xtmail's tables in a database")
     init.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     init.set_defaults(func=_cmd_init_db)
+
+    imp = sub.add_parser(
+        "import", help="import .eml files, Maildir folders and mbox files into a database"
+    )
+    imp.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help=".eml file, Maildir or mbox")
+    imp.add_argument("--workers", type=int, default=None,
+                     help="parsing processes (default: one per core, at most 4)")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_policy_options(imp)
+    imp.set_defaults(func=_cmd_import)
 
     local = sub.add_parser(
         "local-db", help="start a private PostgreSQL in a folder and initialise a database"

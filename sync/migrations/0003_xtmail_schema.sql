@@ -24,7 +24,9 @@ CREATE INDEX IF NOT EXISTS msg_message_id_idx ON xtmail.msg (msg_message_id);
 CREATE INDEX IF NOT EXISTS msg_search_idx ON xtmail.msg USING gin (msg_search);
 
 -- Every place a message was seen. The same message in two folders or two users' mailboxes
--- has two rows here and one in xtbatch.eml.
+-- has two rows here and one in xtbatch.eml. Where a copy's bytes differ from the stored
+-- message (other Received lines, CRLF instead of LF), loc_raw keeps that copy exactly as
+-- received; it is NULL when the bytes are the same.
 CREATE TABLE IF NOT EXISTS xtmail.location (
     loc_id           bigserial PRIMARY KEY,
     loc_eml_id       integer NOT NULL REFERENCES xtbatch.eml (eml_id) ON DELETE CASCADE,
@@ -32,6 +34,7 @@ CREATE TABLE IF NOT EXISTS xtmail.location (
     loc_mailbox      text NOT NULL,
     loc_uidvalidity  bigint NOT NULL,
     loc_uid          bigint NOT NULL,
+    loc_raw          bytea,
     loc_seen_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (loc_account, loc_mailbox, loc_uidvalidity, loc_uid)
 );

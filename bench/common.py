@@ -1,0 +1,62 @@
+"""Shared set-up for the benchmark scripts: repo on sys.path, a fresh database, RSS."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from bench.messages import KNOWN_CONTACTS, contact_address  # noqa: E402
+from xtmail.sync.localpg import LocalPostgres  # noqa: E402
+from xtmail.sync.schema import migrate  # noqa: E402
+
+
+@contextmanager
+def fresh_database(sales_orders: int = 500) -> Iterator[str]:
+    """A throwaway server with a migrated database holding contacts and sales orders."""
+    with tempfile.TemporaryDirectory(prefix="xtmail-bench-") as folder:
+        server = LocalPostgres(Path(folder), fast=True)
+        server.start()
+        try:
+            with psycopg.connect(server.dsn(), autocommit=True) as admin:
+                admin.execute("CREATE DATABASE bench")
+            dsn = server.dsn("bench")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                migrate(conn)
+                conn.execute(
+                    """INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name,
+                                          cntct_email)
+                       SELECT 'B' || i, 'First' || i, 'Last' || i, a
+                         FROM unnest(%s::text[]) WITH ORDINALITY AS t(a, i)""",
+                    ([contact_address(i) for i in range(KNOWN_CONTACTS)],),
+                )
+                conn.execute(
+                    """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary,
+                                             cntcteml_email)
+                       SELECT cntct_id, true, cntct_email FROM cntct"""
+                )
+                conn.execute(
+                    "INSERT INTO cohead (cohead_number) SELECT (50000 + i)::text "
+                    "FROM generate_series(0, %s) i",
+                    (sales_orders - 1,),
+                )
+                conn.execute("ANALYZE")
+            yield dsn
+        finally:
+            server.stop(mode="immediate")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and of its (waited-for) children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024

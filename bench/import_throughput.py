@@ -1,0 +1,52 @@
+"""End-to-end import speed: parse, store and associate N generated messages.
+
+    python bench/import_throughput.py [N] [--workers W]
+
+Writes N realistic messages into a Maildir, imports it with the same code as
+``xtmail import`` into a fresh database, and prints as its last lines
+``messages_per_s: X`` and ``peak_rss_mb: Y``. Run it for two sizes to see that memory does
+not grow with N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mailbox
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401  # puts the repo on sys.path
+import psycopg
+
+from bench.common import fresh_database, peak_rss_mb
+from bench.messages import generate
+from xtmail.sync.bulk import import_paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", type=int, nargs="?", default=20000)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="xtmail-maildir-") as folder:
+        box = mailbox.Maildir(Path(folder) / "mail", create=True)
+        total = 0
+        for raw in generate(args.n):
+            box.add(raw)
+            total += len(raw)
+        print(f"generated {args.n} messages, {total / 1e6:.1f} MB")
+        with fresh_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+            start = time.perf_counter()
+            summary = import_paths(conn, [Path(folder) / "mail"], workers=args.workers)
+            elapsed = time.perf_counter() - start
+            ties = conn.execute("SELECT count(*) FROM xtbatch.emlassc").fetchone()
+        assert summary.imported == args.n, summary
+        print(f"imported {summary.imported}, contacts created {summary.contacts_created}, "
+              f"ties {ties[0] if ties else 0}, {elapsed:.1f} s")
+    print(f"messages_per_s: {args.n / elapsed:.0f}")
+    print(f"peak_rss_mb: {peak_rss_mb():.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""The import side of the store: every SQL statement that writes imported mail.
+
+One batch is one transaction. Rows are staged with binary COPY into temporary tables and
+moved with set-based statements, so a batch of a few hundred messages costs a few dozen
+round trips, not a few per message.
+
+Concurrency (several importers, desktop and headless, on one database):
+
+* messages are stored once because ``eml_hash`` is unique: ``ON CONFLICT DO NOTHING``
+  lets the second importer wait for the first and then skip;
+* a contact is created once per address because creation holds a transaction-level
+  advisory lock on the address (taken in sorted order, so two importers cannot deadlock
+  on them) and re-checks for a match after getting it;
+* a deadlock that PostgreSQL still detects (two batches inserting overlapping messages in
+  different orders) rolls the batch back and runs it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from . import registry
+from .errors import DatabaseError, PermissionDenied
+
+if TYPE_CHECKING:
+    from .importer import BatchResult, ImportPolicy, Incoming, PreparedMessage
+
+log = logging.getLogger(__name__)
+
+_RETRIES = 3
+
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS xt_stage (
+    idx int, hash text, date timestamptz, subj text, body text, raw bytea,
+    message_id text, in_reply_to text, refs text[], reply_to text, list_id text,
+    is_bulk boolean, size int, attachments jsonb, defects text[], search text,
+    loc_account text, loc_mailbox text, loc_uidvalidity bigint, loc_uid bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS xt_stage_addr (
+    idx int, kind text, addr text, name text
+) ON COMMIT DELETE ROWS;
+-- Staged rows live for one transaction: compressing them would be wasted work.
+ALTER TABLE xt_stage ALTER raw SET STORAGE EXTERNAL, ALTER body SET STORAGE EXTERNAL,
+    ALTER search SET STORAGE EXTERNAL;
+"""
+# Set once per connection, before its first temporary table: a batch's staged rows (a few
+# MB) then stay in memory, and new mail is compressed with lz4, several times faster than
+# the default pglz, where the server supports it.
+_SESSION = """
+SET temp_buffers = '64MB';
+SET default_toast_compression = 'lz4';
+"""
+_STAGE_TYPES = [
+    "int4", "text", "timestamptz", "text", "text", "bytea", "text", "text", "text[]",
+    "text", "text", "bool", "int4", "jsonb", "text[]", "text", "text", "text", "int8",
+    "int8",
+]
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    prepared: Sequence[PreparedMessage],
+    *,
+    policy: ImportPolicy,
+    source: str,
+    extra_ties: Sequence[tuple[str, int]] = (),
+    on_state: Callable[[psycopg.Connection], None] | None = None,
+) -> BatchResult:
+    """Store ``items`` (with their ``prepared`` parse) and tie them; one transaction."""
+    if len(items) != len(prepared):
+        raise ValueError("items and prepared differ in length")
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            with conn.transaction():
+                return _write(conn, items, prepared, policy, source, extra_ties, on_state)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt == _RETRIES:
+                raise
+            log.info("batch of %d hit a deadlock; retrying (%d)", len(items), attempt)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied(
+                f"The database refused to store mail: {exc.diag.message_primary}",
+                hint="Ask an administrator to grant your role access to the xtbatch "
+                "and xtmail schemas.",
+            ) from exc
+    raise AssertionError("unreachable")
+
+
+def _write(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    prepared: Sequence[PreparedMessage],
+    policy: ImportPolicy,
+    source: str,
+    extra_ties: Sequence[tuple[str, int]],
+    on_state: Callable[[psycopg.Connection], None] | None,
+) -> BatchResult:
+    from .importer import BatchResult
+
+    result = BatchResult()
+    if not items:
+        if on_state:
+            on_state(conn)
+        return result
+    _stage(conn, items, prepared)
+
+    # Which messages are new, and for duplicates inside the batch, which one stands for all.
+    present: dict[str, int] = dict(
+        conn.execute(
+            "SELECT s.hash, e.eml_id FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash"
+        ).fetchall()
+    )
+    first_of_hash: dict[str, int] = {}
+    for idx, p in enumerate(prepared):
+        first_of_hash.setdefault(p.hash, idx)
+    candidates = [
+        idx for h, idx in first_of_hash.items() if h not in present
+    ]
+
+    contact_of = _contacts_for(conn, [prepared[i] for i in candidates], policy, result)
+
+    inserted: dict[str, int] = dict(
+        conn.execute(
+            """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg,
+                                        eml_status)
+               SELECT hash, date, subj, body, raw, 'I' FROM xt_stage
+                WHERE idx = ANY(%s) ORDER BY hash
+               ON CONFLICT (eml_hash) DO NOTHING
+               RETURNING eml_hash, eml_id""",
+            (candidates,),
+        ).fetchall()
+    )
+    eml_of_hash = {**present, **inserted}
+    # A concurrent importer may have stored some of our candidates after we looked.
+    missing = [p.hash for p in prepared if p.hash not in eml_of_hash]
+    if missing:
+        eml_of_hash.update(
+            conn.execute(
+                "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s)", (missing,)
+            ).fetchall()
+        )
+    new_idx = [first_of_hash[h] for h in inserted]
+    new_ids = list(inserted.values())
+    for idx, p in enumerate(prepared):
+        result.eml_ids.append(eml_of_hash[p.hash])
+        result.new.append(p.hash in inserted and first_of_hash[p.hash] == idx)
+
+    if new_idx:
+        _insert_details(conn, new_idx, source)
+        ties: list[tuple[int, str, int]] = []
+        for idx in new_idx:
+            eml_id = eml_of_hash[prepared[idx].hash]
+            for cntct_id in sorted({contact_of[a[1].lower()] for a in prepared[idx].addresses
+                                    if a[1].lower() in contact_of}):
+                ties.append((eml_id, registry.CONTACT.code, cntct_id))
+        ties += _resolve_references(
+            conn, [(eml_of_hash[prepared[i].hash], prepared[i].refs) for i in new_idx]
+        )
+        ties += [(eml_id, code, doc_id) for eml_id in new_ids for code, doc_id in extra_ties]
+        insert_ties(conn, ties)
+        _inherit_reply_ties(conn, new_ids)
+        for eml_id, code, assc_id in conn.execute(
+            """SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc
+                WHERE emlassc_eml_id = ANY(%s) ORDER BY 1, 2, 3""",
+            (new_ids,),
+        ):
+            result.ties.setdefault(eml_id, []).append((code, assc_id))
+
+    conn.execute(
+        """INSERT INTO xtmail.location (loc_eml_id, loc_account, loc_mailbox, loc_uidvalidity,
+                                        loc_uid, loc_raw)
+           SELECT e.eml_id, s.loc_account, s.loc_mailbox, s.loc_uidvalidity, s.loc_uid,
+                  CASE WHEN s.raw = e.eml_msg THEN NULL ELSE s.raw END
+             FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
+            WHERE s.loc_account IS NOT NULL
+           ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING"""
+    )
+    if on_state:
+        on_state(conn)
+    return result
+
+
+def _stage(
+    conn: psycopg.Connection, items: Sequence[Incoming], prepared: Sequence[PreparedMessage]
+) -> None:
+    if conn.execute("SELECT to_regclass('pg_temp.xt_stage')").fetchone() == (None,):
+        try:
+            with conn.transaction():
+                conn.execute(_SESSION)
+        except psycopg.errors.InvalidParameterValue:
+            log.info("lz4 TOAST compression unavailable on this server; using the default")
+        conn.execute(_STAGE)
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY xt_stage (idx, hash, date, subj, body, raw, message_id, in_reply_to, refs, "
+            "reply_to, list_id, is_bulk, size, attachments, defects, search, loc_account, "
+            "loc_mailbox, loc_uidvalidity, loc_uid) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_STAGE_TYPES)
+            for idx, (item, p) in enumerate(zip(items, prepared, strict=True)):
+                loc = item.location
+                copy.write_row((
+                    idx, p.hash, p.date, p.subject, p.body, item.raw, p.message_id,
+                    p.in_reply_to, list(p.references), p.reply_to, p.list_id, p.is_bulk,
+                    p.size, p.attachments_json, list(p.defects), p.search,
+                    loc.account if loc else None, loc.mailbox if loc else None,
+                    loc.uidvalidity if loc else None, loc.uid if loc else None,
+                ))
+        with cur.copy(
+            "COPY xt_stage_addr (idx, kind, addr, name) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "text", "text", "text"])
+            for idx, p in enumerate(prepared):
+                for kind, addr, name in p.addresses:
+                    copy.write_row((idx, kind, addr, name))
+
+
+def _insert_details(conn: psycopg.Connection, new_idx: list[int], source: str) -> None:
+    conn.execute(
+        """INSERT INTO xtmail.msg (msg_eml_id, msg_message_id, msg_in_reply_to, msg_references,
+                                   msg_reply_to, msg_list_id, msg_is_bulk, msg_size,
+                                   msg_attachments, msg_defects, msg_source, msg_search)
+           SELECT e.eml_id, s.message_id, s.in_reply_to, s.refs, s.reply_to, s.list_id,
+                  s.is_bulk, s.size, s.attachments, s.defects, %s, s.search::tsvector
+             FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
+            WHERE s.idx = ANY(%s)""",
+        (source, new_idx),
+    )
+    conn.execute(
+        """INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
+                                        emladdr_name)
+           SELECT e.eml_id, a.kind, a.addr, nullif(a.name, '')
+             FROM xt_stage_addr a
+             JOIN xt_stage s ON s.idx = a.idx
+             JOIN xtbatch.eml e ON e.eml_hash = s.hash
+            WHERE a.idx = ANY(%s)
+            ORDER BY a.idx""",
+        (new_idx,),
+    )
+
+
+# -- rule 1: contacts -----------------------------------------------------------------------
+
+_MATCH = """
+SELECT a.addr, ce.cntcteml_cntct_id
+  FROM unnest(%(addrs)s::text[]) AS a(addr)
+  JOIN cntcteml ce ON lower(ce.cntcteml_email) = a.addr
+UNION
+SELECT a.addr, c.cntct_id
+  FROM unnest(%(addrs)s::text[]) AS a(addr)
+  JOIN cntct c ON lower(c.cntct_email) = a.addr
+"""
+
+
+def match_contacts(conn: psycopg.Connection, addresses: Sequence[str]) -> dict[str, list[int]]:
+    """Lower-cased address -> ids of every contact carrying it (any of its addresses)."""
+    found: dict[str, list[int]] = defaultdict(list)
+    if addresses:
+        for addr, cntct_id in conn.execute(_MATCH, {"addrs": list(addresses)}):
+            found[addr].append(cntct_id)
+    return found
+
+
+def _contacts_for(
+    conn: psycopg.Connection,
+    messages: Sequence[PreparedMessage],
+    policy: ImportPolicy,
+    result: BatchResult,
+) -> dict[str, int]:
+    """Address -> contact for every address of ``messages``, creating contacts as allowed.
+
+    An address carried by several contacts ties the message to the lowest id only; the
+    store records one contact tie per address so that duplicate contacts do not multiply
+    ties. (Callers that need all of them use :func:`match_contacts`.)
+    """
+    names: dict[str, str] = {}
+    creatable: set[str] = set()
+    for p in messages:
+        for _, addr, name in p.addresses:
+            key = addr.lower()
+            if name and not names.get(key):
+                names[key] = name
+            else:
+                names.setdefault(key, name)
+            if (
+                policy.create_contacts
+                and not (policy.exclude_bulk and p.is_bulk)
+                and policy.may_create(key)
+            ):
+                creatable.add(key)
+    matched = match_contacts(conn, sorted(names))
+    contact_of = {addr: min(ids) for addr, ids in matched.items()}
+    to_create = sorted(creatable - contact_of.keys())
+    if not to_create:
+        return contact_of
+    try:
+        with conn.transaction():
+            # Sorted order: two importers taking overlapping sets cannot deadlock here.
+            conn.execute(
+                """SELECT pg_advisory_xact_lock(k) FROM (
+                       SELECT hashtextextended('xtmail-contact:' || a, 0) AS k
+                         FROM unnest(%s::text[]) AS a ORDER BY a) AS locks""",
+                (to_create,),
+            )
+            # Another importer may have created some while we waited for the locks.
+            again = match_contacts(conn, to_create)
+            contact_of.update({addr: min(ids) for addr, ids in again.items()})
+            still = [a for a in to_create if a not in again]
+            if still:
+                created = create_contacts(conn, [(a, names.get(a, "")) for a in still])
+                contact_of.update(created)
+                result.contacts_created += len(created)
+    except (psycopg.errors.RaiseException, psycopg.errors.InsufficientPrivilege) as exc:
+        # xTuple's triggers refuse users without the contact privilege. The mail is still
+        # imported and tied to the contacts that exist; the user is told why none were made.
+        message = (
+            "New contacts were not created: the database refused "
+            f"({exc.diag.message_primary}). Ask an administrator for the privilege to "
+            "maintain contacts, or turn contact creation off."
+        )
+        log.warning(message)
+        result.warnings.append(message)
+    return contact_of
+
+
+def split_name(display: str, addr: str) -> tuple[str, str]:
+    """First and last name from a display name ("Last, First" or "First Last")."""
+    name = " ".join(display.replace('"', " ").split())
+    if not name or "@" in name:
+        local = addr.split("@", 1)[0]
+        parts = [p for p in local.replace("_", ".").replace("-", ".").split(".") if p]
+        if len(parts) >= 2:
+            return parts[0].capitalize(), " ".join(parts[1:]).capitalize()
+        return "", local
+    if "," in name:
+        last, _, first = name.partition(",")
+        return first.strip(), last.strip()
+    first, _, last = name.rpartition(" ")
+    return (first, last) if first else ("", last)
+
+
+def _has_fetch_next_number(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'fetchnextnumber')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def create_contacts(conn: psycopg.Connection, entries: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Create one contact per (address, display name); return address -> new cntct_id.
+
+    The number comes from xTuple's ``fetchNextNumber('ContactNumber')`` where the database
+    has it and from xtmail's own sequence otherwise. Triggers are never bypassed.
+    """
+    number = (
+        "fetchNextNumber('ContactNumber')"
+        if _has_fetch_next_number(conn)
+        else "'X' || nextval('xtmail.contact_number_seq')"
+    )
+    addrs = [a for a, _ in entries]
+    firsts, lasts = zip(*(split_name(n, a) for a, n in entries), strict=True)
+    rows = conn.execute(
+        sql.SQL(
+            """WITH input AS (
+                   SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+                                AS i(addr, first, last, ord))
+               INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name, cntct_name,
+                                  cntct_email, cntct_owner_username, cntct_created)
+               SELECT {number}, first, last, trim(first || ' ' || last), addr, current_user,
+                      now()
+                 FROM input ORDER BY ord
+               RETURNING cntct_id, lower(cntct_email)"""
+        ).format(number=sql.SQL(number)),
+        (addrs, list(firsts), list(lasts)),
+    ).fetchall()
+    created = {addr: cntct_id for cntct_id, addr in rows}
+    conn.execute(
+        """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email)
+           SELECT id, true, addr FROM unnest(%s::int[], %s::text[]) AS t(id, addr)""",
+        (list(created.values()), list(created.keys())),
+    )
+    return created
+
+
+# -- rules 2, 3, 4 and 6: document ties --------------------------------------------------------
+
+def insert_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) -> int:
+    """Add (eml_id, type, id) ties that are not there yet; return how many were added."""
+    if not ties:
+        return 0
+    eml_ids, types, ids = (list(col) for col in zip(*ties, strict=True))
+    cur = conn.execute(
+        """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+           SELECT DISTINCT t.e, t.t, t.a FROM unnest(%s::int[], %s::text[], %s::int[]) AS t(e, t, a)
+            WHERE NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
+                               WHERE x.emlassc_eml_id = t.e AND x.emlassc_type = t.t
+                                 AND x.emlassc_assc_id = t.a)
+           ON CONFLICT DO NOTHING""",
+        (eml_ids, types, ids),
+    )
+    return cur.rowcount
+
+
+def resolve_documents(
+    conn: psycopg.Connection, code: str, numbers: Sequence[str]
+) -> dict[str, int]:
+    """Visible document number -> id for one document type (unknown numbers left out)."""
+    doc = registry.by_code(code)
+    wanted = [n for n in numbers if n.isdigit()] if doc.number_is_integer else list(numbers)
+    if not wanted:
+        return {}
+    number = sql.Identifier(doc.number_column or doc.key)
+    query = sql.SQL(
+        "SELECT {number}::text, {key} FROM {table} WHERE {number}::text = ANY(%s)"
+    ).format(number=number, key=sql.Identifier(doc.key), table=sql.Identifier(doc.table))
+    found: dict[str, int] = {}
+    try:
+        with conn.transaction():
+            for num, doc_id in conn.execute(query, (wanted,)):
+                found[num] = doc_id
+            if not doc.number_is_integer:
+                # Numbers are matched case-insensitively as a fallback ("s-50123", "ttoys").
+                rest = [n for n in wanted if n not in found]
+                if rest:
+                    query_ci = sql.SQL(
+                        "SELECT upper({number}), {key} FROM {table} "
+                        "WHERE upper({number}) = ANY(%s)"
+                    ).format(number=number, key=sql.Identifier(doc.key),
+                             table=sql.Identifier(doc.table))
+                    upper = {n.upper(): n for n in rest}
+                    for num, doc_id in conn.execute(query_ci, (list(upper),)):
+                        found[upper[num]] = doc_id
+    except psycopg.errors.UndefinedTable:
+        # A database without this document's table (an xTuple edition lacking a module).
+        return {}
+    return found
+
+
+def _resolve_references(
+    conn: psycopg.Connection, refs_of: Sequence[tuple[int, tuple[tuple[str, str], ...]]]
+) -> list[tuple[int, str, int]]:
+    by_code: dict[str, set[str]] = defaultdict(set)
+    for _, refs in refs_of:
+        for code, number in refs:
+            by_code[code].add(number)
+    resolved = {code: resolve_documents(conn, code, sorted(nums)) for code, nums in by_code.items()}
+    ties: list[tuple[int, str, int]] = []
+    unresolved: list[tuple[int, str, str]] = []
+    for eml_id, refs in refs_of:
+        for code, number in refs:
+            doc_id = resolved[code].get(number)
+            if doc_id is None:
+                unresolved.append((eml_id, code, number))
+            else:
+                ties.append((eml_id, code, doc_id))
+    if unresolved:
+        e, c, n = (list(col) for col in zip(*unresolved, strict=True))
+        conn.execute(
+            """INSERT INTO xtmail.unresolved_ref (uref_eml_id, uref_code, uref_number)
+               SELECT * FROM unnest(%s::int[], %s::text[], %s::text[])
+               ON CONFLICT DO NOTHING""",
+            (e, c, n),
+        )
+    return ties
+
+
+_INHERIT = """
+INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+SELECT DISTINCT n.id, pa.emlassc_type, pa.emlassc_assc_id
+  FROM unnest(%s::int[]) AS n(id)
+  JOIN xtmail.msg m ON m.msg_eml_id = n.id
+  JOIN xtmail.msg p
+    ON p.msg_message_id = ANY(m.msg_references || m.msg_in_reply_to)
+   AND p.msg_eml_id <> n.id
+  JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
+ WHERE NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
+                    WHERE x.emlassc_eml_id = n.id AND x.emlassc_type = pa.emlassc_type
+                      AND x.emlassc_assc_id = pa.emlassc_assc_id)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _inherit_reply_ties(conn: psycopg.Connection, new_ids: Sequence[int]) -> None:
+    """Rule 3: a reply gets the document ties of the stored messages it answers.
+
+    Contact ties are not inherited: those come from the reply's own addresses. Repeated
+    so that a chain arriving in one batch (reply to a reply) passes ties all the way down.
+    """
+    for _ in range(8):
+        if conn.execute(_INHERIT, (list(new_ids),)).rowcount == 0:
+            break
+
+
+def check_document(conn: psycopg.Connection, code: str, doc_id: int) -> None:
+    """Raise DatabaseError unless document ``code``/``doc_id`` exists."""
+    doc = registry.by_code(code)
+    row = conn.execute(
+        sql.SQL("SELECT 1 FROM {table} WHERE {key} = %s").format(
+            table=sql.Identifier(doc.table), key=sql.Identifier(doc.key)
+        ),
+        (doc_id,),
+    ).fetchone()
+    if row is None:
+        raise DatabaseError(f"There is no {doc.label} with id {doc_id}.")

@@ -1,0 +1,379 @@
+"""The import engine and its association rules, against a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.sync.mail import make_message
+from xtmail.sync import store
+from xtmail.sync.cli import main
+from xtmail.sync.importer import Importer, ImportPolicy, Incoming, Location, prepare
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def add_contact(conn: psycopg.Connection, number: str, email: str, *extra: str) -> int:
+    row = conn.execute(
+        "INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name, cntct_email) "
+        "VALUES (%s, 'F', 'L', %s) RETURNING cntct_id",
+        (number, email),
+    ).fetchone()
+    assert row
+    for i, addr in enumerate((email, *extra)):
+        conn.execute(
+            "INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email) "
+            "VALUES (%s, %s, %s)",
+            (row[0], i == 0, addr),
+        )
+    return int(row[0])
+
+
+def add_document(conn: psycopg.Connection, table: str, number_col: str, number: object) -> int:
+    key = {"cohead": "cohead_id", "incdt": "incdt_id", "quhead": "quhead_id",
+           "custinfo": "cust_id", "prj": "prj_id"}[table]
+    row = conn.execute(
+        f"INSERT INTO {table} ({number_col}) VALUES (%s) RETURNING {key}", (number,)
+    ).fetchone()
+    assert row
+    return int(row[0])
+
+
+def ties_of(conn: psycopg.Connection, eml_id: int, code: str | None = None) -> set[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT emlassc_type, emlassc_assc_id FROM xtbatch.emlassc WHERE emlassc_eml_id = %s",
+        (eml_id,),
+    ).fetchall()
+    return {(t, i) for t, i in rows if code is None or t == code}
+
+
+def import_one(conn: psycopg.Connection, raw: bytes, policy: ImportPolicy | None = None,
+               location: Location | None = None) -> int:
+    result = Importer(conn, policy).import_batch([Incoming(raw, location)])
+    return result.eml_ids[0]
+
+
+def count(conn: psycopg.Connection, query: str, *params: object) -> int:
+    row = conn.execute(query, params).fetchone()
+    assert row
+    return int(row[0])
+
+
+# -- the corpus --------------------------------------------------------------------------------
+
+
+def test_every_corpus_message_imports_with_its_raw_bytes(
+    db_dsn: str, corpus_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = corpus_files[0].parent
+    assert main(["import", "--dsn", db_dsn, "--quiet", str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "failed: 0" in out
+    with psycopg.connect(db_dsn) as conn:
+        merged = []
+        for path in corpus_files:
+            row = conn.execute(
+                """SELECT coalesce(l.loc_raw, e.eml_msg), e.eml_body, e.eml_hash, l.loc_raw IS NULL
+                     FROM xtmail.location l
+                     JOIN xtbatch.eml e ON e.eml_id = l.loc_eml_id
+                    WHERE l.loc_account = 'file' AND l.loc_mailbox = %s""",
+                (str(path.resolve()),),
+            ).fetchone()
+            assert row is not None, f"{path.name} was lost"
+            raw, body, eml_hash, is_stored_copy = row
+            assert bytes(raw) == path.read_bytes(), path.name
+            assert eml_hash == prepare(path.read_bytes()).hash
+            assert isinstance(body, str)
+            if not is_stored_copy:
+                # The same logical message as another file (another delivery of it).
+                merged.append(path)
+        # Every message with a text or HTML part has a readable body.
+        empty = conn.execute(
+            "SELECT count(*) FROM xtbatch.eml WHERE eml_body = '' AND eml_msg::text ILIKE "
+            "'%%text/%%'"
+        ).fetchone()
+        assert empty == (0,)
+        stored = count(conn, "SELECT count(*) FROM xtbatch.eml")
+        assert stored + len(merged) == len(corpus_files)
+        assert len(merged) <= len(corpus_files) // 10
+    # Importing again finds everything present and stores nothing new.
+    assert main(["import", "--dsn", db_dsn, "--quiet", str(corpus)]) == 0
+    again = capsys.readouterr().out
+    assert "imported: 0" in again
+    assert f"already present: {len(corpus_files)}" in again
+
+
+def test_import_reads_maildir_and_mbox(db_dsn: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import mailbox
+
+    maildir = mailbox.Maildir(tmp_path / "md", create=True)
+    maildir.add(make_message(subject="from maildir"))
+    mbox_path = tmp_path / "old.mbox"
+    box = mailbox.mbox(mbox_path, create=True)
+    box.add(make_message(subject="from mbox one"))
+    box.add(make_message(subject="from mbox two"))
+    box.close()
+    (tmp_path / "broken.eml").write_bytes(b"\x00\xff garbage without headers")
+    code = main(["import", "--dsn", db_dsn, "--quiet", "--workers", "1",
+                 str(tmp_path / "md"), str(mbox_path), str(tmp_path / "broken.eml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "imported: 4" in out
+    with psycopg.connect(db_dsn) as conn:
+        subjects = {r[0] for r in conn.execute("SELECT eml_subj FROM xtbatch.eml")}
+        assert {"from maildir", "from mbox one", "from mbox two"} <= subjects
+        raw = conn.execute(
+            "SELECT eml_msg FROM xtbatch.eml WHERE eml_msg = %s",
+            (b"\x00\xff garbage without headers",),
+        ).fetchone()
+        assert raw is not None, "the malformed file must be stored with its raw bytes"
+
+
+def test_missing_path_is_a_clear_error(db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", "--dsn", db_dsn, "/nonexistent/mail"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+# -- rule 5: stored once ---------------------------------------------------------------------------
+
+
+def test_same_message_from_two_folders_is_stored_once(conn: psycopg.Connection) -> None:
+    raw = make_message(subject="Quarterly numbers")
+    delivered = b"Received: from mx.example by mail.ourco.example\r\nDelivered-To: bob@ourco\r\n"
+    first = import_one(conn, raw, location=Location("alice", "INBOX", 7, 1))
+    second = import_one(conn, delivered + raw, location=Location("bob", "Archive", 9, 42))
+    third = import_one(conn, raw, location=Location("alice", "Sent", 3, 5))
+    assert first == second == third
+    assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 1
+    places = conn.execute(
+        "SELECT loc_account, loc_mailbox, loc_uid FROM xtmail.location ORDER BY 1, 2"
+    ).fetchall()
+    assert places == [("alice", "INBOX", 1), ("alice", "Sent", 5), ("bob", "Archive", 42)]
+    # The raw bytes are the ones first received, untouched.
+    stored = conn.execute("SELECT eml_msg FROM xtbatch.eml").fetchone()
+    assert stored and bytes(stored[0]) == raw
+
+
+def test_messages_sharing_a_message_id_stay_distinct(conn: psycopg.Connection) -> None:
+    one = make_message(message_id="<same@x>", subject="First", body="one")
+    two = make_message(message_id="<same@x>", subject="Second", body="two")
+    three = make_message(message_id="<same@x>", subject="First", body="three")
+    ids = {import_one(conn, m) for m in (one, two, three)}
+    assert len(ids) == 3
+
+
+def test_duplicates_inside_one_batch(conn: psycopg.Connection) -> None:
+    raw = make_message()
+    result = Importer(conn).import_batch(
+        [Incoming(raw, Location("a", "INBOX", 1, 1)), Incoming(raw, Location("a", "Copy", 1, 1))]
+    )
+    assert result.new == [True, False]
+    assert result.eml_ids[0] == result.eml_ids[1]
+    assert count(conn, "SELECT count(*) FROM xtmail.location") == 2
+
+
+# -- rule 1: contacts ------------------------------------------------------------------------------
+
+
+def test_addresses_match_every_address_of_every_contact(conn: psycopg.Connection) -> None:
+    ada = add_contact(conn, "C1", "ada@example.com", "Ada.Alt@Example.ORG")
+    bob = add_contact(conn, "C2", "bob@example.net")
+    raw = make_message(sender="ADA <ada.alt@example.org>", to="Bob <BOB@Example.net>",
+                       cc="Ada <Ada@Example.com>")
+    eml = import_one(conn, raw, ImportPolicy(create_contacts=False))
+    assert ties_of(conn, eml) == {("T", ada), ("T", bob)}
+
+
+def test_unknown_addresses_become_contacts(conn: psycopg.Connection) -> None:
+    raw = make_message(sender='"Hopper, Grace" <grace@navy.example>',
+                       to="Linus Torvalds <linus@kernel.example>, plain@nobody.example")
+    result = Importer(conn).import_batch([Incoming(raw)])
+    assert result.contacts_created == 3
+    rows = conn.execute(
+        """SELECT c.cntct_first_name, c.cntct_last_name, c.cntct_email, c.cntct_number,
+                  c.cntct_owner_username, c.cntct_created IS NOT NULL, e.cntcteml_primary
+             FROM cntct c JOIN cntcteml e ON e.cntcteml_cntct_id = c.cntct_id
+            ORDER BY c.cntct_email"""
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("Grace", "Hopper", "grace@navy.example"),
+        ("Linus", "Torvalds", "linus@kernel.example"),
+        ("", "plain", "plain@nobody.example"),
+    ]
+    assert all(r[3] and r[4] == "postgres" and r[5] and r[6] for r in rows)
+    assert len({r[3] for r in rows}) == 3
+    assert len(ties_of(conn, result.eml_ids[0], "T")) == 3
+
+
+def test_exclusion_list(conn: psycopg.Connection) -> None:
+    known = add_contact(conn, "C9", "noreply@shop.example")
+    policy = ImportPolicy.build(own_addresses=["Me@OurCo.example"],
+                                excluded_domains=["partner.example"])
+    raw = make_message(
+        sender="Shop <noreply@shop.example>",
+        to="me@ourco.example, x@partner.example, y@eu.partner.example, "
+           "MAILER-DAEMON@mx.example, bounces+123@lists.example, keep@customer.example",
+    )
+    eml = import_one(conn, raw, policy)
+    emails = {r[0] for r in conn.execute("SELECT lower(cntct_email) FROM cntct")}
+    assert emails == {"noreply@shop.example", "keep@customer.example"}
+    # An excluded address that is an existing contact still ties the message to it.
+    assert ("T", known) in ties_of(conn, eml)
+
+
+def test_bulk_mail_creates_no_contacts_unless_allowed(conn: psycopg.Connection) -> None:
+    raw = make_message(sender="News <news@letter.example>",
+                       extra="List-Id: <weekly.letter.example>")
+    import_one(conn, raw)
+    assert count(conn, "SELECT count(*) FROM cntct") == 0
+    other = make_message(sender="News <news@letter.example>", subject="again",
+                         extra="Precedence: bulk")
+    import_one(conn, other, ImportPolicy(exclude_bulk=False))
+    assert count(conn, "SELECT count(*) FROM cntct") == 2
+
+
+def test_contact_numbers_come_from_fetch_next_number_when_present(
+    conn: psycopg.Connection,
+) -> None:
+    conn.execute("CREATE SEQUENCE erp_cntct_seq START 700")
+    conn.execute(
+        """CREATE FUNCTION fetchNextNumber(text) RETURNS text LANGUAGE sql AS
+           $$ SELECT 'ERP' || nextval('erp_cntct_seq') $$"""
+    )
+    import_one(conn, make_message(sender="a@one.example", to="b@two.example"))
+    numbers = sorted(r[0] for r in conn.execute("SELECT cntct_number FROM cntct"))
+    assert numbers == ["ERP700", "ERP701"]
+
+
+def test_trigger_refusing_contacts_keeps_the_mail(conn: psycopg.Connection) -> None:
+    conn.execute(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
+    )
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
+                 "FUNCTION refuse()")
+    conn.execute("ALTER TABLE cntct DISABLE TRIGGER refuse")
+    known = add_contact(conn, "K1", "known@example.com")
+    conn.execute("ALTER TABLE cntct ENABLE TRIGGER refuse")
+    result = Importer(conn).import_batch(
+        [Incoming(make_message(sender="known@example.com", to="new@example.com"))]
+    )
+    assert result.imported == 1
+    assert result.contacts_created == 0
+    assert result.warnings and "privileges to maintain Contacts" in result.warnings[0]
+    assert ties_of(conn, result.eml_ids[0]) == {("T", known)}
+
+
+# -- rule 2: references ----------------------------------------------------------------------------
+
+
+def test_references_in_subject_and_body(conn: psycopg.Connection) -> None:
+    so = add_document(conn, "cohead", "cohead_number", "50123")
+    so2 = add_document(conn, "cohead", "cohead_number", "50124")
+    incident = add_document(conn, "incdt", "incdt_number", 4711)
+    quote = add_document(conn, "quhead", "quhead_number", "Q-77")
+    raw = make_message(
+        subject="Your order [xtref:S-50123]",
+        body="See also [XTREF:s-50124], [xtref:INCDT-4711] and [xtref:Q-Q-77].\r\n"
+             "Unknown: [xtref:S-99999] [xtref:INCDT-abc]. Not ours: [xtref:ZZ-1]",
+    )
+    eml = import_one(conn, raw, ImportPolicy(create_contacts=False))
+    assert ties_of(conn, eml) == {("S", so), ("S", so2), ("INCDT", incident), ("Q", quote)}
+    unresolved = conn.execute(
+        "SELECT uref_code, uref_number FROM xtmail.unresolved_ref ORDER BY 1, 2"
+    ).fetchall()
+    assert unresolved == [("INCDT", "abc"), ("S", "99999")]
+
+
+# -- rule 3: replies -------------------------------------------------------------------------------
+
+
+def test_reply_inherits_document_ties(conn: psycopg.Connection) -> None:
+    so = add_document(conn, "cohead", "cohead_number", "50123")
+    parent = make_message(message_id="<p@x>", subject="Order [xtref:S-50123]",
+                          sender="ada@example.com")
+    reply = make_message(message_id="<r@x>", subject="RE: Order", in_reply_to="<p@x>",
+                         sender="bob@example.net", to="carol@example.org")
+    second = make_message(message_id="<r2@x>", subject="RE: RE: Order",
+                          references="<p@x> <r@x>", sender="carol@example.org")
+    parent_id = import_one(conn, parent)
+    reply_id = import_one(conn, reply)
+    assert ("S", so) in ties_of(conn, reply_id)
+    # Contact ties are the reply's own (bob, carol), not inherited from the parent (ada).
+    contact = dict(conn.execute("SELECT lower(cntct_email), cntct_id FROM cntct").fetchall())
+    assert ties_of(conn, parent_id, "T") == {
+        ("T", contact["ada@example.com"]), ("T", contact["sales@ourco.example"])}
+    assert ties_of(conn, reply_id, "T") == {
+        ("T", contact["bob@example.net"]), ("T", contact["carol@example.org"])}
+    third = import_one(conn, second)
+    assert ties_of(conn, third, "S") == {("S", so)}
+
+
+def test_reply_chain_inside_one_batch(conn: psycopg.Connection) -> None:
+    so = add_document(conn, "cohead", "cohead_number", "1")
+    msgs = [
+        make_message(message_id="<a@x>", subject="[xtref:S-1]"),
+        make_message(message_id="<b@x>", in_reply_to="<a@x>", subject="RE"),
+        make_message(message_id="<c@x>", in_reply_to="<b@x>", subject="RE RE"),
+    ]
+    result = Importer(conn, ImportPolicy(create_contacts=False)).import_batch(
+        [Incoming(m) for m in reversed(msgs)]
+    )
+    for eml in result.eml_ids:
+        assert ties_of(conn, eml) == {("S", so)}
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+def test_two_importers_at_once_never_double_anything(db_dsn: str) -> None:
+    shared = [
+        make_message(sender=f"Person {i} <person{i}@customer.example>",
+                     to=f"other{i % 5}@customer.example", subject=f"Message {i}")
+        for i in range(60)
+    ]
+    errors: list[BaseException] = []
+    for round_ in range(3):
+        barrier = threading.Barrier(2)
+        batch = [m.replace(b"Message ", f"Round {round_} message ".encode()) for m in shared]
+
+        def run(order: int, batch: list[bytes] = batch, barrier: threading.Barrier = barrier
+                ) -> None:
+            try:
+                with psycopg.connect(db_dsn, autocommit=True) as conn:
+                    items = [Incoming(m) for m in (batch if order == 0 else batch[::-1])]
+                    barrier.wait()
+                    for start in range(0, len(items), 15):
+                        Importer(conn).import_batch(items[start:start + 15])
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors
+    with psycopg.connect(db_dsn) as conn:
+        assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 180
+        assert count(conn, "SELECT count(*) FROM cntct") == 65
+        assert count(conn, "SELECT count(DISTINCT lower(cntct_email)) FROM cntct") == 65
+        assert count(conn, "SELECT count(*) FROM cntcteml") == 65
+        assert count(
+            conn,
+            """SELECT count(*) FROM (SELECT 1 FROM xtbatch.emlassc
+                GROUP BY emlassc_eml_id, emlassc_type, emlassc_assc_id HAVING count(*) > 1) d""",
+        ) == 0
+
+
+def test_store_helpers_resolve_documents(conn: psycopg.Connection) -> None:
+    cust = add_document(conn, "custinfo", "cust_number", "TTOYS")
+    assert store.resolve_documents(conn, "C", ["ttoys", "NONE"]) == {"ttoys": cust}
+    assert store.resolve_documents(conn, "INCDT", ["12a"]) == {}
+    assert store.split_name("", "john.smith@x") == ("John", "Smith")
+    assert store.split_name("Doe, Jane", "j@x") == ("Jane", "Doe")
+    assert store.split_name("Jane van Doe", "j@x") == ("Jane van", "Doe")
