@@ -39,7 +39,7 @@ _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS xt_stage (
     idx int, hash text, date timestamptz, subj text, body text, raw bytea,
     message_id text, in_reply_to text, refs text[], reply_to text, list_id text,
-    is_bulk boolean, size int, attachments jsonb, defects text[], search text,
+    is_bulk boolean, size int, attachments text, defects text[], search text,
     loc_account text, loc_mailbox text, loc_uidvalidity bigint, loc_uid bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS xt_stage_addr (
@@ -58,7 +58,7 @@ SET default_toast_compression = 'lz4';
 """
 _STAGE_TYPES = [
     "int4", "text", "timestamptz", "text", "text", "bytea", "text", "text", "text[]",
-    "text", "text", "bool", "int4", "jsonb", "text[]", "text", "text", "text", "int8",
+    "text", "text", "bool", "int4", "text", "text[]", "text", "text", "text", "int8",
     "int8",
 ]
 
@@ -228,7 +228,7 @@ def _insert_details(conn: psycopg.Connection, new_idx: list[int], source: str) -
                                    msg_reply_to, msg_list_id, msg_is_bulk, msg_size,
                                    msg_attachments, msg_defects, msg_source, msg_search)
            SELECT e.eml_id, s.message_id, s.in_reply_to, s.refs, s.reply_to, s.list_id,
-                  s.is_bulk, s.size, s.attachments, s.defects, %s, s.search::tsvector
+                  s.is_bulk, s.size, s.attachments::jsonb, s.defects, %s, s.search::tsvector
              FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
             WHERE s.idx = ANY(%s)""",
         (source, new_idx),

@@ -1,0 +1,273 @@
+"""The read side of the store, for the widgets: asynchronous, on the host's qasync loop.
+
+Views never run SQL: they hold a :class:`MailStore` that the host passes in, and await its
+methods. One store wraps one ``psycopg.AsyncConnection`` (in autocommit mode); a connection
+runs one query at a time, and psycopg queues concurrent awaits on it safely.
+
+psycopg is imported here, not in the widget modules, so Qt Designer can load the widgets
+without a database driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from . import registry
+from .errors import DatabaseError, DatabaseUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One line of an Email tab."""
+
+    eml_id: int
+    date: datetime | None
+    sender: str
+    to: str
+    cc: str
+    subject: str
+    #: True when the message is listed because it is tied to one of the document's contacts
+    #: (CRM Account, Customer, Vendor, Employee), not to the document itself.
+    via_contact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    eml_id: int
+    date: datetime | None
+    subject: str
+    body: str
+    from_: tuple[tuple[str, str], ...] = ()
+    to: tuple[tuple[str, str], ...] = ()
+    cc: tuple[tuple[str, str], ...] = ()
+    reply_to: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[dict[str, object], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    cntct_id: int
+    number: str
+    name: str
+    email: str
+
+
+def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
+    """SQL selecting the cntct ids of one document (parameter: the document id)."""
+    parts: list[sql.Composable] = []
+    table, key = sql.Identifier(doc.table), sql.Identifier(doc.key)
+    for column in doc.contact_columns:
+        parts.append(
+            sql.SQL("SELECT {col} FROM {table} WHERE {key} = %(doc_id)s").format(
+                col=sql.Identifier(column), table=table, key=key
+            )
+        )
+    if doc is registry.CRM_ACCOUNT:
+        parts.append(sql.SQL("SELECT cntct_id FROM cntct WHERE cntct_crmacct_id = %(doc_id)s"))
+    if doc is registry.RETURN_AUTHORIZATION:
+        parts.append(
+            sql.SQL(
+                "SELECT c.x FROM rahead r JOIN custinfo cu ON cu.cust_id = r.rahead_cust_id, "
+                "LATERAL (VALUES (cu.cust_cntct_id), (cu.cust_corrcntct_id)) AS c(x) "
+                "WHERE r.rahead_id = %(doc_id)s"
+            )
+        )
+    if not parts:
+        return sql.SQL("SELECT NULL::integer WHERE false")
+    return sql.SQL(" UNION ").join(parts)
+
+
+_ADDRESSES = """
+  (SELECT string_agg(coalesce(nullif(a.emladdr_name, ''), a.emladdr_addr), ', '
+                     ORDER BY a.emladdr_id)
+     FROM xtbatch.emladdr a WHERE a.emladdr_eml_id = m.eml_id AND a.emladdr_type = '{kind}')
+"""
+
+
+class MailStore:
+    """Asynchronous queries and changes for the Email tab and the Attach dialog."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.connection = conn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> MailStore:
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"Cannot reach the database: {exc}",
+                hint="Check that the database server is running and the connection settings.",
+            ) from exc
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    # -- documents -----------------------------------------------------------------------------
+    async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]:
+        """The contacts of a document, with their primary address (for New)."""
+        doc = registry.by_code(code)
+        query = sql.SQL(
+            """SELECT c.cntct_id, c.cntct_number,
+                      trim(coalesce(c.cntct_first_name, '') || ' ' ||
+                           coalesce(c.cntct_last_name, '')),
+                      coalesce(nullif(c.cntct_email, ''),
+                               (SELECT e.cntcteml_email FROM cntcteml e
+                                 WHERE e.cntcteml_cntct_id = c.cntct_id
+                                 ORDER BY e.cntcteml_primary DESC, e.cntcteml_id LIMIT 1), '')
+                 FROM cntct c WHERE c.cntct_id IN ({ids}) ORDER BY c.cntct_id"""
+        ).format(ids=_contacts_sql(doc) if doc is not registry.CONTACT
+                 else sql.SQL("SELECT %(doc_id)s"))
+        rows = await (await self.connection.execute(query, {"doc_id": doc_id})).fetchall()
+        return [ContactRow(*r) for r in rows]
+
+    async def document_number(self, code: str, doc_id: int) -> str | None:
+        """The number a person sees for a document (for its reference), or None."""
+        doc = registry.by_code(code)
+        query = sql.SQL("SELECT {number}::text FROM {table} WHERE {key} = %s").format(
+            number=sql.Identifier(doc.number_column or doc.key),
+            table=sql.Identifier(doc.table), key=sql.Identifier(doc.key),
+        )
+        row = await (await self.connection.execute(query, (doc_id,))).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- message lists ---------------------------------------------------------------------------
+    def _ids_query(self, doc: registry.DocumentType) -> sql.Composable:
+        direct = sql.SQL(
+            "SELECT emlassc_eml_id AS eml_id, false AS via FROM xtbatch.emlassc "
+            "WHERE emlassc_type = %(code)s AND emlassc_assc_id = %(doc_id)s"
+        )
+        if not doc.shows_contact_mail:
+            return direct
+        via = sql.SQL(
+            "SELECT emlassc_eml_id, true FROM xtbatch.emlassc "
+            "WHERE emlassc_type = 'T' AND emlassc_assc_id IN ({contacts})"
+        ).format(contacts=_contacts_sql(doc))
+        return sql.SQL(
+            "SELECT eml_id, bool_and(via) AS via FROM ({direct} UNION ALL {via}) AS u "
+            "GROUP BY eml_id"
+        ).format(direct=direct, via=via)
+
+    async def count_for(self, code: str, doc_id: int) -> int:
+        doc = registry.by_code(code)
+        query = sql.SQL("SELECT count(*) FROM ({ids}) AS t").format(ids=self._ids_query(doc))
+        row = await (
+            await self.connection.execute(query, {"code": doc.code, "doc_id": doc_id})
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def messages_for(
+        self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
+    ) -> list[MessageRow]:
+        """A document's mail, newest first; ``limit`` rows from ``offset``."""
+        doc = registry.by_code(code)
+        query = sql.SQL(
+            """SELECT m.eml_id, m.eml_date, coalesce(m.eml_subj, ''), t.via,
+                      coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
+                 FROM ({ids}) AS t
+                 JOIN xtbatch.eml m ON m.eml_id = t.eml_id
+                ORDER BY m.eml_date DESC NULLS LAST, m.eml_id DESC
+                LIMIT %(limit)s OFFSET %(offset)s"""
+        ).format(
+            ids=self._ids_query(doc),
+            from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
+            to=sql.SQL(_ADDRESSES.format(kind="TO")),
+            cc=sql.SQL(_ADDRESSES.format(kind="CC")),
+        )
+        cur = await self.connection.execute(
+            query, {"code": doc.code, "doc_id": doc_id, "limit": limit, "offset": offset}
+        )
+        return [
+            MessageRow(eml_id=r[0], date=r[1], subject=r[2], via_contact=bool(r[3]),
+                       sender=r[4], to=r[5], cc=r[6])
+            for r in await cur.fetchall()
+        ]
+
+    # -- one message -------------------------------------------------------------------------------
+    async def message(self, eml_id: int) -> MessageDetail:
+        async with self.connection.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """SELECT e.eml_id, e.eml_date, coalesce(e.eml_subj, '') AS subject,
+                          coalesce(e.eml_body, '') AS body, m.msg_reply_to,
+                          coalesce(m.msg_attachments, '[]') AS attachments
+                     FROM xtbatch.eml e LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
+                    WHERE e.eml_id = %s""",
+                (eml_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise DatabaseError(f"Message {eml_id} no longer exists.")
+            await cur.execute(
+                """SELECT emladdr_type, coalesce(emladdr_name, ''), emladdr_addr
+                     FROM xtbatch.emladdr WHERE emladdr_eml_id = %s ORDER BY emladdr_id""",
+                (eml_id,),
+            )
+            addresses: dict[str, list[tuple[str, str]]] = {}
+            for a in await cur.fetchall():
+                kind, name, addr = a.values()
+                addresses.setdefault(kind, []).append((name, addr))
+        reply_to = tuple(
+            ("", a.strip()) for a in (row["msg_reply_to"] or "").split(",") if a.strip()
+        )
+        return MessageDetail(
+            eml_id=row["eml_id"], date=row["eml_date"], subject=row["subject"],
+            body=row["body"], from_=tuple(addresses.get("FROM", ())),
+            to=tuple(addresses.get("TO", ())), cc=tuple(addresses.get("CC", ())),
+            reply_to=reply_to, attachments=tuple(row["attachments"]),
+        )
+
+    async def raw_message(self, eml_id: int) -> bytes:
+        row = await (
+            await self.connection.execute(
+                "SELECT eml_msg FROM xtbatch.eml WHERE eml_id = %s", (eml_id,)
+            )
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise DatabaseError(f"Message {eml_id} no longer exists.")
+        return bytes(row[0])
+
+    # -- rule 4: attach and detach -------------------------------------------------------------
+    async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
+        """Tie messages to a document, recording who and when; return how many were new."""
+        doc = registry.by_code(code)
+        async with self.connection.transaction():
+            cur = await self.connection.execute(
+                """WITH added AS (
+                       INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type,
+                                                    emlassc_assc_id)
+                       SELECT e, %(code)s, %(doc_id)s FROM unnest(%(ids)s::int[]) AS e
+                        WHERE NOT EXISTS (
+                              SELECT 1 FROM xtbatch.emlassc x
+                               WHERE x.emlassc_eml_id = e AND x.emlassc_type = %(code)s
+                                 AND x.emlassc_assc_id = %(doc_id)s)
+                       ON CONFLICT DO NOTHING
+                       RETURNING emlassc_eml_id)
+                   INSERT INTO xtmail.assc_log (al_eml_id, al_type, al_assc_id, al_action)
+                   SELECT emlassc_eml_id, %(code)s, %(doc_id)s, 'attach' FROM added""",
+                {"code": doc.code, "doc_id": doc_id, "ids": list(eml_ids)},
+            )
+            return cur.rowcount
+
+    async def detach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
+        """Untie messages from a document, recording who and when; return how many."""
+        doc = registry.by_code(code)
+        async with self.connection.transaction():
+            cur = await self.connection.execute(
+                """WITH removed AS (
+                       DELETE FROM xtbatch.emlassc
+                        WHERE emlassc_eml_id = ANY(%(ids)s) AND emlassc_type = %(code)s
+                          AND emlassc_assc_id = %(doc_id)s
+                       RETURNING emlassc_eml_id)
+                   INSERT INTO xtmail.assc_log (al_eml_id, al_type, al_assc_id, al_action)
+                   SELECT DISTINCT emlassc_eml_id, %(code)s, %(doc_id)s, 'detach'
+                     FROM removed""",
+                {"code": doc.code, "doc_id": doc_id, "ids": list(eml_ids)},
+            )
+            return cur.rowcount
