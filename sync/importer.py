@@ -178,8 +178,11 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
 # runs in C and is about five times faster than a \w+ regex over a 10 KB body.
 _SEPARATORS = str.maketrans(
     {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")}
-    | {c: " " for c in "\u00a0\u00ab\u00bb\u2013\u2014\u2018\u2019\u201a\u201c\u201d"
-                      "\u201e\u2026\u2022\u00b7\u3000\u3001\u3002\uff0c"}
+    | dict.fromkeys(
+        "\u00a0\u00ab\u00bb\u2013\u2014\u2018\u2019\u201a\u201c\u201d"
+        "\u201e\u2026\u2022\u00b7\u3000\u3001\u3002\uff0c",
+        " ",
+    )
 )
 _SEARCH_TEXT_LIMIT = 200_000
 _MAX_LEXEME = 100
