@@ -9,7 +9,7 @@ from PyQt6.QtWidgets import QWidget
 try:
     from . import _support
 except ImportError:  # Qt Designer loads plugin files as top-level modules
-    import _support  # type: ignore[no-redef]
+    import _support  # type: ignore[no-redef,import-not-found]
 
 _support.ensure_importable()
 
@@ -19,7 +19,7 @@ class EmailPreferencesPagePlugin(QPyDesignerCustomWidgetPlugin):
         super().__init__(parent)
         self._initialized = False
 
-    def initialize(self, core: QDesignerFormEditorInterface) -> None:
+    def initialize(self, core: QDesignerFormEditorInterface | None) -> None:
         self._initialized = True
         _support.trace(f"initialize {self.name()}")
 
