@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's front door. Two commands do all the setup on a fresh Debian or Ubuntu machine:
-#   bash dev.sh run     the main job (for now: a local PostgreSQL with xtmail's schema)
+#   bash dev.sh run     the main job: the demo ERP host with the Email tabs
 #   bash dev.sh test    the whole test suite, with ruff and mypy
 # Both install what they need: system packages through apt (as root or with sudo), and a
 # virtual environment in .venv with the package.
@@ -73,7 +73,7 @@ case "${1:-}" in
     need_packages "${SYSTEM_PACKAGES_RUN[@]}"
     make_venv ""
     shift
-    exec "$VENV/bin/xtmail" local-db --folder .xtmail-data "$@"
+    exec "$VENV/bin/xtmail" demo --folder .xtmail-data "$@"
     ;;
   test)
     need_packages "${SYSTEM_PACKAGES_TEST[@]}"

@@ -58,6 +58,16 @@ class ContactRow:
     email: str
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    """A document in a list of records (the demo host's main window)."""
+
+    doc_id: int
+    number: str
+    contact_name: str
+    contact_email: str
+
+
 def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
     """SQL selecting the cntct ids of one document (parameter: the document id)."""
     parts: list[sql.Composable] = []
@@ -137,6 +147,34 @@ class MailStore:
         )
         row = await (await self.connection.execute(query, (doc_id,))).fetchone()
         return None if row is None else str(row[0])
+
+    async def list_documents(self, code: str, *, limit: int = 500) -> list[DocumentRow]:
+        """Records of one document type with their first contact, by number."""
+        doc = registry.by_code(code)
+        table, key = sql.Identifier(doc.table), sql.Identifier(doc.key)
+        number = sql.Identifier(doc.number_column or doc.key)
+        if doc is registry.CONTACT:
+            contact: sql.Composable = sql.SQL("d.cntct_id")
+        elif doc is registry.RETURN_AUTHORIZATION:
+            contact = sql.SQL(
+                "(SELECT cust_cntct_id FROM custinfo WHERE cust_id = d.rahead_cust_id)"
+            )
+        elif doc.contact_columns:
+            contact = sql.SQL("coalesce({})").format(
+                sql.SQL(", ").join(sql.SQL("d.") + sql.Identifier(c) for c in doc.contact_columns)
+            )
+        else:
+            contact = sql.SQL("NULL::integer")
+        query = sql.SQL(
+            """SELECT d.{key}, d.{number}::text,
+                      trim(coalesce(c.cntct_first_name, '') || ' ' ||
+                           coalesce(c.cntct_last_name, '')),
+                      coalesce(c.cntct_email, '')
+                 FROM {table} d LEFT JOIN cntct c ON c.cntct_id = {contact}
+                ORDER BY d.{number} LIMIT %s"""
+        ).format(key=key, number=number, table=table, contact=contact)
+        rows = await (await self.connection.execute(query, (limit,))).fetchall()
+        return [DocumentRow(*r) for r in rows]
 
     # -- message lists ---------------------------------------------------------------------------
     def _ids_query(self, doc: registry.DocumentType) -> sql.Composable:

@@ -14,7 +14,7 @@ from email.utils import format_datetime
 
 import psycopg
 
-from .importer import ImportPolicy, Importer, Incoming
+from .importer import Importer, ImportPolicy, Incoming
 
 OWN_ADDRESS = "you@ourcompany.example"
 
@@ -83,8 +83,7 @@ def seed(conn: psycopg.Connection) -> bool:
                 "RETURNING crmacct_id",
                 (account, account.title()),
             ).fetchone()
-            assert acc is not None
-            accounts[account] = acc[0]
+            accounts[account] = _first(acc)
         contact_ids: list[int] = []
         for number, first, last, email, account in CONTACTS:
             cid = conn.execute(
@@ -93,12 +92,11 @@ def seed(conn: psycopg.Connection) -> bool:
                    VALUES (%s, %s, %s, %s, %s, %s) RETURNING cntct_id""",
                 (number, first, last, f"{first} {last}", email, accounts[account]),
             ).fetchone()
-            assert cid is not None
-            contact_ids.append(cid[0])
+            contact_ids.append(_first(cid))
             conn.execute(
                 "INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email) "
                 "VALUES (%s, true, %s)",
-                (cid[0], email),
+                (contact_ids[-1], email),
             )
         conn.execute(
             "UPDATE crmacct SET crmacct_cntct_id_1 = c.cntct_id FROM cntct c "
@@ -126,6 +124,12 @@ def seed(conn: psycopg.Connection) -> bool:
         [Incoming(raw) for raw in sample_messages()], source="sample"
     )
     return True
+
+
+def _first(row: tuple[int, ...] | None) -> int:
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return row[0]
 
 
 def sample_messages() -> list[bytes]:
