@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 VENV=.venv
 SYSTEM_PACKAGES_RUN=(postgresql postgresql-contrib libegl1 libgl1 libxkbcommon0 libfontconfig1
   libfreetype6 libglib2.0-0 libdbus-1-3 libx11-6 libxcb1 python3-venv)
-SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl)
+SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl designer-qt6
+  python3-pyqt6.qtdesigner poppler-utils)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -26,12 +26,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import psycopg
-
-from . import store
 from .mime import parse_message
 from .refs import find_references
+
+if TYPE_CHECKING:
+    # Only for annotations: the settings and the preferences page import this module, and
+    # Qt Designer loads them in a Python that has no database driver.
+    import psycopg
 
 HASH_PREFIX = "x1:"  # Connect's hashes were bare MD5 hex; ours never collide with them.
 _SPLIT = re.compile(rb"\r?\n\r?\n")
@@ -308,6 +311,8 @@ class Importer:
     ) -> BatchResult:
         if prepared is None:
             prepared = prepare_many(items)
+        from . import store
+
         return store.write_batch(
             self.conn,
             items,
