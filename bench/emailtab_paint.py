@@ -1,0 +1,203 @@
+"""How fast the Email tab shows a busy document: setDocument to the first painted rows.
+
+    python bench/emailtab_paint.py [--messages N] [--others M] [--runs R]
+
+Makes a fresh database holding N messages (10,000) tied to one sales order and M more
+(20,000) tied to other orders, written with SQL (the importer's speed is measured by
+import_throughput.py; here only the tab matters). Then, offscreen, an EmailTab on a qasync
+loop gets the order with ``setDocument`` and the time until its list's viewport has
+painted rows is taken: once cold (the first query of the connection, printed on its own)
+and R more times, each from a cleared tab. The last lines are ``first_paint_ms: X`` (the
+median of the R runs) and ``peak_rss_mb: Y``. The time ends after the paint: it is taken
+by a zero timer started from the viewport's first Paint event with rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import common  # noqa: F401  # puts the repo on sys.path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import psycopg
+import qasync
+from PyQt6.QtCore import (
+    QEvent,
+    QMessageLogContext,
+    QObject,
+    QTimer,
+    QtMsgType,
+    qInstallMessageHandler,
+)
+from PyQt6.QtWidgets import QApplication
+
+from bench.common import fresh_database, peak_rss_mb
+from bench.messages import KNOWN_CONTACTS, WORDS
+from xtmail.sync.mailstore import MailStore
+from xtmail.widgets.email_tab import EmailTab
+
+ORDER_NUMBER = "50000"
+
+
+def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
+    """Write the mail; return the id of the sales order holding ``messages`` of it."""
+    total = messages + others
+    words = list(WORDS)
+    conn.execute(
+        """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg)
+           SELECT md5('bench' || i),
+                  timestamptz '2026-01-01 00:00+00' + i * interval '1 minute',
+                  initcap(w[1 + i %% 37]) || ' ' || w[1 + i %% 41] || ' ' || w[1 + i %% 43]
+                    || ' ' || w[1 + i %% 47] || ' [xtref:S-' || %(number)s || ']',
+                  'Message ' || i || E'\\n' || repeat(w[1 + i %% 31] || ' ', 200),
+                  convert_to('Subject: message ' || i || E'\\r\\n\\r\\nbody\\r\\n', 'UTF8')
+             FROM generate_series(1, %(total)s) AS i, (SELECT %(words)s::text[] AS w) AS v""",
+        {"total": total, "words": words, "number": ORDER_NUMBER},
+    )
+    conn.execute(
+        """INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
+                                         emladdr_name)
+           SELECT eml_id, 'FROM', 'contact' || (eml_id %% %(known)s) || '@customer'
+                  || (eml_id %% 97) || '.example.com', 'Person ' || (eml_id %% %(known)s)
+             FROM xtbatch.eml
+           UNION ALL
+           SELECT eml_id, 'TO', 'sales@ourcompany.example', 'Sales' FROM xtbatch.eml
+           UNION ALL
+           SELECT eml_id, 'CC', 'contact' || ((eml_id * 7) %% %(known)s) || '@customer'
+                  || (eml_id %% 89) || '.example.com', ''
+             FROM xtbatch.eml WHERE eml_id %% 4 = 0""",
+        {"known": KNOWN_CONTACTS},
+    )
+    row = conn.execute(
+        "SELECT cohead_id FROM cohead WHERE cohead_number = %s", (ORDER_NUMBER,)
+    ).fetchone()
+    assert row is not None
+    order = int(row[0])
+    # Every (total / messages)-th message is the order's; the rest spread over other orders.
+    conn.execute(
+        """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+           SELECT eml_id, 'S',
+                  CASE WHEN eml_id %% %(step)s = 0 AND eml_id / %(step)s <= %(messages)s
+                       THEN %(order)s
+                       ELSE (SELECT min(cohead_id) FROM cohead) + 1 + eml_id %% 400 END
+             FROM xtbatch.eml""",
+        {"step": max(1, total // messages), "messages": messages, "order": order},
+    )
+    conn.execute("VACUUM ANALYZE")
+    count = conn.execute(
+        "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' "
+        "AND emlassc_assc_id = %s", (order,)
+    ).fetchone()
+    print(f"database: {total} messages, {count[0] if count else 0} tied to sales order "
+          f"{ORDER_NUMBER}")
+    return order
+
+
+class FirstRowsPainted(QObject):
+    """Notes when the view's viewport has painted while the model has rows."""
+
+    def __init__(self, tab: EmailTab) -> None:
+        super().__init__(tab)
+        self._tab = tab
+        self.started = 0.0
+        self.finished: float | None = None
+        viewport = tab.view().viewport()
+        assert viewport is not None
+        viewport.installEventFilter(self)
+
+    def arm(self) -> None:
+        self.finished = None
+        self.started = time.perf_counter()
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if (
+            event is not None
+            and event.type() == QEvent.Type.Paint
+            and self.finished is None
+            and self.started
+            and self._tab.model().rowCount() > 0
+        ):
+            # Stamp after this paint has been done: the zero timer runs once the event
+            # that is being delivered now has been handled.
+            QTimer.singleShot(0, self._stamp)
+        return False
+
+    def _stamp(self) -> None:
+        if self.finished is None:
+            self.finished = time.perf_counter()
+
+
+async def until(predicate: Callable[[], object], limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the tab did not paint its rows")
+        await asyncio.sleep(0)
+
+
+def quiet_offscreen(kind: QtMsgType, context: QMessageLogContext, message: str | None) -> None:
+    # The offscreen platform says so each time a window's size limits change; noise here.
+    if message and not message.startswith("This plugin does not support"):
+        print(f"Qt: {message}")
+
+
+def measure(dsn: str, order: int, runs: int) -> list[float]:
+    qInstallMessageHandler(quiet_offscreen)
+    app = QApplication.instance() or QApplication([])
+    assert isinstance(app, QApplication)
+    app.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    store = loop.run_until_complete(MailStore.connect(dsn))
+    tab = EmailTab()
+    tab.setStore(store)
+    tab.resize(1000, 700)
+    tab.show()
+    probe = FirstRowsPainted(tab)
+    loop.run_until_complete(asyncio.sleep(0.2))  # window shown and painted empty
+    times = []
+    for _ in range(runs + 1):
+        tab.clearDocument()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        probe.arm()
+        tab.setDocument("S", order)
+        loop.run_until_complete(until(lambda: probe.finished is not None))
+        assert probe.finished is not None
+        times.append((probe.finished - probe.started) * 1000)
+        if tab.errorText():
+            raise SystemExit(f"the tab reported an error: {tab.errorText()}")
+        loop.run_until_complete(until(lambda: not tab.isBusy()))
+    assert tab.model().rowCount() == 100, tab.model().rowCount()
+    tab.close()
+    loop.run_until_complete(store.close())
+    loop.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--others", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    with fresh_database() as dsn:
+        start = time.perf_counter()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            order = fill(conn, args.messages, args.others)
+        print(f"filled in {time.perf_counter() - start:.1f} s")
+        times = measure(dsn, order, args.runs)
+    cold, warm = times[0], times[1:]
+    print(f"cold run (first query of the connection): {cold:.1f} ms")
+    print(f"runs: {', '.join(f'{t:.0f}' for t in warm)} ms")
+    print(f"first_paint_ms: {statistics.median(warm):.1f}")
+    print(f"peak_rss_mb: {peak_rss_mb():.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""The demo ERP host: what ``xtmail demo`` runs.
+
+An xTuple-like main window lists the 14 supported document types and their records; each
+record opens a document window that embeds the Email tab and the contact mail link, the way
+an xTuple window would. Edit > User Preferences holds the Email page; the sync service starts
+with the application when its preference is ticked, and open Email tabs refresh from its
+``messagesImported`` signal.
+
+Everything is wired by passing objects in (STYLE 8): the store, the settings, the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from PyQt6.QtCore import QSettings, Qt, pyqtSignal
+from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
+from PyQt6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xtmail.sync import registry
+from xtmail.sync.refs import Reference
+from xtmail.widgets.contact_mail_link import ContactMailLink
+from xtmail.widgets.email_tab import EmailTab
+
+if TYPE_CHECKING:
+    from xtmail.sync.mailstore import DocumentRow, MailStore
+    from xtmail.sync.service import SyncService
+
+log = logging.getLogger(__name__)
+
+
+class DocumentWindow(QWidget):
+    """One document, as an xTuple document window would show it, with its Email tab."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        doc: registry.DocumentType,
+        row: DocumentRow,
+        *,
+        own_addresses: tuple[str, ...] = (),
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.setWindowTitle(f"{doc.label} {row.number}")
+        self.resize(900, 620)
+        layout = QVBoxLayout(self)
+        header = QHBoxLayout()
+        title = QLabel(f"<b>{doc.label} {row.number}</b>", self)
+        header.addWidget(title)
+        header.addStretch(1)
+        header.addWidget(QLabel(self.tr("Contact:"), self))
+        self.contactLink = ContactMailLink(self)
+        self.contactLink.setEmail(row.contact_email)
+        self.contactLink.setReference(Reference(doc.code, row.number))
+        header.addWidget(self.contactLink)
+        layout.addLayout(header)
+
+        self.tabs = QTabWidget(self)
+        general = QLabel(
+            self.tr("{label} {number}\nContact: {contact}").format(
+                label=doc.label, number=row.number, contact=row.contact_name or "-"
+            ),
+            self,
+        )
+        general.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.tabs.addTab(general, self.tr("General"))
+        self.emailTab = EmailTab(self)
+        self.emailTab.setOwnAddresses(list(own_addresses))
+        self.emailTab.setStore(store)
+        self.emailTab.setAttachDialogFactory(_attach_dialog_factory(store))
+        self.emailTab.setDocument(doc.code, row.doc_id)
+        self.tabs.addTab(self.emailTab, self.tr("Email"))
+        self.tabs.setCurrentWidget(self.emailTab)
+        layout.addWidget(self.tabs)
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        self.emailTab.close()
+        super().closeEvent(event)
+
+
+def _attach_dialog_factory(store: MailStore) -> Callable[[str, int, QWidget], QDialog]:
+    def factory(code: str, doc_id: int, parent: QWidget) -> QDialog:
+        from xtmail.dialogs.attach_email import AttachEmailDialog
+
+        return AttachEmailDialog(store, code, doc_id, parent)
+
+    return factory
+
+
+class PreferencesDialog(QDialog):
+    """User Preferences, reduced to the page this project adds: Email."""
+
+    def __init__(self, page: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(self.tr("User Preferences"))
+        layout = QVBoxLayout(self)
+        tabs = QTabWidget(self)
+        tabs.addTab(page, self.tr("Email"))
+        layout.addWidget(tabs)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(760, 640)
+
+
+class DemoMainWindow(QMainWindow):
+    """The ERP-like main window: document types on the left, their records on the right.
+
+    Signals:
+        documentOpened(str code, int doc_id): a document window was opened.
+    """
+
+    documentOpened = pyqtSignal(str, int)
+
+    def __init__(
+        self,
+        store: MailStore,
+        settings: QSettings,
+        service: SyncService | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._settings = settings
+        self._service = service
+        self._rows: list[DocumentRow] = []
+        self._windows: list[DocumentWindow] = []
+        self._load_task: asyncio.Task[None] | None = None
+        self._preferences: PreferencesDialog | None = None
+        self.setWindowTitle(self.tr("xTuple ERP (xtmail demo)"))
+        self.resize(980, 620)
+
+        splitter = QSplitter(self)
+        self.typeList = QListWidget(splitter)
+        for doc in registry.DOCUMENT_TYPES:
+            item = QListWidgetItem(doc.label, self.typeList)
+            item.setData(Qt.ItemDataRole.UserRole, doc.code)
+        self.recordTable = QTableWidget(0, 2, splitter)
+        self.recordTable.setHorizontalHeaderLabels([self.tr("Number"), self.tr("Contact")])
+        self.recordTable.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.recordTable.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.recordTable.horizontalHeader().setStretchLastSection(True)  # type: ignore[union-attr]
+        splitter.setStretchFactor(1, 1)
+        self.setCentralWidget(splitter)
+        self.statusBar().showMessage(self.tr("Double-click a record to open it."))  # type: ignore[union-attr]
+
+        file_menu = _menu(self, self.tr("&File"))
+        quit_action = QAction(self.tr("&Quit"), self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        edit_menu = _menu(self, self.tr("&Edit"))
+        self.preferencesAction = QAction(self.tr("User &Preferences..."), self)
+        self.preferencesAction.setShortcut(QKeySequence.StandardKey.Preferences)
+        self.preferencesAction.triggered.connect(self.openPreferences)
+        edit_menu.addAction(self.preferencesAction)
+
+        self.typeList.currentRowChanged.connect(self._type_changed)
+        self.recordTable.cellDoubleClicked.connect(self._open_row)
+        if service is not None:
+            service.statusChanged.connect(self._show_status)
+
+    # -- records --------------------------------------------------------------------------
+    def currentCode(self) -> str:
+        item = self.typeList.currentItem()
+        return str(item.data(Qt.ItemDataRole.UserRole)) if item else ""
+
+    def selectDocumentType(self, code: str) -> None:
+        for row in range(self.typeList.count()):
+            item = self.typeList.item(row)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == code:
+                self.typeList.setCurrentRow(row)
+                return
+
+    def _type_changed(self, row: int) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
+        code = self.currentCode()
+        if code:
+            self._load_task = asyncio.get_event_loop().create_task(self._load(code))
+
+    async def _load(self, code: str) -> None:
+        try:
+            rows = await self._store.list_documents(code)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the window stays usable
+            self.statusBar().showMessage(self.tr("Could not load records: {0}").format(exc))  # type: ignore[union-attr]
+            return
+        self._rows = rows
+        self.recordTable.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            self.recordTable.setItem(i, 0, QTableWidgetItem(row.number))
+            contact = row.contact_name or row.contact_email
+            self.recordTable.setItem(i, 1, QTableWidgetItem(contact))
+
+    def recordCount(self) -> int:
+        return len(self._rows)
+
+    def _open_row(self, row: int, _column: int = 0) -> None:
+        self.openDocument(self.currentCode(), self._rows[row].doc_id)
+
+    def openDocument(self, code: str, doc_id: int) -> DocumentWindow:
+        doc = registry.by_code(code)
+        row = next(r for r in self._rows if r.doc_id == doc_id)
+        window = DocumentWindow(
+            self._store, doc, row, own_addresses=self._own_addresses(), parent=self
+        )
+        if self._service is not None:
+            self._service.messagesImported.connect(window.emailTab.onMessagesImported)
+        window.destroyed.connect(self._forget_windows)
+        self._windows.append(window)
+        window.show()
+        self.documentOpened.emit(code, doc_id)
+        return window
+
+    def _forget_windows(self) -> None:
+        self._windows = [w for w in self._windows if _alive(w)]
+
+    def documentWindows(self) -> list[DocumentWindow]:
+        return [w for w in self._windows if _alive(w)]
+
+    def _own_addresses(self) -> tuple[str, ...]:
+        from xtmail.sync.settings import load_settings
+
+        settings = load_settings(self._settings)
+        own = list(settings.own_addresses)
+        if settings.account.user and "@" in settings.account.user:
+            own.append(settings.account.user)
+        return tuple(own)
+
+    # -- preferences and status ---------------------------------------------------------------
+    def openPreferences(self) -> None:
+        from xtmail.dialogs.email_prefs import EmailPreferencesPage
+
+        if self._preferences is None:
+            page = EmailPreferencesPage(settings_store=self._settings, service=self._service)
+            self._preferences = PreferencesDialog(page, self)
+        self._preferences.open()
+
+    def preferencesDialog(self) -> PreferencesDialog | None:
+        return self._preferences
+
+    def _show_status(self, text: str) -> None:
+        self.statusBar().showMessage(text)  # type: ignore[union-attr]
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
+        for window in self.documentWindows():
+            window.close()
+        super().closeEvent(event)
+
+
+def _menu(window: QMainWindow, title: str) -> QMenu:
+    bar = window.menuBar()
+    menu = bar.addMenu(title) if bar is not None else None
+    if menu is None:
+        raise RuntimeError("Qt could not create the menu bar")
+    return menu
+
+
+def _alive(widget: QWidget) -> bool:
+    from PyQt6 import sip
+
+    return not sip.isdeleted(widget)
+
+
+def show_error(parent: QWidget | None, text: str) -> None:
+    box = QMessageBox(QMessageBox.Icon.Critical, "xtmail", text, parent=parent)
+    box.open()
+
+
+# -- the application ------------------------------------------------------------------------
+
+def run(
+    dsn: str,
+    settings: QSettings,
+    *,
+    screenshot: str | None = None,
+    open_document: tuple[str, str] | None = None,
+    quit_after: float | None = None,
+) -> int:
+    """Run the demo on ``dsn`` until its main window closes (or ``quit_after`` seconds).
+
+    ``screenshot`` saves a picture of the main window and of an open document window (for
+    machines without a screen); ``open_document`` (code, number) opens one at start.
+    """
+    import qasync
+    from PyQt6.QtWidgets import QApplication
+
+    from xtmail.sync.credentials import KeyringCredentials
+    from xtmail.sync.mailstore import MailStore
+    from xtmail.sync.service import SyncService
+    from xtmail.sync.settings import load_settings
+
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(["xtmail-demo"])
+    # The main window's destruction ends main(); Qt must not stop the loop before the
+    # service and the store are closed.
+    app.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed: asyncio.Future[None] = loop.create_future()
+
+    async def main() -> None:
+        store = await MailStore.connect(dsn)
+        service = SyncService(load_settings(settings), KeyringCredentials(), dsn)
+        window = DemoMainWindow(store, settings, service)
+        def on_closed(*_: object) -> None:
+            if not closed.done():
+                closed.set_result(None)
+
+        window.destroyed.connect(on_closed)
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        window.show()
+        if load_settings(settings).sync_while_running:
+            service.start()
+        try:
+            if open_document or screenshot:
+                code, number = open_document or ("S", "50123")
+                window.selectDocumentType(code)
+                await _until(lambda: window.recordCount() > 0)
+                row = next((r for r in window._rows if r.number == number), None)
+                if row is not None:
+                    doc_window = window.openDocument(code, row.doc_id)
+                    await _until(lambda: doc_window.emailTab.model().rowCount() > 0)
+                    doc_window.emailTab.view().selectRow(0)
+                    await asyncio.sleep(0.3)
+                    if screenshot:
+                        base = screenshot.removesuffix(".png")
+                        window.grab().save(f"{base}-main.png")
+                        doc_window.grab().save(f"{base}-sales-order.png")
+                        print(f"screenshots: {base}-main.png {base}-sales-order.png")
+            if quit_after is not None:
+                await asyncio.wait_for(asyncio.shield(closed), quit_after)
+            else:
+                await closed
+        except TimeoutError:
+            window.close()
+        finally:
+            await service.aclose()
+            await store.close()
+
+    with loop:
+        loop.run_until_complete(main())
+    return 0
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - widget state, polled for the screenshot only
+            await asyncio.sleep(0.05)

@@ -1,0 +1,1092 @@
+"""The Email tab of an ERP document: its mail, a preview, and the mail actions.
+
+The host window gives the tab a store (``setStore``) and a document (``setDocument``); the
+tab lists the mail tied to that document, newest first, shows one message's headers and
+text when it is selected, and offers New, Print, Reply, Reply All, Forward, Attach, Detach
+and Refresh on a toolbar, in a context menu and on the keyboard (see docs/widgets.md).
+
+Decisions (where DESIGN.md is silent):
+
+* Keyboard shortcuts act only while the focus is inside the tab
+  (``Qt.ShortcutContext.WidgetWithChildrenShortcut``), so Ctrl+P here prints the message
+  while the document window keeps its own Ctrl+P elsewhere.
+* All database work runs in tasks the tab owns, one per purpose (the list, the preview,
+  each action). Starting a purpose again cancels its previous task; changing the document,
+  the store, closing or destroying the tab cancels all of them. Failures end up in a banner
+  at the top of the tab, worded for the user, and in ``errorOccurred``.
+* Reply, Reply All and Forward started from a document's tab carry that document's
+  reference, so the answer comes back tied to the same document (the subject is never
+  given the token twice).
+* Detach removes only the document's own ties. Mail listed because it is tied to one of
+  the document's contacts stays: it is detached on the contact. The confirmation says so.
+* Print goes through the print dialog each time (opened with ``open()``); the QPrinter
+  is kept, so the choices made there apply the next time. ``setPrinter`` replaces it (tests
+  print to PDF this way).
+* Opening a message writes its raw bytes, exactly as received, to a private temporary
+  ``.eml`` file (see :mod:`xtmail.widgets.desktop`), written in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from PyQt6 import QtCore, sip
+from PyQt6.QtCore import (
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPoint,
+    Qt,
+    QUrl,
+    pyqtSignal,
+)
+from PyQt6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QFont,
+    QIcon,
+    QKeySequence,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+)
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xtmail.sync import registry
+from xtmail.sync.errors import XtmailError
+from xtmail.sync.refs import Reference
+from xtmail.widgets.compose import (
+    Draft,
+    MessageInfo,
+    forward_draft,
+    mailto_url,
+    new_draft,
+    reply_all_draft,
+    reply_draft,
+)
+from xtmail.widgets.desktop import (
+    Desktop,
+    DesktopError,
+    PrivateFiles,
+    SystemDesktop,
+    default_private_files,
+    open_url,
+)
+from xtmail.widgets.message_model import CC, DATE, FROM, TO, MessageListModel
+
+if TYPE_CHECKING:
+    from PyQt6.QtPrintSupport import QPrinter
+
+    from xtmail.sync.mailstore import MailStore, MessageDetail
+
+__all__ = [
+    "AttachDialogFactory",
+    "EmailTab",
+    "describe_error",
+    "empty_text",
+    "message_headers",
+    "preview_text",
+    "print_document",
+]
+
+log = logging.getLogger(__name__)
+
+# PyQt6's type stubs leave pyqtProperty out.
+pyqtProperty: Any = QtCore.pyqtProperty  # type: ignore[attr-defined]
+
+#: Builds the Attach Email dialog for ``(code, doc_id, parent)``; the tab opens it with
+#: ``open()`` and refreshes when it is accepted.
+AttachDialogFactory = Callable[[str, int, QWidget], QDialog]
+
+#: The actions of the tab: name, text, shortcuts, tooltip.
+ACTIONS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
+    ("open", "Open", ("Return", "Enter"), "Open the message in your mail program"),
+    ("new", "New", ("Ctrl+N",), "Write a new mail about this document"),
+    ("print", "Print", ("Ctrl+P",), "Print the selected message"),
+    ("reply", "Reply", ("Ctrl+R",), "Reply to the sender"),
+    ("replyAll", "Reply All", ("Ctrl+Shift+R",), "Reply to the sender and all recipients"),
+    ("forward", "Forward", ("Ctrl+L",), "Forward the message (without attachments)"),
+    ("attach", "Attach", ("Ctrl+Shift+A",), "Tie mail from your mailbox to this document"),
+    ("detach", "Detach", ("Delete",), "Untie the selected mail from this document"),
+    ("refresh", "Refresh", ("F5",), "Read this document's mail again"),
+)
+_TOOLBAR: Final = ("new", "print", "reply", "replyAll", "forward", "attach", "detach", "refresh")
+_MENU: Final = (
+    "open", "", "reply", "replyAll", "forward", "print", "", "new", "attach", "detach", "",
+    "refresh",
+)
+_ICONS: Final = {
+    "new": "mail-message-new", "print": "document-print", "reply": "mail-reply-sender",
+    "replyAll": "mail-reply-all", "forward": "mail-forward", "attach": "mail-attachment",
+    "detach": "edit-delete", "refresh": "view-refresh", "open": "document-open",
+}
+
+_NO_DOCUMENT_TEXT: Final = "Open a document to see its mail here."
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """What to tell the user about ``exc``, or ``None`` when it is not an expected failure."""
+    if isinstance(exc, XtmailError):
+        return exc.user_text()
+    # psycopg is looked up, not imported: this module must load without a database driver,
+    # and a database error can only exist once the store has imported psycopg.
+    psycopg: Any = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return (
+                f"The database refused this: {detail}.\n"
+                "Ask your xTuple administrator for the privilege, then try again."
+            )
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return (
+                "The connection to the database was lost.\n"
+                "Check the network and that the database server is running, then press "
+                "Refresh (F5)."
+            )
+        return (
+            f"The database reported an error: {detail}.\n"
+            "Press Refresh (F5) to try again; if it happens again, tell your administrator."
+        )
+    if isinstance(exc, OSError):
+        return (
+            f"The message could not be saved for your mail program: {exc.strerror or exc}.\n"
+            "Check that the temporary folder has free space, then try again."
+        )
+    return None
+
+
+class _Tasks:
+    """The tab's background tasks (STYLE.md 5): one per purpose, cancelled together.
+
+    Failures are turned into user text and handed to ``report(purpose, text)``; a
+    cancelled task reports nothing.
+    """
+
+    def __init__(self, report: Callable[[str, str], None]) -> None:
+        self._report = report
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(
+        self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> asyncio.Task[None]:
+        self.cancel(purpose)
+        # The coroutine is created inside the task, so a task cancelled before its first
+        # step leaves no never-awaited coroutine behind.
+        loop = asyncio.get_event_loop()
+        task = loop.create_task(self._run(purpose, func, args), name=f"EmailTab {purpose}")
+        self._tasks[purpose] = task
+        task.add_done_callback(functools.partial(self._forget, purpose))
+        return task
+
+    async def _run(
+        self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            await func(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            text = describe_error(exc)
+            if text is None:
+                log.exception("Email tab: %s failed", purpose)
+                text = (
+                    f"Something unexpected went wrong: {exc}\n"
+                    "Press Refresh (F5) to try again; the details are in the log."
+                )
+            self._report(purpose, text)
+
+    def _forget(self, purpose: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(purpose) is task:
+            del self._tasks[purpose]
+
+    def cancel(self, *purposes: str) -> None:
+        for purpose in purposes:
+            task = self._tasks.pop(purpose, None)
+            if task is not None:
+                task.cancel()
+
+    def cancel_all(self, *_: object) -> None:
+        self.cancel(*list(self._tasks))
+
+    def running(self) -> set[str]:
+        return set(self._tasks)
+
+
+async def _dialog_result(dialog: QDialog) -> int:
+    """Open ``dialog`` window-modally with ``open()`` and wait for its result.
+
+    ``exec()`` would start a nested event loop inside a task, which qasync cannot run
+    (FACTS.md). A cancelled wait closes the dialog.
+    """
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    dialog.finished.connect(functools.partial(_resolve, future))
+    dialog.open()
+    try:
+        return await future
+    finally:
+        if not sip.isdeleted(dialog):
+            if dialog.isVisible():
+                dialog.reject()
+            dialog.deleteLater()
+
+
+def _resolve(future: asyncio.Future[int], result: int) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _message_info(detail: MessageDetail) -> MessageInfo:
+    return MessageInfo(
+        subject=detail.subject, date=detail.date, from_=detail.from_, to=detail.to,
+        cc=detail.cc, reply_to=detail.reply_to, body_text=detail.body,
+    )
+
+
+def _mailboxes(mailboxes: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{n} <{a}>" if n.strip() else a for n, a in mailboxes)
+
+
+def _size(size: object) -> str:
+    if not isinstance(size, int):
+        return ""
+    if size < 1024:
+        return f" ({size} bytes)"
+    if size < 1024 * 1024:
+        return f" ({size / 1024:.0f} KB)"
+    return f" ({size / 1024 / 1024:.1f} MB)"
+
+
+def message_headers(detail: MessageDetail) -> list[tuple[str, str]]:
+    """The header lines shown above a message in the preview and on paper."""
+    lines = [("From", _mailboxes(detail.from_)), ("To", _mailboxes(detail.to))]
+    if detail.cc:
+        lines.append(("Cc", _mailboxes(detail.cc)))
+    if detail.date is not None:
+        lines.append(("Date", detail.date.astimezone().strftime("%Y-%m-%d %H:%M %z")))
+    lines.append(("Subject", detail.subject))
+    if detail.attachments:
+        names = [
+            f"{a.get('filename') or 'unnamed'}{_size(a.get('size'))}" for a in detail.attachments
+        ]
+        lines.append(("Attachments", ", ".join(names)))
+    return lines
+
+
+def preview_text(detail: MessageDetail) -> str:
+    head = "\n".join(f"{name}: {value}" for name, value in message_headers(detail))
+    return f"{head}\n\n{detail.body}"
+
+
+def print_document(detail: MessageDetail) -> QTextDocument:
+    """The message as a document for printing: bold header names, then the text."""
+    document = QTextDocument()
+    cursor = QTextCursor(document)
+    bold, plain = QTextCharFormat(), QTextCharFormat()
+    bold.setFontWeight(QFont.Weight.Bold)
+    for n, (name, value) in enumerate(message_headers(detail)):
+        if n:
+            cursor.insertBlock()
+        cursor.insertText(f"{name}: ", bold)
+        cursor.insertText(value, plain)
+    cursor.insertBlock()
+    cursor.insertBlock()
+    # insertText keeps the body as plain text: nothing in a message can become markup.
+    cursor.insertText(detail.body, plain)
+    return document
+
+
+def _document_words(doc: registry.DocumentType) -> str:
+    # "Sales Order" -> "sales order", "CRM Account" -> "CRM account" (acronyms stay).
+    return " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in doc.label.split())
+
+
+def empty_text(code: str) -> str:
+    """The empty-state text for a document type, e.g. for "S" a sales order."""
+    doc = registry.find(code)
+    if doc is None:
+        return _NO_DOCUMENT_TEXT
+    what = f"this {_document_words(doc)}"
+    if doc.shows_contact_mail:
+        what += " or its contacts"
+    return (
+        f"No mail is tied to {what} yet.\n"
+        "Use Attach to add messages from your mailbox, or New to write one."
+    )
+
+
+class EmailTab(QWidget):
+    """The mail of one ERP document: list, preview, toolbar.
+
+    Signals:
+
+    * ``messageSelected(int)``: the current message changed to this ``eml_id``.
+    * ``documentChanged(str, int)``: a new document (code, id) was set.
+    * ``messagesLoaded(int)``: the list was (re)loaded; the number of rows shown.
+    * ``errorOccurred(str)``: something failed; the text shown in the tab's banner.
+    * ``attachRequested(str, int)``: Attach was chosen for this document (code, id).
+    * ``composeRequested(str)``: this ``mailto:`` URL was handed to the desktop.
+    * ``messageOpened(str)``: the path of the ``.eml`` file handed to the desktop.
+    * ``messagePrinted(int)``: this message was printed.
+    * ``messagesDetached(int)``: this many messages were detached from the document.
+    """
+
+    messageSelected = pyqtSignal(int)
+    documentChanged = pyqtSignal(str, int)
+    messagesLoaded = pyqtSignal(int)
+    errorOccurred = pyqtSignal(str)
+    attachRequested = pyqtSignal(str, int)
+    composeRequested = pyqtSignal(str)
+    messageOpened = pyqtSignal(str)
+    messagePrinted = pyqtSignal(int)
+    messagesDetached = pyqtSignal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._store: MailStore | None = None
+        self._code = ""
+        self._doc_id = 0
+        self._number: str | None = None
+        self._contact_ids: frozenset[int] = frozenset()
+        self._own: list[str] = []
+        self._desktop: Desktop = SystemDesktop()
+        self._files: PrivateFiles | None = None
+        self._printer: QPrinter | None = None
+        self._attach_factory: AttachDialogFactory | None = None
+        self._detail: MessageDetail | None = None
+        self._selected_id = -1
+        self._loading = False
+        self._loaded = False
+        self._error_purpose = ""
+        self._tasks = _Tasks(self._report)
+        self._model = MessageListModel(None, self)
+        self._actions: dict[str, QAction] = {}
+        self._build()
+        self.destroyed.connect(self._tasks.cancel_all)
+        self._update_state()
+
+    # -- construction ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+
+        self._toolbar = QToolBar("Email", self)
+        self._toolbar.setObjectName("emailToolBar")
+        self._toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for name, text, keys, tip in ACTIONS:
+            action = QAction(text, self)
+            action.setObjectName(f"{name}Action")
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.setToolTip(f"{tip} ({keys[0]})")
+            action.setStatusTip(tip)
+            icon = QIcon.fromTheme(_ICONS[name])
+            if not icon.isNull():
+                action.setIcon(icon)
+            # On the tab itself so the shortcut works wherever the focus is inside the tab.
+            self.addAction(action)
+            self._actions[name] = action
+        for name in _TOOLBAR:
+            self._toolbar.addAction(self._actions[name])
+        layout.addWidget(self._toolbar)
+
+        self._banner = QFrame(self)
+        self._banner.setObjectName("errorBanner")
+        self._banner.setFrameShape(QFrame.Shape.StyledPanel)
+        self._banner.setStyleSheet(
+            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; }"
+            "#errorBanner QLabel { color: #611a15; }"
+        )
+        banner_layout = QHBoxLayout(self._banner)
+        banner_layout.setContentsMargins(8, 4, 4, 4)
+        self._banner_label = QLabel(self._banner)
+        self._banner_label.setWordWrap(True)
+        self._banner_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._banner_label.setSizePolicy(
+            QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred
+        )
+        dismiss = QToolButton(self._banner)
+        dismiss.setText("Dismiss")
+        dismiss.setAutoRaise(True)
+        dismiss.clicked.connect(self.clearError)
+        banner_layout.addWidget(self._banner_label)
+        banner_layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
+        self._banner.hide()
+        layout.addWidget(self._banner)
+
+        self._stack = QStackedWidget(self)
+        layout.addWidget(self._stack, 1)
+
+        self._splitter = QSplitter(Qt.Orientation.Vertical, self._stack)
+        top = QWidget(self._splitter)
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.setSpacing(2)
+        self._view = QTableView(top)
+        self._view.setObjectName("messageView")
+        self._view.setModel(self._model)
+        self._view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self._view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._view.setShowGrid(False)
+        self._view.setWordWrap(False)
+        self._view.setAlternatingRowColors(True)
+        self._view.setTextElideMode(Qt.TextElideMode.ElideRight)
+        rows_header, header = self._view.verticalHeader(), self._view.horizontalHeader()
+        if rows_header is None or header is None:
+            raise RuntimeError("QTableView without headers")
+        rows_header.hide()
+        rows_header.setDefaultSectionSize(self.fontMetrics().height() + 6)
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setHighlightSections(False)
+        metrics = self.fontMetrics()
+        # Room for the whole date and the sort indicator; names get about 22 characters.
+        header.resizeSection(DATE, metrics.horizontalAdvance("8888-88-88 88:88") + 32)
+        for column, chars in ((FROM, 22), (TO, 22), (CC, 16)):
+            header.resizeSection(column, chars * metrics.averageCharWidth())
+        # The indicator first, then sorting: enabling sorting sorts by the indicator, which
+        # must be what the database returned (newest first).
+        header.setSortIndicator(DATE, Qt.SortOrder.DescendingOrder)
+        self._view.setSortingEnabled(True)
+        self._view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self._view.customContextMenuRequested.connect(self._show_menu)
+        self._view.doubleClicked.connect(self._on_double_clicked)
+        selection = self._view.selectionModel()
+        if selection is None:
+            raise RuntimeError("setModel() did not create a selection model")
+        selection.currentRowChanged.connect(self._on_current_changed)
+        selection.selectionChanged.connect(self._on_selection_changed)
+        top_layout.addWidget(self._view, 1)
+
+        more_row = QHBoxLayout()
+        more_row.setContentsMargins(4, 0, 4, 2)
+        self._status = QLabel(top)
+        self._status.setObjectName("statusLabel")
+        self._more = QPushButton("Show more", top)
+        self._more.setObjectName("showMoreButton")
+        self._more.setToolTip("Show older mail of this document")
+        self._more.clicked.connect(self.showMore)
+        more_row.addWidget(self._status, 1)
+        more_row.addWidget(self._more)
+        top_layout.addLayout(more_row)
+
+        self._preview = QPlainTextEdit(self._splitter)
+        self._preview.setObjectName("messagePreview")
+        self._preview.setReadOnly(True)
+        self._preview.setPlaceholderText("Select a message to read it here.")
+        self._splitter.addWidget(top)
+        self._splitter.addWidget(self._preview)
+        self._splitter.setStretchFactor(0, 3)
+        self._splitter.setStretchFactor(1, 2)
+        self._stack.addWidget(self._splitter)
+
+        self._empty = QLabel(self._stack)
+        self._empty.setObjectName("emptyState")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)
+        self._empty.setMargin(24)
+        self._stack.addWidget(self._empty)
+
+        self._menu = QMenu(self)
+        for name in _MENU:
+            if name:
+                self._menu.addAction(self._actions[name])
+            else:
+                self._menu.addSeparator()
+
+        triggered: dict[str, Callable[[], None]] = {
+            "open": self.openMessage, "new": self.newMessage, "print": self.printMessage,
+            "reply": self.reply, "replyAll": self.replyAll, "forward": self.forward,
+            "attach": self.attach, "detach": self.detach, "refresh": self.refresh,
+        }
+        for name, slot in triggered.items():
+            self._actions[name].triggered.connect(slot)
+
+    # -- configuration -----------------------------------------------------------------------------
+    def store(self) -> MailStore | None:
+        return self._store
+
+    def setStore(self, store: MailStore | None) -> None:
+        """Read and change mail through ``store``; reloads the document shown."""
+        self._tasks.cancel_all()
+        self._store = store
+        self._model.setStore(store)
+        self._detail = None
+        self._loaded = False
+        self._start_load(first=True)
+
+    def desktop(self) -> Desktop:
+        return self._desktop
+
+    def setDesktop(self, desktop: Desktop) -> None:
+        """Where ``mailto:`` URLs and message files are handed (the system's by default)."""
+        self._desktop = desktop
+
+    def privateFiles(self) -> PrivateFiles:
+        if self._files is None:
+            self._files = default_private_files()
+        return self._files
+
+    def setPrivateFiles(self, files: PrivateFiles) -> None:
+        """Where opened messages are written (a process-wide private folder by default)."""
+        self._files = files
+
+    def printer(self) -> QPrinter:
+        """The printer Print uses; made on first use and kept, with the user's choices."""
+        if self._printer is None:
+            from PyQt6.QtPrintSupport import QPrinter
+
+            self._printer = QPrinter(QPrinter.PrinterMode.HighResolution)
+        return self._printer
+
+    def setPrinter(self, printer: QPrinter) -> None:
+        self._printer = printer
+
+    def attachDialogFactory(self) -> AttachDialogFactory | None:
+        return self._attach_factory
+
+    def setAttachDialogFactory(self, factory: AttachDialogFactory | None) -> None:
+        """``factory(code, doc_id, parent)`` builds the dialog Attach opens."""
+        self._attach_factory = factory
+
+    def model(self) -> MessageListModel:
+        return self._model
+
+    def view(self) -> QTableView:
+        return self._view
+
+    def preview(self) -> QPlainTextEdit:
+        return self._preview
+
+    def toolBar(self) -> QToolBar:
+        return self._toolbar
+
+    def showMoreButton(self) -> QPushButton:
+        return self._more
+
+    def action(self, name: str) -> QAction:
+        """One of the tab's actions by name: open, new, print, reply, replyAll, forward,
+        attach, detach, refresh."""
+        return self._actions[name]
+
+    def contextMenu(self) -> QMenu:
+        return self._menu
+
+    # -- document ----------------------------------------------------------------------------------
+    def document(self) -> tuple[str, int] | None:
+        """``(code, doc_id)`` of the document shown, or ``None``."""
+        if self._code and self._doc_id > 0:
+            return self._code, self._doc_id
+        return None
+
+    def setDocument(self, code: str, doc_id: int) -> None:
+        """Show the mail of document ``doc_id`` of type ``code`` (a registry code, e.g. "S").
+
+        Raises ``ValueError`` for a code that is not a supported document type.
+        """
+        doc = registry.find(code)
+        if doc is None:
+            raise ValueError(f"{code!r} is not a supported document type")
+        self._switch(doc.code, int(doc_id))
+
+    def clearDocument(self) -> None:
+        self._switch(self._code, 0)
+
+    def _switch(self, code: str, doc_id: int) -> None:
+        changed = (code, doc_id) != (self._code, self._doc_id)
+        self._tasks.cancel_all()
+        self._code, self._doc_id = code, doc_id
+        self._number = None
+        self._contact_ids = frozenset()
+        self._detail = None
+        self._selected_id = -1
+        self._loaded = False
+        self.clearError()
+        self._model.clear()
+        self._preview.clear()
+        self._start_load(first=True)
+        if changed:
+            self.documentChanged.emit(code, doc_id)
+
+    def _get_document_type(self) -> str:
+        return self._code
+
+    def setDocumentType(self, code: str) -> None:
+        """Set the document type (a registry code); an unknown code is reported in the tab.
+
+        Unlike :meth:`setDocument` this does not raise: Qt Designer sets it as a property.
+        """
+        doc = registry.find(code) if code else None
+        if code and doc is None:
+            self._report("config", f"{code!r} is not a supported document type.\n"
+                         "Use one of the registry codes, for example S for a sales order.")
+            return
+        self._switch(doc.code if doc else "", self._doc_id)
+
+    def _get_document_id(self) -> int:
+        return self._doc_id
+
+    def setDocumentId(self, doc_id: int) -> None:
+        self._switch(self._code, int(doc_id))
+
+    def _get_page_size(self) -> int:
+        return self._model.pageSize()
+
+    def setPageSize(self, size: int) -> None:
+        """How many messages are shown at first and added by Show more (100)."""
+        self._model.setPageSize(size)
+        self._update_state()
+
+    def _get_own_addresses(self) -> list[str]:
+        return list(self._own)
+
+    def setOwnAddresses(self, addresses: Iterable[str] | str) -> None:
+        """The user's own addresses, left out of Reply All (a list or a comma-separated text)."""
+        if isinstance(addresses, str):
+            addresses = addresses.split(",")
+        self._own = [a.strip() for a in addresses if a.strip()]
+
+    # Qt properties (Designer edits them; Python reads and assigns them as attributes). The
+    # setters are also methods, Qt style; the getters are the properties themselves.
+    documentType = pyqtProperty(str, fget=_get_document_type, fset=setDocumentType)
+    documentId = pyqtProperty(int, fget=_get_document_id, fset=setDocumentId, designable=False)
+    pageSize = pyqtProperty(int, fget=_get_page_size, fset=setPageSize)
+    ownAddresses = pyqtProperty("QStringList", fget=_get_own_addresses, fset=setOwnAddresses)
+
+    # -- state -------------------------------------------------------------------------------------
+    def isBusy(self) -> bool:
+        """Whether database work started by the tab is still under way."""
+        return bool(self._tasks.running())
+
+    def errorText(self) -> str:
+        """The text of the error banner, or "" when none is shown."""
+        return self._banner_label.text() if not self._banner.isHidden() else ""
+
+    def clearError(self) -> None:
+        self._banner.hide()
+        self._banner_label.clear()
+        self._error_purpose = ""
+
+    def isEmptyStateShown(self) -> bool:
+        return self._stack.currentWidget() is self._empty
+
+    def emptyStateText(self) -> str:
+        return self._empty.text()
+
+    def _report(self, purpose: str, text: str) -> None:
+        if sip.isdeleted(self):
+            return
+        self._error_purpose = purpose
+        self._banner_label.setText(text)
+        self._banner.show()
+        self.errorOccurred.emit(text)
+
+    def _selected_rows(self) -> list[int]:
+        selection = self._view.selectionModel()
+        if selection is None:
+            return []
+        return sorted(i.row() for i in selection.selectedRows())
+
+    def _current_id(self) -> int:
+        index = self._view.currentIndex()
+        if not index.isValid() or index.row() >= self._model.rowCount():
+            return -1
+        return self._model.emlId(index.row())
+
+    def _update_state(self) -> None:
+        if sip.isdeleted(self):
+            return
+        has_doc = self._store is not None and self.document() is not None
+        has_current = has_doc and self._current_id() >= 0
+        direct = [r for r in self._selected_rows() if not self._model.messageRow(r).via_contact]
+        for name in ("new", "attach", "refresh"):
+            self._actions[name].setEnabled(has_doc)
+        for name in ("open", "print", "reply", "replyAll", "forward"):
+            self._actions[name].setEnabled(has_current)
+        self._actions["detach"].setEnabled(has_doc and bool(direct))
+
+        rows = self._model.rowCount()
+        if self.document() is None:
+            self._empty.setText(_NO_DOCUMENT_TEXT)
+            self._stack.setCurrentWidget(self._empty)
+        elif self._loaded and rows == 0 and not self._loading:
+            self._empty.setText(empty_text(self._code))
+            self._stack.setCurrentWidget(self._empty)
+        else:
+            self._stack.setCurrentWidget(self._splitter)
+        more = self._model.hasMore()
+        self._more.setVisible(more)
+        self._more.setEnabled(not self._loading)
+        self._more.setText(f"Show {self._model.pageSize()} more")
+        if self._loading:
+            self._status.setText("Loading…")
+        elif rows == 1:
+            self._status.setText("1 message")
+        elif more:
+            self._status.setText(f"The {rows} most recent messages")
+        else:
+            self._status.setText(f"{rows} messages" if rows else "")
+
+    # -- loading -----------------------------------------------------------------------------------
+    def _start_load(self, *, first: bool) -> None:
+        if self._store is None or self.document() is None:
+            self._update_state()
+            return
+        self._tasks.cancel("more")
+        self._tasks.start("list", self._load, first)
+
+    async def _load(self, first: bool) -> None:
+        store = self._store
+        document = self.document()
+        if store is None or document is None:
+            return
+        code, doc_id = document
+        keep = self._current_id()
+        self._loading = True
+        self._update_state()
+        try:
+            if first:
+                loaded = await self._model.load(code, doc_id)
+            else:
+                loaded = await self._model.reload()
+        finally:
+            self._loading = False
+            self._update_state()
+        if not loaded:
+            return
+        self._loaded = True
+        if self._error_purpose == "list":
+            self.clearError()
+        if keep >= 0:
+            self._select(keep)
+        self._update_state()
+        self.messagesLoaded.emit(self._model.rowCount())
+        # Needed only for New, the references and deciding on imports: read after the rows
+        # so that the list appears as early as possible.
+        if first or self._number is None:
+            self._number = await store.document_number(code, doc_id)
+            if registry.by_code(code).shows_contact_mail:
+                contacts = await store.document_contacts(code, doc_id)
+                self._contact_ids = frozenset(c.cntct_id for c in contacts)
+
+    def _select(self, eml_id: int) -> None:
+        row = self._model.rowOf(eml_id)
+        if row < 0:
+            return
+        index = self._model.index(row, 0)
+        selection = self._view.selectionModel()
+        if selection is not None:
+            selection.setCurrentIndex(
+                index,
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+
+    def refresh(self, *_: object) -> None:
+        """Read the document's mail again (keeps the number of rows shown and the selection)."""
+        self.clearError()
+        self._start_load(first=not self._loaded)
+
+    def showMore(self, *_: object) -> None:
+        """Add the next page of older mail."""
+        if self._store is None or self.document() is None:
+            return
+        self._tasks.start("more", self._load_more)
+
+    async def _load_more(self) -> None:
+        self._loading = True
+        self._update_state()
+        try:
+            added = await self._model.loadMore()
+        finally:
+            self._loading = False
+            self._update_state()
+        if added:
+            self.messagesLoaded.emit(self._model.rowCount())
+
+    def onMessagesImported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
+        """Refresh when newly imported mail is tied to this document or its contacts.
+
+        Connect the sync service's ``messagesImported`` signal here; ``ties`` maps each
+        imported ``eml_id`` to its ``(code, id)`` ties.
+        """
+        document = self.document()
+        if document is None or self._store is None:
+            return
+        code, doc_id = document
+        for pairs in ties.values():
+            for tie_code, tie_id in pairs:
+                same = tie_code.upper() == code and tie_id == doc_id
+                via = tie_code.upper() == "T" and tie_id in self._contact_ids
+                if same or via:
+                    self._start_load(first=not self._loaded)
+                    return
+
+    # -- selection and preview ---------------------------------------------------------------------
+    def _on_selection_changed(self, *_: QItemSelection) -> None:
+        self._update_state()
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._update_state()
+        if not current.isValid():
+            self._selected_id = -1
+            self._tasks.cancel("preview")
+            self._preview.clear()
+            return
+        eml_id = self._model.emlId(current.row())
+        if eml_id == self._selected_id:
+            return
+        self._selected_id = eml_id
+        self.messageSelected.emit(eml_id)
+        if self._detail is not None and self._detail.eml_id == eml_id:
+            self._preview.setPlainText(preview_text(self._detail))
+            return
+        self._preview.clear()
+        self._tasks.start("preview", self._load_preview, eml_id)
+
+    async def _load_preview(self, eml_id: int) -> None:
+        detail = await self._message(eml_id)
+        if self._current_id() == eml_id:
+            self._preview.setPlainText(preview_text(detail))
+
+    async def _message(self, eml_id: int) -> MessageDetail:
+        if self._detail is not None and self._detail.eml_id == eml_id:
+            return self._detail
+        store = self._require_store()
+        detail = await store.message(eml_id)
+        self._detail = detail
+        return detail
+
+    def _require_store(self) -> MailStore:
+        if self._store is None:
+            raise XtmailError(
+                "This tab is not connected to the database.",
+                hint="Reopen the document window; if that does not help, restart the program.",
+            )
+        return self._store
+
+    def _show_menu(self, pos: QPoint) -> None:
+        viewport = self._view.viewport()
+        if viewport is not None:
+            # popup(), not exec(): no nested event loop on the qasync loop.
+            self._menu.popup(viewport.mapToGlobal(pos))
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _start_action(
+        self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> None:
+        if self._store is None or self.document() is None:
+            return
+        if self._error_purpose and self._error_purpose != "list":
+            self.clearError()
+        self._tasks.start(purpose, func, *args)
+
+    def _on_double_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self._start_action("open", self._open, self._model.emlId(index.row()))
+
+    def openMessage(self, *_: object) -> None:
+        """Open the current message in the user's mail program (as a temporary .eml file)."""
+        eml_id = self._current_id()
+        if eml_id >= 0:
+            self._start_action("open", self._open, eml_id)
+
+    async def _open(self, eml_id: int) -> None:
+        store = self._require_store()
+        raw = await store.raw_message(eml_id)
+        row = self._model.rowOf(eml_id)
+        stem = self._model.messageRow(row).subject if row >= 0 else ""
+        path = await asyncio.to_thread(
+            self.privateFiles().write, raw, stem=stem or f"message {eml_id}", suffix=".eml"
+        )
+        open_url(
+            self._desktop, QUrl.fromLocalFile(str(path)),
+            DesktopError(
+                "No program is set up to open saved mail (.eml files).",
+                hint="Choose your mail program for .eml files in the system settings, "
+                "then try again.",
+            ),
+        )
+        self.messageOpened.emit(str(path))
+
+    def newMessage(self, *_: object) -> None:
+        """Write a new mail to the document's contacts, its subject carrying the reference."""
+        self._start_action("compose", self._compose, "new")
+
+    def reply(self, *_: object) -> None:
+        self._start_action("compose", self._compose, "reply")
+
+    def replyAll(self, *_: object) -> None:
+        self._start_action("compose", self._compose, "replyAll")
+
+    def forward(self, *_: object) -> None:
+        self._start_action("compose", self._compose, "forward")
+
+    async def _reference(self) -> Reference | None:
+        document = self.document()
+        if document is None:
+            return None
+        code, doc_id = document
+        if self._number is None:
+            self._number = await self._require_store().document_number(code, doc_id)
+        if self._number is None:
+            return None
+        try:
+            return Reference(code, self._number)
+        except ValueError:
+            # A number that cannot be written in a token: the mail goes without one rather
+            # than not at all; it can still be attached by hand.
+            log.info("document %s-%s has no usable reference", code, self._number)
+            return None
+
+    async def _draft(self, kind: str) -> Draft:
+        ref = await self._reference()
+        document = self.document()
+        if document is None:
+            raise XtmailError("No document is open.", hint="Open a document first.")
+        if kind == "new":
+            contacts = await self._require_store().document_contacts(*document)
+            return new_draft([c.email for c in contacts if c.email], ref)
+        eml_id = self._current_id()
+        if eml_id < 0:
+            raise XtmailError("No message is selected.", hint="Select a message first.")
+        info = _message_info(await self._message(eml_id))
+        if kind == "reply":
+            return reply_draft(info, ref=ref, own_addresses=self._own)
+        if kind == "replyAll":
+            return reply_all_draft(info, ref=ref, own_addresses=self._own)
+        return forward_draft(info, ref=ref)
+
+    async def _compose(self, kind: str) -> None:
+        url = mailto_url(await self._draft(kind))
+        open_url(
+            self._desktop, QUrl(url),
+            DesktopError(
+                "No mail program is set up to write mail.",
+                hint="Choose a default mail program in the system settings, then try again.",
+            ),
+        )
+        self.composeRequested.emit(url)
+
+    def printMessage(self, *_: object) -> None:
+        """Print the current message, through the print dialog."""
+        eml_id = self._current_id()
+        if eml_id >= 0:
+            self._start_action("print", self._print, eml_id)
+
+    async def _print(self, eml_id: int) -> None:
+        from PyQt6.QtPrintSupport import QPrintDialog
+
+        detail = await self._message(eml_id)
+        printer = self.printer()
+        dialog = QPrintDialog(printer, self)
+        dialog.setObjectName("printDialog")
+        dialog.setWindowTitle("Print Message")
+        if await _dialog_result(dialog) != QDialog.DialogCode.Accepted.value:
+            return
+        document = print_document(detail)
+        document.setDocumentMargin(0)
+        # A single message lays out and renders in milliseconds; Qt's printing is bound to
+        # the GUI thread for the default fonts anyway.
+        document.print(printer)
+        self.messagePrinted.emit(eml_id)
+
+    def attach(self, *_: object) -> None:
+        """Ask to tie more mail to the document (``attachRequested`` and the dialog)."""
+        document = self.document()
+        if document is None or self._store is None:
+            return
+        self.attachRequested.emit(*document)
+        if self._attach_factory is not None:
+            self._start_action("attach", self._attach, *document)
+
+    async def _attach(self, code: str, doc_id: int) -> None:
+        factory = self._attach_factory
+        if factory is None:
+            return
+        dialog = factory(code, doc_id, self)
+        if await _dialog_result(dialog) == QDialog.DialogCode.Accepted.value:
+            if self.document() == (code, doc_id):
+                self._start_load(first=not self._loaded)
+
+    def detach(self, *_: object) -> None:
+        """Untie the selected messages from the document, after a confirmation."""
+        rows = [self._model.messageRow(r) for r in self._selected_rows()]
+        ids = [r.eml_id for r in rows if not r.via_contact]
+        if ids:
+            self._start_action("detach", self._detach, ids, len(rows) - len(ids))
+
+    async def _detach(self, ids: list[int], skipped: int) -> None:
+        document = self.document()
+        doc = registry.find(self._code)
+        if document is None or doc is None:
+            return
+        code, doc_id = document
+        what = f"{_document_words(doc)} {self._number}" if self._number else f"this {doc.label}"
+        count = "1 message" if len(ids) == 1 else f"{len(ids)} messages"
+        box = QMessageBox(self)
+        box.setObjectName("detachConfirmation")
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Detach Mail")
+        box.setText(f"Detach {count} from {what}?")
+        info = (
+            "The mail stays in the database and stays tied to its contacts and other "
+            "documents; Attach ties it again."
+        )
+        if skipped:
+            info += (
+                f"\n\n{skipped} of the selected messages are listed because they are tied to "
+                "a contact; detach those on the contact."
+            )
+        box.setInformativeText(info)
+        box.setStandardButtons(
+            QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel
+        )
+        ok = box.button(QMessageBox.StandardButton.Ok)
+        if ok is not None:
+            ok.setText("Detach")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        if await _dialog_result(box) != QMessageBox.StandardButton.Ok.value:
+            return
+        removed = await self._require_store().detach(ids, code, doc_id)
+        self.messagesDetached.emit(removed)
+        if self.document() == (code, doc_id):
+            self._start_load(first=not self._loaded)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def cancelPending(self) -> None:
+        """Cancel all database work under way (done on close and on document change)."""
+        self._tasks.cancel_all()
+        self._loading = False
+        self._update_state()
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        self.cancelPending()
+        super().closeEvent(event)
+

@@ -1,0 +1,337 @@
+"""The list model of an Email tab: one row per message tied to a document.
+
+Decisions:
+
+* Loading is asynchronous and explicit: :meth:`MessageListModel.load`, :meth:`reload` and
+  :meth:`loadMore` are coroutines the owner awaits on the qasync loop (STYLE.md 4, 5). The
+  model does not implement ``canFetchMore``/``fetchMore``: those are synchronous calls a
+  view makes while scrolling, and the Email tab shows a "Show more" button instead, so the
+  user decides when older mail is read from the database.
+* Pages are ``pageSize`` rows (100); one row more is asked for to learn whether more exist,
+  which costs nothing extra where a ``count(*)`` would be a second query.
+* Sorting sorts the rows already loaded (the most recent ones), in memory; it does not ask
+  the database again. The list is about recent mail, and "the 100 most recent, by sender"
+  is what a user clicking the From header expects to see, not the 100 alphabetically
+  first senders of all time. Rows loaded later are merged into the chosen order. Text
+  columns sort ignoring case; messages without a date sort as the oldest. Ties keep the
+  newest message first.
+* Older pages are read with an offset. When mail arrives between two pages, rows shift and
+  one may come twice: rows already present are skipped (by message id).
+* Rows listed because the message is tied to one of the document's contacts rather than to
+  the document (CRM Account, Customer, Vendor, Employee) are shown in italics, with the
+  tooltip :data:`VIA_CONTACT_TOOLTIP`, and answer ``True`` for :data:`ViaContactRole`.
+* Dates are shown in the computer's time zone as ``YYYY-MM-DD HH:MM``: sortable at a
+  glance and the same in every locale, like the dates in reply quotations.
+
+psycopg is not imported here (Qt Designer loads this module); rows come from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from PyQt6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
+from PyQt6.QtGui import QFont
+
+if TYPE_CHECKING:
+    from xtmail.sync.mailstore import MessageRow
+
+__all__ = [
+    "COLUMNS",
+    "VIA_CONTACT_TOOLTIP",
+    "EmlIdRole",
+    "MessageListModel",
+    "MessageSource",
+    "ViaContactRole",
+]
+
+COLUMNS: Final = ("Date", "From", "To", "Cc", "Subject")
+DATE, FROM, TO, CC, SUBJECT = range(len(COLUMNS))
+
+VIA_CONTACT_TOOLTIP: Final = "Mail of a contact of this document"
+
+#: The message's ``eml_id`` (int), in every column.
+EmlIdRole: Final = Qt.ItemDataRole.UserRole.value + 1
+#: ``True`` when the row is listed through a contact of the document, not the document.
+ViaContactRole: Final = Qt.ItemDataRole.UserRole.value + 2
+
+_DISPLAY: Final = Qt.ItemDataRole.DisplayRole.value
+_TOOLTIP: Final = Qt.ItemDataRole.ToolTipRole.value
+_FONT: Final = Qt.ItemDataRole.FontRole.value
+
+_AnyIndex = QModelIndex | QPersistentModelIndex
+
+# A view asks for about seven roles per painted cell; the ones answered here are checked
+# before anything else, so the others cost one set lookup (painting is a hot path).
+_ANSWERED: Final = frozenset({_DISPLAY, _TOOLTIP, _FONT, EmlIdRole, ViaContactRole})
+_ITEM_FLAGS: Final = (
+    Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+)
+
+
+class MessageSource(Protocol):
+    """What the model reads: :class:`xtmail.sync.mailstore.MailStore` satisfies it."""
+
+    async def messages_for(
+        self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
+    ) -> list[MessageRow]: ...
+
+
+def _date_text(row: MessageRow) -> str:
+    if row.date is None:
+        return ""
+    return row.date.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _sort_key(column: int) -> Any:
+    # Every key ends with eml_id so that equal values keep a fixed order (newest import
+    # first when descending), whatever order the rows arrived in.
+    if column == DATE:
+        return lambda r: (r.date is not None, r.date.timestamp() if r.date else 0.0, r.eml_id)
+    attribute = ("date", "sender", "to", "cc", "subject")[column]
+    return lambda r: (getattr(r, attribute).casefold(), r.eml_id)
+
+
+class MessageListModel(QAbstractTableModel):
+    """The messages of one document, newest first, loaded a page at a time.
+
+    ``store`` is anything with the :class:`MessageSource` method (normally a
+    ``MailStore``); it may be set later with :meth:`setStore`.
+
+    Signals: only those of ``QAbstractItemModel`` (``modelReset`` after :meth:`load` and
+    :meth:`reload`, ``rowsInserted`` after :meth:`loadMore`, ``layoutChanged`` after
+    :meth:`sort`).
+    """
+
+    def __init__(
+        self,
+        store: MessageSource | None = None,
+        parent: QObject | None = None,
+        *,
+        page_size: int = 100,
+    ) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._page_size = max(1, page_size)
+        self._rows: list[MessageRow] = []
+        self._dates: dict[int, str] = {}
+        self._document: tuple[str, int] | None = None
+        self._has_more = False
+        # Bumped by every change of what the model shows, so an answer that arrives after
+        # the model moved on (another document, a newer reload) is dropped, not shown.
+        self._generation = 0
+        self._sort_column = DATE
+        self._sort_order = Qt.SortOrder.DescendingOrder
+        self._italic = QFont()
+        self._italic.setItalic(True)
+
+    # -- configuration -------------------------------------------------------------------------
+    def store(self) -> MessageSource | None:
+        return self._store
+
+    def setStore(self, store: MessageSource | None) -> None:
+        """Read from ``store`` from now on; the rows shown so far are cleared."""
+        self._store = store
+        self.clear()
+
+    def pageSize(self) -> int:
+        return self._page_size
+
+    def setPageSize(self, size: int) -> None:
+        """Rows read per page (at least 1); applies from the next load."""
+        self._page_size = max(1, int(size))
+
+    def document(self) -> tuple[str, int] | None:
+        """``(code, doc_id)`` of the document whose mail is shown, or ``None``."""
+        return self._document
+
+    # -- loading ---------------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Show nothing; answers still on their way are dropped."""
+        self._generation += 1
+        self.beginResetModel()
+        self._document = None
+        self._rows = []
+        self._dates = {}
+        self._has_more = False
+        self.endResetModel()
+
+    def _require_store(self) -> MessageSource:
+        if self._store is None:
+            raise RuntimeError("MessageListModel has no store: call setStore() first")
+        return self._store
+
+    async def load(self, code: str, doc_id: int, *, count: int | None = None) -> bool:
+        """Replace the rows with the newest ``count`` (default: one page) messages.
+
+        Returns False when the answer was dropped because the model moved on meanwhile.
+        """
+        store = self._require_store()
+        self._generation += 1
+        generation = self._generation
+        wanted = max(self._page_size, count or 0)
+        rows = await store.messages_for(code, doc_id, limit=wanted + 1, offset=0)
+        if generation != self._generation:
+            return False
+        self.beginResetModel()
+        self._document = (code, doc_id)
+        self._has_more = len(rows) > wanted
+        self._rows = []
+        self._dates = {}
+        self._add(rows[:wanted])
+        self._rows.sort(key=_sort_key(self._sort_column), reverse=self._descending())
+        self.endResetModel()
+        return True
+
+    async def reload(self) -> bool:
+        """Read the document's mail again, as many rows as are shown now (at least a page)."""
+        if self._document is None:
+            return False
+        code, doc_id = self._document
+        return await self.load(code, doc_id, count=len(self._rows))
+
+    async def loadMore(self) -> int:
+        """Append the next page of older mail; return how many rows were added."""
+        if self._document is None or not self._has_more:
+            return 0
+        store = self._require_store()
+        generation = self._generation
+        code, doc_id = self._document
+        rows = await store.messages_for(
+            code, doc_id, limit=self._page_size + 1, offset=len(self._rows)
+        )
+        if generation != self._generation:
+            return 0
+        self._has_more = len(rows) > self._page_size
+        known = {r.eml_id for r in self._rows}
+        fresh = [r for r in rows[: self._page_size] if r.eml_id not in known]
+        if not fresh:
+            return 0
+        # A change of what is shown, like load(): a reload racing with this append must not
+        # let either answer land on the other's rows.
+        self._generation += 1
+        first = len(self._rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(fresh) - 1)
+        self._add(fresh)
+        self.endInsertRows()
+        self._apply_sort()
+        return len(fresh)
+
+    def _add(self, rows: Sequence[MessageRow]) -> None:
+        for row in rows:
+            self._rows.append(row)
+            self._dates[row.eml_id] = _date_text(row)
+
+    def hasMore(self) -> bool:
+        """Whether older messages than those loaded exist (as of the last read)."""
+        return self._has_more
+
+    # -- access by row -------------------------------------------------------------------------
+    def messageRow(self, row: int) -> MessageRow:
+        return self._rows[row]
+
+    def emlId(self, row: int) -> int:
+        return self._rows[row].eml_id
+
+    def rowOf(self, eml_id: int) -> int:
+        """The row showing message ``eml_id``, or -1."""
+        for i, row in enumerate(self._rows):
+            if row.eml_id == eml_id:
+                return i
+        return -1
+
+    def rows(self) -> list[MessageRow]:
+        """The loaded rows in display order (a copy)."""
+        return list(self._rows)
+
+    # -- QAbstractItemModel ----------------------------------------------------------------------
+    def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def flags(self, index: _AnyIndex) -> Qt.ItemFlag:
+        return _ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def data(self, index: _AnyIndex, role: int = _DISPLAY) -> Any:
+        if role not in _ANSWERED or not index.isValid() or index.row() >= len(self._rows):
+            return None
+        row = self._rows[index.row()]
+        column = index.column()
+        if role == _DISPLAY:
+            return self._text(row, column)
+        if role == _TOOLTIP:
+            if row.via_contact:
+                return VIA_CONTACT_TOOLTIP
+            if column == DATE:
+                return row.date.isoformat(" ") if row.date is not None else None
+            # Long addresses and subjects are elided in the cell; the tooltip has them whole.
+            return self._text(row, column) or None
+        if role == _FONT:
+            return self._italic if row.via_contact else None
+        if role == EmlIdRole:
+            return row.eml_id
+        if role == ViaContactRole:
+            return row.via_contact
+        return None
+
+    def _text(self, row: MessageRow, column: int) -> str:
+        if column == DATE:
+            return self._dates.get(row.eml_id, "")
+        if column == FROM:
+            return row.sender
+        if column == TO:
+            return row.to
+        if column == CC:
+            return row.cc
+        return row.subject
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY
+    ) -> Any:
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == _DISPLAY
+            and 0 <= section < len(COLUMNS)
+        ):
+            return COLUMNS[section]
+        return None
+
+    # -- sorting ---------------------------------------------------------------------------------
+    def _descending(self) -> bool:
+        return self._sort_order == Qt.SortOrder.DescendingOrder
+
+    def sortColumn(self) -> int:
+        return self._sort_column
+
+    def sortOrder(self) -> Qt.SortOrder:
+        return self._sort_order
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the loaded rows by ``column`` (see the module docstring)."""
+        if not 0 <= column < len(COLUMNS):
+            return
+        self._sort_column = column
+        self._sort_order = order
+        self._apply_sort()
+
+    def _apply_sort(self) -> None:
+        ordered = sorted(self._rows, key=_sort_key(self._sort_column), reverse=self._descending())
+        if ordered == self._rows:
+            return
+        self.layoutAboutToBeChanged.emit([], QAbstractTableModel.LayoutChangeHint.VerticalSortHint)
+        old = self.persistentIndexList()
+        ids = [self._rows[i.row()].eml_id for i in old]
+        self._rows = ordered
+        position = {r.eml_id: n for n, r in enumerate(ordered)}
+        moved = [self.index(position[n], i.column()) for n, i in zip(ids, old, strict=True)]
+        self.changePersistentIndexList(old, moved)
+        self.layoutChanged.emit([], QAbstractTableModel.LayoutChangeHint.VerticalSortHint)
