@@ -1,0 +1,739 @@
+"""The Attach Email dialog: find mail in the database and tie it to a document.
+
+Decisions (docs/attach_dialog.md):
+
+* Searching starts 250 ms after the last keystroke (a single-shot QTimer restarted on each
+  edit); Enter in the search box searches at once. Every search is a database query
+  (:func:`xtmail.sync.search.search_messages`), never rows hidden in the view.
+* Only the newest answer counts: starting a search cancels the one under way, and a
+  generation number drops any answer that still arrives for an older one.
+* The dialog owns its tasks and cancels them when it closes (STYLE.md 5). It is opened with
+  ``open()``; ``exec()`` inside a coroutine would break the qasync loop (FACTS.md).
+* Up to 200 results, newest first; the status line says when there are more.
+* The contact chooser is a line edit completing from
+  :func:`xtmail.sync.search.search_contacts` (name, number or any address); its list
+  button offers the document's own contacts.
+
+psycopg is not imported at module load: the search module is imported when a search runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from PyQt6 import QtCore
+from PyQt6.QtCore import (
+    QAbstractListModel,
+    QAbstractTableModel,
+    QEvent,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    pyqtSignal,
+)
+from PyQt6.QtGui import QKeyEvent, QShowEvent
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QCompleter,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from xtmail.sync import registry
+from xtmail.sync.errors import XtmailError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from xtmail.sync.mailstore import ContactRow, MessageRow
+
+__all__ = [
+    "AttachEmailDialog",
+    "AttachStore",
+    "ContactIdRole",
+    "ContactListModel",
+    "EmlIdRole",
+    "MessageSearchModel",
+]
+
+log = logging.getLogger(__name__)
+
+# PyQt6's type stubs leave pyqtProperty out.
+pyqtProperty: Any = QtCore.pyqtProperty  # type: ignore[attr-defined]
+
+#: The message's ``eml_id`` (int), in every column of :class:`MessageSearchModel`.
+EmlIdRole: Final = Qt.ItemDataRole.UserRole.value + 1
+#: The contact's ``cntct_id`` (int) in :class:`ContactListModel`.
+ContactIdRole: Final = Qt.ItemDataRole.UserRole.value + 2
+
+_DISPLAY: Final = Qt.ItemDataRole.DisplayRole.value
+_EDIT: Final = Qt.ItemDataRole.EditRole.value
+_TOOLTIP: Final = Qt.ItemDataRole.ToolTipRole.value
+_FLAGS: Final = (
+    Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+)
+_AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class AttachStore(Protocol):
+    """What the dialog needs of the store: :class:`xtmail.sync.mailstore.MailStore`."""
+
+    @property
+    def connection(self) -> AsyncConnection[Any]: ...
+
+    async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int: ...
+
+    async def document_number(self, code: str, doc_id: int) -> str | None: ...
+
+    async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]: ...
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+class MessageSearchModel(QAbstractTableModel):
+    """Search results, newest first: Date, From, To, Cc, Subject.
+
+    The rows are replaced as a whole by :meth:`setRows` (``modelReset``); the model never
+    filters them itself. Signals: only those of ``QAbstractItemModel``.
+    """
+
+    COLUMNS: Final = ("Date", "From", "To", "Cc", "Subject")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[MessageRow] = []
+
+    def setRows(self, rows: Sequence[MessageRow]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def clear(self) -> None:
+        self.setRows(())
+
+    def messageRow(self, row: int) -> MessageRow:
+        return self._rows[row]
+
+    def emlId(self, row: int) -> int:
+        return self._rows[row].eml_id
+
+    def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def flags(self, index: _AnyIndex) -> Qt.ItemFlag:
+        return _FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def data(self, index: _AnyIndex, role: int = _DISPLAY) -> Any:
+        if not index.isValid() or index.parent().isValid():
+            return None
+        row = self._rows[index.row()]
+        if role == EmlIdRole:
+            return row.eml_id
+        if role in (_DISPLAY, _TOOLTIP):
+            return self._text(row, index.column())
+        return None
+
+    @staticmethod
+    def _text(row: MessageRow, column: int) -> str:
+        if column == 0:
+            return "" if row.date is None else row.date.astimezone().strftime("%Y-%m-%d %H:%M")
+        return (row.sender, row.to, row.cc, row.subject)[column - 1]
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = _DISPLAY) -> Any:
+        if (role == _DISPLAY and orientation == Qt.Orientation.Horizontal
+                and 0 <= section < len(self.COLUMNS)):
+            return self.COLUMNS[section]
+        return None
+
+
+class ContactListModel(QAbstractListModel):
+    """Contacts for the chooser: shown as "Name <address> (number)", completed as
+    "Name <address>", with the contact's id in :data:`ContactIdRole`.
+
+    Signals: only those of ``QAbstractItemModel``.
+    """
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ContactRow] = []
+
+    def setRows(self, rows: Sequence[ContactRow]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def contact(self, row: int) -> ContactRow:
+        return self._rows[row]
+
+    def contactById(self, cntct_id: int) -> ContactRow | None:
+        return next((c for c in self._rows if c.cntct_id == cntct_id), None)
+
+    def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def flags(self, index: _AnyIndex) -> Qt.ItemFlag:
+        return _FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def data(self, index: _AnyIndex, role: int = _DISPLAY) -> Any:
+        if not index.isValid() or index.parent().isValid():
+            return None
+        contact = self._rows[index.row()]
+        if role == ContactIdRole:
+            return contact.cntct_id
+        if role == _EDIT:
+            return contact_label(contact)
+        if role in (_DISPLAY, _TOOLTIP):
+            return f"{contact_label(contact)} ({contact.number})"
+        return None
+
+
+def contact_label(contact: ContactRow) -> str:
+    """How a chosen contact reads in the chooser: "Name <address>"."""
+    name = contact.name or contact.number
+    return f"{name} <{contact.email}>" if contact.email else name
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException, retry: str) -> str:
+    """What to tell the user about ``exc``, ending with what to do (``retry``)."""
+    if isinstance(exc, XtmailError):
+        return f"{exc.user_text()}\n{retry}"
+    # Looked up, not imported: this module loads without a database driver, and a database
+    # error can only exist once the search module has imported psycopg.
+    psycopg: Any = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        detail = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return (f"The database refused this: {detail}.\n"
+                    "Ask your xTuple administrator for access to the mail tables.")
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return ("The connection to the database was lost.\n"
+                    f"Check the network and that the database server is running. {retry}")
+        return f"The database reported an error: {detail}.\n{retry}"
+    return f"Something unexpected went wrong: {exc}\n{retry} The details are in the log."
+
+
+# -- the dialog --------------------------------------------------------------------------------
+
+_SEARCH_AGAIN = "Press Enter in the search box to try again."
+_ATTACH_AGAIN = "Press Attach to try again."
+
+
+class AttachEmailDialog(QDialog):
+    """Choose messages from the database and tie them to one document.
+
+    ``store`` is a :class:`xtmail.sync.mailstore.MailStore` (or anything with the
+    :class:`AttachStore` methods); ``code`` and ``doc_id`` name the document, as in
+    ``xtbatch.emlassc``. All three can also be set later (:meth:`setStore`,
+    :meth:`setDocument`). Open it with ``open()``.
+
+    Signals:
+
+    * ``messagesAttached(list)``: the ``eml_id`` of every message OK tied to the document
+      (emitted just before the dialog accepts).
+    * ``searchFinished(int)``: a search finished with this many rows shown.
+    * ``contactChosen(int)``: the contact filter changed to this ``cntct_id`` (-1: none).
+    """
+
+    messagesAttached = pyqtSignal(list)
+    searchFinished = pyqtSignal(int)
+    contactChosen = pyqtSignal(int)
+
+    def __init__(self, store: AttachStore | None = None, code: str = "", doc_id: int = -1,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._code = code
+        self._doc_id = doc_id
+        self._contact: ContactRow | None = None
+        self._limit = 200
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Bumped by every search started, so that an answer for an older one is dropped.
+        self._generation = 0
+        self._count_text = ""
+        self._attaching = False
+        self._started = False
+        # The text the contact list answers ("" for the document's own contacts), and
+        # whether Enter asked for the best match of a search still to come.
+        self._contacts_text = ""
+        self._choose_first = False
+
+        self.setWindowTitle(self.tr("Attach Email"))
+        self.setObjectName("attachEmailDialog")
+        self.resize(920, 560)
+
+        self._heading = QLabel(self)
+        self._heading.setObjectName("headingLabel")
+
+        self._contact_edit = QLineEdit(self)
+        self._contact_edit.setObjectName("contactEdit")
+        self._contact_edit.setPlaceholderText(
+            self.tr("Any contact: type a name, number or address"))
+        self._contact_edit.setClearButtonEnabled(True)
+        self._contacts = ContactListModel(self)
+        self._completer = QCompleter(self._contacts, self)
+        self._completer.setObjectName("contactCompleter")
+        # The model already holds the matches from the database; the completer must not
+        # filter them again by its own rules (a match on the address would be hidden).
+        self._completer.setCompletionMode(QCompleter.CompletionMode.UnfilteredPopupCompletion)
+        self._completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._contact_edit.setCompleter(self._completer)
+        self._contact_button = QToolButton(self)
+        self._contact_button.setObjectName("contactListButton")
+        self._contact_button.setArrowType(Qt.ArrowType.DownArrow)
+        self._contact_button.setToolTip(self.tr("Show this document's contacts"))
+
+        self._search_edit = QLineEdit(self)
+        self._search_edit.setObjectName("searchEdit")
+        self._search_edit.setPlaceholderText(
+            self.tr("Words of the subject, text or addresses; or part of an address (ada@exa)"))
+        self._search_edit.setClearButtonEnabled(True)
+
+        self._results = MessageSearchModel(self)
+        self._view = QTableView(self)
+        self._view.setObjectName("resultsView")
+        self._view.setModel(self._results)
+        # Our own selection model, typed as never missing; the view's default one stays its
+        # child and goes with it.
+        self._selection = QItemSelectionModel(self._results, self._view)
+        self._view.setSelectionModel(self._selection)
+        self._view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self._view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._view.setWordWrap(False)
+        rows_header, header = self._view.verticalHeader(), self._view.horizontalHeader()
+        if rows_header is not None:
+            rows_header.setVisible(False)
+        if header is not None:
+            header.setStretchLastSection(True)
+            header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+            for column, width in enumerate((125, 200, 200, 140)):
+                header.resizeSection(column, width)
+
+        self._status = QLabel(self)
+        self._status.setObjectName("statusLabel")
+        self._status.setWordWrap(True)
+        self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self._buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
+        self._buttons.setObjectName("buttonBox")
+        self._ok = QPushButton(self.tr("&Attach"), self)
+        self._ok.setObjectName("attachButton")
+        self._ok.setToolTip(self.tr("Tie the selected messages to the document"))
+        self._buttons.addButton(self._ok, QDialogButtonBox.ButtonRole.AcceptRole)
+        self._ok.setDefault(True)
+        self._ok.setEnabled(False)
+
+        contact_row = QHBoxLayout()
+        contact_row.setContentsMargins(0, 0, 0, 0)
+        contact_row.addWidget(self._contact_edit, 1)
+        contact_row.addWidget(self._contact_button)
+        form = QFormLayout()
+        form.addRow(self.tr("&Contact:"), contact_row)
+        form.addRow(self.tr("&Search:"), self._search_edit)
+        label = form.labelForField(contact_row)
+        if isinstance(label, QLabel):
+            label.setBuddy(self._contact_edit)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self._status, 1)
+        bottom.addWidget(self._buttons)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._heading)
+        layout.addLayout(form)
+        layout.addWidget(self._view, 1)
+        layout.addLayout(bottom)
+        self.setTabOrder(self._contact_edit, self._search_edit)
+        self.setTabOrder(self._search_edit, self._view)
+
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(250)
+        self._search_timer.timeout.connect(self.searchNow)
+        self._contact_timer = QTimer(self)
+        self._contact_timer.setSingleShot(True)
+        self._contact_timer.setInterval(250)
+        self._contact_timer.timeout.connect(self._search_contacts)
+
+        self._search_edit.installEventFilter(self)
+        self._contact_edit.installEventFilter(self)
+        self._search_edit.textEdited.connect(self._on_search_edited)
+        self._contact_edit.textEdited.connect(self._on_contact_edited)
+        self._completer.activated[QModelIndex].connect(self._on_contact_activated)
+        self._contact_button.clicked.connect(self.showContactList)
+        self._buttons.accepted.connect(self.accept)
+        self._buttons.rejected.connect(self.reject)
+        self._selection.selectionChanged.connect(self._on_selection_changed)
+        self._update_heading()
+
+    # -- Qt-shaped configuration -----------------------------------------------------------------
+    def store(self) -> AttachStore | None:
+        return self._store
+
+    def setStore(self, store: AttachStore | None) -> None:
+        self._store = store
+        if self._started:
+            self._start("heading", self._load_document)
+            self.searchNow()
+
+    def document(self) -> tuple[str, int] | None:
+        """``(code, doc_id)`` of the document, or ``None`` when none is set."""
+        return (self._code, self._doc_id) if self._code and self._doc_id >= 0 else None
+
+    def setDocument(self, code: str, doc_id: int) -> None:
+        self._code, self._doc_id = code, doc_id
+        self._update_heading()
+        if self._started:
+            self._start("heading", self._load_document)
+
+    def searchText(self) -> str:
+        return self._search_edit.text()
+
+    def setSearchText(self, text: str) -> None:
+        """Set the search text and search at once."""
+        self._search_edit.setText(text)
+        self.searchNow()
+
+    def contactId(self) -> int:
+        """The contact the mail is limited to, or -1."""
+        return -1 if self._contact is None else self._contact.cntct_id
+
+    def setContact(self, contact: ContactRow | None) -> None:
+        """Limit the search to ``contact``'s mail (``None``: any contact) and search."""
+        if contact == self._contact:
+            return
+        self._contact = contact
+        self._contact_edit.setText("" if contact is None else contact_label(contact))
+        self.contactChosen.emit(self.contactId())
+        self.searchNow()
+
+    def searchDelay(self) -> int:
+        """Milliseconds between the last keystroke and the search."""
+        return self._search_timer.interval()
+
+    def setSearchDelay(self, msec: int) -> None:
+        self._search_timer.setInterval(max(0, msec))
+        self._contact_timer.setInterval(max(0, msec))
+
+    searchDelayMs = pyqtProperty(int, fget=searchDelay, fset=setSearchDelay)
+
+    def resultLimit(self) -> int:
+        """Most messages shown; the newest are kept."""
+        return self._limit
+
+    def setResultLimit(self, limit: int) -> None:
+        self._limit = max(1, limit)
+
+    resultLimitCount = pyqtProperty(int, fget=resultLimit, fset=setResultLimit)
+
+    def resultModel(self) -> MessageSearchModel:
+        return self._results
+
+    def contactModel(self) -> ContactListModel:
+        return self._contacts
+
+    def contactCompleter(self) -> QCompleter:
+        return self._completer
+
+    def statusText(self) -> str:
+        return self._status.text()
+
+    def isSearching(self) -> bool:
+        return "search" in self._tasks
+
+    def selectedIds(self) -> list[int]:
+        """The ``eml_id`` of the selected messages, in list order."""
+        rows = sorted(i.row() for i in self._selection.selectedRows())
+        return [self._results.emlId(r) for r in rows]
+
+    # -- actions -----------------------------------------------------------------------------------
+    def searchNow(self, *_: object) -> None:
+        """Search with the current text and contact at once (a running search is dropped)."""
+        self._search_timer.stop()
+        self._generation += 1
+        if self._store is None:
+            self._show_status("No mail database is connected to this dialog.\n"
+                              "Close it and try again from the document's Email tab.")
+            return
+        self._show_status(self.tr("Searching…"))
+        self._start("search", self._search, self._generation, self._search_edit.text(),
+                    self._contact.cntct_id if self._contact else None)
+
+    def showContactList(self, *_: object) -> None:
+        """Open the contact list: the document's contacts, or the matches for the text."""
+        self._contact_edit.setFocus()
+        if self._contacts.rowCount() == 0 and self.document() is not None:
+            self._start("contacts", self._load_document_contacts, True)
+            return
+        self._completer.complete()
+
+    def accept(self) -> None:
+        """OK: tie the selected messages to the document, then close."""
+        ids = self.selectedIds()
+        if self._attaching or not ids:
+            return
+        document = self.document()
+        if self._store is None or document is None:
+            self._show_status("No document to attach to.\nClose the dialog and open it from "
+                              "the document's Email tab.")
+            return
+        self._attaching = True
+        self._ok.setEnabled(False)
+        self._show_status(self.tr("Attaching…"))
+        self._start("attach", self._attach, ids, *document)
+
+    def done(self, result: int) -> None:
+        """Closing, either way, stops every search and attach still under way."""
+        self._search_timer.stop()
+        self._contact_timer.stop()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._tasks.clear()
+        self._generation += 1
+        self._attaching = False
+        self._started = False  # opened again, it searches again
+        super().done(result)
+
+    # -- events ------------------------------------------------------------------------------------
+    def showEvent(self, event: QShowEvent | None) -> None:
+        super().showEvent(event)
+        if not self._started:
+            self._started = True
+            self._search_edit.setFocus()
+            self._start("heading", self._load_document)
+            self.searchNow()
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        # Enter in a text field acts on that field; QDialog would press Attach instead.
+        if (isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)):
+            if watched is self._search_edit:
+                self.searchNow()
+                return True
+            if watched is self._contact_edit:
+                self._choose_best_contact()
+                return True
+        return super().eventFilter(watched, event)
+
+    # -- slots -------------------------------------------------------------------------------------
+    def _on_search_edited(self, _text: str) -> None:
+        self._search_timer.start()
+
+    def _on_contact_edited(self, text: str) -> None:
+        if self._contact is not None:
+            # Editing the chosen contact's text drops the filter until a contact is chosen.
+            self._contact = None
+            self.contactChosen.emit(-1)
+            self._search_timer.start()
+        self._choose_first = False
+        if text.strip():
+            self._contact_timer.start()
+        else:
+            # Cleared: the list offers the document's contacts again.
+            self._contact_timer.stop()
+            self._start("contacts", self._load_document_contacts, False)
+
+    def _on_contact_activated(self, index: QModelIndex) -> None:
+        contact = self._contacts.contactById(index.data(ContactIdRole))
+        if contact is not None:
+            self._choose_contact(contact)
+
+    def _choose_contact(self, contact: ContactRow) -> None:
+        self._contact_timer.stop()
+        self._choose_first = False
+        self.setContact(contact)
+
+    def _choose_best_contact(self) -> None:
+        """Enter in the contact field: take the best match for the text typed, waiting for
+        it when its search is still to come."""
+        text = self._contact_edit.text()
+        if self._contact is not None or not text.strip():
+            return
+        if self._contacts_text == text and "contacts" not in self._tasks:
+            if self._contacts.rowCount():
+                self._choose_contact(self._contacts.contact(0))
+            return
+        self._choose_first = True
+        self._contact_timer.stop()
+        self._search_contacts()
+
+    def _on_selection_changed(self, _selected: QItemSelection, _deselected: QItemSelection
+                              ) -> None:
+        self._ok.setEnabled(bool(self.selectedIds()) and not self._attaching)
+        if not self._attaching and "search" not in self._tasks:
+            self._show_status(self._count_status())
+
+    # -- tasks -------------------------------------------------------------------------------------
+    def _start(self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]],
+               *args: Any) -> None:
+        """Run ``func`` as this dialog's task for ``purpose``, replacing the previous one."""
+        previous = self._tasks.pop(purpose, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.get_event_loop().create_task(
+            self._run(purpose, func, args), name=f"AttachEmailDialog {purpose}")
+        self._tasks[purpose] = task
+        task.add_done_callback(functools.partial(self._forget, purpose))
+
+    async def _run(self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]],
+                   args: tuple[Any, ...]) -> None:
+        try:
+            await func(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if purpose == "attach":
+                self._attaching = False
+                self._ok.setEnabled(bool(self.selectedIds()))
+            if purpose in ("search", "attach"):
+                if not isinstance(exc, XtmailError):
+                    log.warning("Attach Email: %s failed", purpose, exc_info=True)
+                retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
+                verb = "Attaching" if purpose == "attach" else "Searching"
+                self._show_status(f"{verb} failed. {describe_error(exc, retry)}")
+                if purpose == "search":
+                    self._results.clear()
+            else:
+                # The heading and the contact list are conveniences: a failure there shows
+                # up again, with its explanation, in the next search.
+                log.warning("Attach Email: %s failed", purpose, exc_info=True)
+
+    def _forget(self, purpose: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(purpose) is task:
+            del self._tasks[purpose]
+
+    async def _search(self, generation: int, text: str, contact_id: int | None) -> None:
+        from xtmail.sync.search import search_messages
+
+        store = self._require_store()
+        rows = await search_messages(store.connection, text, contact_id=contact_id,
+                                     limit=self._limit + 1)
+        if generation != self._generation:
+            return  # a newer search started meanwhile
+        shown = rows[: self._limit]
+        self._results.setRows(shown)
+        self._count_text = _count_text(len(rows), self._limit, text, contact_id)
+        self._show_status(self._count_status())
+        self.searchFinished.emit(len(shown))
+
+    def _search_contacts(self) -> None:
+        self._start("contacts", self._find_contacts, self._contact_edit.text())
+
+    async def _find_contacts(self, text: str) -> None:
+        from xtmail.sync.search import search_contacts
+
+        store = self._require_store()
+        rows = await search_contacts(store.connection, text)
+        if text != self._contact_edit.text() or self._contact is not None:
+            return  # typed on or chose meanwhile
+        self._contacts.setRows(rows)
+        self._contacts_text = text
+        if self._choose_first:
+            if rows:
+                self._choose_contact(rows[0])
+            self._choose_first = False
+        elif rows and self._contact_edit.hasFocus():
+            self._completer.complete()
+
+    async def _load_document_contacts(self, show: bool) -> None:
+        store, document = self._require_store(), self.document()
+        if document is None:
+            return
+        rows = await store.document_contacts(*document)
+        if self._contact_edit.text().strip() or self._contact is not None:
+            return
+        self._contacts.setRows([r for r in rows if r.cntct_id])
+        self._contacts_text = ""
+        if show and rows:
+            self._completer.complete()
+
+    async def _load_document(self) -> None:
+        store, document = self._require_store(), self.document()
+        if document is None:
+            return
+        number = await store.document_number(*document)
+        self._update_heading(number)
+        await self._load_document_contacts(False)
+
+    async def _attach(self, ids: list[int], code: str, doc_id: int) -> None:
+        store = self._require_store()
+        await store.attach(ids, code, doc_id)
+        self._attaching = False
+        self.messagesAttached.emit(ids)
+        QDialog.accept(self)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _require_store(self) -> AttachStore:
+        if self._store is None:
+            raise XtmailError("No mail database is connected to this dialog.",
+                              hint="Close it and open it again from the document's Email tab.")
+        return self._store
+
+    def okButton(self) -> QPushButton:
+        """The Attach (OK) button."""
+        return self._ok
+
+    def _update_heading(self, number: str | None = None) -> None:
+        doc = registry.find(self._code) if self._code else None
+        if doc is None:
+            self._heading.setText(self.tr("Choose messages to attach."))
+            return
+        what = f"{doc.label} {number}" if number else doc.label
+        self._heading.setText(
+            f"Choose messages to attach to <b>{_escape(what)}</b>. "
+            "Select several with Ctrl or Shift.")
+
+    def _count_status(self) -> str:
+        selected = len(self.selectedIds())
+        if not selected:
+            return self._count_text
+        return f"{self._count_text} — {selected} selected" if self._count_text else (
+            f"{selected} selected")
+
+    def _show_status(self, text: str) -> None:
+        self._status.setText(text)
+
+
+def _count_text(found: int, limit: int, text: str, contact_id: int | None) -> str:
+    """What the status line says about a search's result."""
+    if found > limit:
+        return (f"More than {limit} messages; the newest {limit} are shown. "
+                "Add words to narrow the search.")
+    if found:
+        return "1 message" if found == 1 else f"{found} messages"
+    if contact_id is not None and not text.strip():
+        return "This contact has no mail in the database."
+    if contact_id is not None:
+        return ("No messages found. Try fewer or shorter words, or clear the contact to "
+                "search all mail.")
+    return ("No messages found. Try fewer or shorter words, or part of an address with "
+            "its @ (ada@exa).")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
