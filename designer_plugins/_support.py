@@ -11,10 +11,15 @@ checkout's folders (and, if the checkout has a .venv, its pure-Python qasync) an
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from PyQt6.QtDesigner import QDesignerFormEditorInterface, QPyDesignerCustomWidgetPlugin
+from PyQt6.QtGui import QIcon
+from PyQt6.QtWidgets import QWidget
 
 GROUP = "xTuple Email"
 HERE = Path(__file__).resolve().parent
@@ -55,3 +60,64 @@ def trace(event: str) -> None:
 
 def icon_path(name: str) -> str:
     return str(HERE / "icons" / name)
+
+
+class WidgetPlugin(QPyDesignerCustomWidgetPlugin):
+    """The plugin interface, filled from the class attributes of each widget's plugin.
+
+    Plugin modules refer to this class as ``_support.WidgetPlugin``, never import its name:
+    Designer's loader instantiates every plugin class it finds in a plugin module.
+    """
+
+    widget_class = ""
+    widget_module = ""
+    object_name = ""
+    icon_file = ""
+    tooltip = ""
+    #: Extra XML inside <widget> of domXml (a default geometry, properties).
+    dom_properties = ""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._initialized = False
+
+    def initialize(self, core: QDesignerFormEditorInterface | None) -> None:
+        self._initialized = True
+        trace(f"initialize {self.name()}")
+
+    def isInitialized(self) -> bool:
+        return self._initialized
+
+    def createWidget(self, parent: QWidget | None) -> QWidget:
+        cls = getattr(importlib.import_module(self.widget_module), self.widget_class)
+        widget: QWidget = cls(parent)
+        trace(f"createWidget {self.name()} {type(widget).__name__}")
+        return widget
+
+    def name(self) -> str:
+        return self.widget_class
+
+    def group(self) -> str:
+        return GROUP
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path(self.icon_file))
+
+    def toolTip(self) -> str:
+        return self.tooltip
+
+    def whatsThis(self) -> str:
+        return self.tooltip
+
+    def isContainer(self) -> bool:
+        return False
+
+    def includeFile(self) -> str:
+        return self.widget_module
+
+    def domXml(self) -> str:
+        trace(f"domXml {self.name()}")
+        return (
+            f'<widget class="{self.widget_class}" name="{self.object_name}">'
+            f"{self.dom_properties}</widget>"
+        )

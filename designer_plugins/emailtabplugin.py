@@ -1,10 +1,6 @@
-"""Qt Designer plugin for EmailTab (metadata only)."""
+"""Qt Designer plugin for EmailTab (metadata only; the behaviour is in _support)."""
 
 from __future__ import annotations
-
-from PyQt6.QtDesigner import QDesignerFormEditorInterface, QPyDesignerCustomWidgetPlugin
-from PyQt6.QtGui import QIcon
-from PyQt6.QtWidgets import QWidget
 
 try:
     from . import _support
@@ -14,51 +10,13 @@ except ImportError:  # Qt Designer loads plugin files as top-level modules
 _support.ensure_importable()
 
 
-class EmailTabPlugin(QPyDesignerCustomWidgetPlugin):
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._initialized = False
-
-    def initialize(self, core: QDesignerFormEditorInterface | None) -> None:
-        self._initialized = True
-        _support.trace(f"initialize {self.name()}")
-
-    def isInitialized(self) -> bool:
-        return self._initialized
-
-    def createWidget(self, parent: QWidget | None) -> QWidget:
-        from xtmail.widgets.email_tab import EmailTab
-
-        widget = EmailTab(parent)
-        _support.trace(f"createWidget {self.name()} {type(widget).__name__}")
-        return widget
-
-    def name(self) -> str:
-        return "EmailTab"
-
-    def group(self) -> str:
-        return _support.GROUP
-
-    def icon(self) -> QIcon:
-        return QIcon(_support.icon_path("email_tab.svg"))
-
-    def toolTip(self) -> str:
-        return "The mail tied to an ERP document: list, preview, New, Reply, Attach and more"
-
-    def whatsThis(self) -> str:
-        return self.toolTip()
-
-    def isContainer(self) -> bool:
-        return False
-
-    def includeFile(self) -> str:
-        return "xtmail.widgets.email_tab"
-
-    def domXml(self) -> str:
-        _support.trace(f"domXml {self.name()}")
-        return (
-            '<widget class="EmailTab" name="emailTab">'
-            '<property name="geometry"><rect><x>0</x><y>0</y>'
-            "<width>640</width><height>400</height></rect></property>"
-            "</widget>"
-        )
+class EmailTabPlugin(_support.WidgetPlugin):
+    widget_class = "EmailTab"
+    widget_module = "xtmail.widgets.email_tab"
+    object_name = "emailTab"
+    icon_file = "email_tab.svg"
+    tooltip = "The mail tied to an ERP document: list, preview, New, Reply, Attach and more"
+    dom_properties = (
+        '<property name="geometry"><rect><x>0</x><y>0</y>'
+        "<width>640</width><height>400</height></rect></property>"
+    )
