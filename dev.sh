@@ -40,7 +40,7 @@ need_packages() {
 python_bin() {
   for candidate in python3.13 python3.12 python3.11 python3; do
     if command -v "$candidate" >/dev/null \
-       && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+       && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       echo "$candidate"; return
     fi
   done

@@ -58,3 +58,6 @@ class AuthenticationFailed(ImapError):
 
 class CertificateError(ImapError):
     """The server's TLS certificate did not verify and is not pinned."""
+
+    #: The SHA-256 fingerprint of the certificate the server showed, to offer for pinning.
+    fingerprint: str | None = None

@@ -1,0 +1,107 @@
+"""IMAP sync speed against the raw fetch speed of the same mailbox.
+
+    python bench/sync_throughput.py [N] [--workers W] [--batch-size B]
+
+Seeds N realistic messages (bench/messages.py) into a throwaway Dovecot, times a plain
+imaplib ``UID FETCH 1:* BODY.PEEK[]`` of the mailbox, then a full ``AccountSync`` pass
+(fetch, parse in W processes, store, associate) into a fresh database. Prints as its last
+lines ``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import common  # noqa: F401  # puts the repo on sys.path
+import psycopg
+
+from bench.common import fresh_database, peak_rss_mb
+from bench.messages import generate
+from tests.servers.dovecot import DovecotServer
+from xtmail.sync.credentials import Credential, StaticCredentials
+from xtmail.sync.engine import AccountSync
+from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+
+USER, PASSWORD = "bench", "bench-password"
+
+
+def raw_fetch(server: DovecotServer) -> tuple[int, float]:
+    imap = imaplib.IMAP4_SSL(server.host, server.imaps_port, ssl_context=server.ssl_context())
+    with imap:  # logs out
+        imap.login(USER, PASSWORD)
+        imap.select("INBOX", readonly=True)
+        start = time.perf_counter()
+        typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        elapsed = time.perf_counter() - start
+        assert typ == "OK"
+        count = sum(1 for part in data if isinstance(part, tuple))
+    return count, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", type=int, nargs="?", default=20000)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--batch-size", type=int, default=250)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="xtmail-bench-imap-") as folder:
+        server = DovecotServer(folder)
+        server.start()
+        try:
+            server.add_user(USER, PASSWORD)
+            start = time.perf_counter()
+            total = 0
+            messages = []
+            for raw in generate(args.n):
+                messages.append(raw)
+                total += len(raw)
+            server.seed_maildir(USER, "INBOX", messages)
+            del messages
+            executor = None
+            print(f"seeded {args.n} messages, {total / 1e6:.1f} MB, "
+                  f"{time.perf_counter() - start:.1f} s")
+            # Warm-up: the first SELECT of a fresh Maildir builds Dovecot's index; neither
+            # measured run should pay for it.
+            raw_fetch_count, _ = raw_fetch(server)
+            raw_fetch_count, raw_elapsed = raw_fetch(server)
+            assert raw_fetch_count == args.n, raw_fetch_count
+            print(f"raw fetch: {raw_fetch_count} messages in {raw_elapsed:.2f} s")
+
+            account = AccountSettings(host=server.host, user=USER, port=server.imaps_port,
+                                      ca_file=str(server.ca_file))
+            settings = SyncSettings(account=account, batch_size=args.batch_size)
+            executor = ProcessPoolExecutor(args.workers) if args.workers else None
+            with fresh_database() as dsn:
+                if executor is not None:
+                    # Start the workers before timing, as a long-running service has them.
+                    list(executor.map(abs, range(args.workers)))
+                sync = AccountSync(
+                    settings, StaticCredentials(Credential(AuthMethod.PASSWORD, PASSWORD)),
+                    lambda: psycopg.connect(dsn, autocommit=True), executor=executor,
+                )
+                start = time.perf_counter()
+                result = sync.run_once()
+                elapsed = time.perf_counter() - start
+                sync.close()
+                assert result.error is None, result.error
+                assert result.imported == args.n, result
+        finally:
+            if executor is not None:
+                executor.shutdown()
+            server.stop()
+    sync_rate = args.n / elapsed
+    raw_rate = raw_fetch_count / raw_elapsed
+    print(f"sync: {args.n} messages in {elapsed:.1f} s with {args.workers} parsing processes")
+    print(f"peak_rss_mb: {peak_rss_mb():.0f}")
+    print(f"sync_messages_per_s: {sync_rate:.0f}")
+    print(f"raw_fetch_messages_per_s: {raw_rate:.0f}")
+    print(f"ratio: {sync_rate / raw_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,619 @@
+"""The folder sync logic: IMAP folder -> importer, crash-safe, usable without Qt.
+
+One pass over a folder (:class:`FolderSync`):
+
+1. read ``xtmail.folder_state`` (UIDVALIDITY, last imported UID, HIGHESTMODSEQ);
+2. STATUS the folder; if its UIDVALIDITY is the stored one and UIDNEXT (or, with CONDSTORE,
+   HIGHESTMODSEQ) shows nothing new, stop here: no SELECT, no FETCH;
+3. EXAMINE it (read-only), ``UID SEARCH UID last+1:*`` (plus ``SINCE`` on a first sync when
+   configured), then fetch, parse and import in batches; each batch's transaction also
+   advances the folder state to the batch's last UID, so a process killed at any instant
+   resumes after the last committed batch and never imports a message twice.
+
+UIDVALIDITY policy: a new UIDVALIDITY means the old UIDs mean nothing any more. The folder is
+rescanned from UID 1; messages already stored are recognised by their identity hash (no new
+``eml`` rows), and get a location under the new UIDVALIDITY. The ``xtmail.location`` rows of
+the old UIDVALIDITY for that account and folder are deleted in the same transaction as the
+first batch of the rescan (they point at UIDs that no longer exist); stored messages are
+never deleted by sync.
+
+:class:`AccountSync` runs the passes over an account's folders with the fault handling:
+network errors reconnect with capped, jittered exponential backoff; an unreachable database
+pauses and retries; refused credentials, an untrusted certificate or a wrong setting stop
+the account and are reported. A session-level PostgreSQL advisory lock per account and
+folder lets only one process sync a folder at a time; another one skips it and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import psycopg
+
+from .credentials import CredentialProvider
+from .errors import (
+    AuthenticationFailed,
+    CertificateError,
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    ImapError,
+    TransientImapError,
+    XtmailError,
+)
+from .imap import FetchedMessage, FolderStatus, ImapConnection
+from .importer import (
+    Importer,
+    ImportPolicy,
+    Incoming,
+    Location,
+    PreparedMessage,
+    prepare,
+    prepare_many,
+)
+from .settings import AccountSettings, SyncSettings
+
+log = logging.getLogger(__name__)
+
+#: First key of our advisory locks ("xtml"): keeps them apart from other applications' locks.
+LOCK_CLASS = 0x78746D6C
+DEFAULT_BATCH = 250
+
+
+@dataclass
+class FolderState:
+    uidvalidity: int
+    last_uid: int
+    highestmodseq: int | None
+
+
+@dataclass
+class FolderResult:
+    """What one pass over a folder did. ``skipped`` says why nothing was fetched."""
+
+    account: str
+    folder: str
+    imported: int = 0
+    already_present: int = 0
+    fetched: int = 0
+    skipped: str | None = None
+    rescanned: bool = False
+    ties: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+
+
+@dataclass
+class AccountResult:
+    """One pass over an account; ``error`` is set when the account had to stop."""
+
+    account: str
+    folders: list[FolderResult] = field(default_factory=list)
+    error: XtmailError | None = None
+    retries: int = 0
+
+    @property
+    def imported(self) -> int:
+        return sum(f.imported for f in self.folders)
+
+    @property
+    def already_present(self) -> int:
+        return sum(f.already_present for f in self.folders)
+
+
+class SyncListener:
+    """Receives what a sync does. Called from the sync thread: keep the methods quick.
+
+    The default methods do nothing; the CLI and :class:`SyncService` override them.
+    """
+
+    def progress(self, account: str, folder: str, done: int, total: int) -> None:
+        """``done`` of ``total`` new messages of ``folder`` are stored."""
+
+    def status(self, text: str) -> None:
+        """A one-line description of what is happening now."""
+
+    def imported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
+        """New messages were committed: eml_id -> [(document type code, id)]."""
+
+    def error(self, kind: str, error: XtmailError) -> None:
+        """Something went wrong; ``kind`` is one of :data:`ERROR_KINDS`."""
+
+
+#: The ``kind`` reported with an error: what the user must look at.
+ERROR_KINDS = ("authentication", "certificate", "config", "network", "database")
+
+
+def error_kind(error: BaseException) -> str:
+    if isinstance(error, AuthenticationFailed):
+        return "authentication"
+    if isinstance(error, CertificateError):
+        return "certificate"
+    if isinstance(error, ConfigError):
+        return "config"
+    if isinstance(error, DatabaseError | psycopg.Error):
+        return "database"
+    return "network"
+
+
+class Backoff:
+    """Exponential backoff with full-range jitter, capped: 1, 2, 4 ... 60 s (±25 %).
+
+    Jitter spreads the reconnects of many clients after a server restart.
+    """
+
+    def __init__(
+        self, initial: float = 1.0, factor: float = 2.0, cap: float = 60.0, jitter: float = 0.25
+    ) -> None:
+        self.initial, self.factor, self.cap, self.jitter = initial, factor, cap, jitter
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.initial * self.factor ** self.attempt)
+        self.attempt += 1
+        return max(0.0, delay * (1 + random.uniform(-self.jitter, self.jitter)))  # noqa: S311
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# -- folder state ------------------------------------------------------------------------------
+
+def read_state(conn: psycopg.Connection, account: str, folder: str) -> FolderState | None:
+    row = conn.execute(
+        """SELECT fs_uidvalidity, fs_last_uid, fs_highestmodseq FROM xtmail.folder_state
+            WHERE fs_account = %s AND fs_mailbox = %s""",
+        (account, folder),
+    ).fetchone()
+    if row is None:
+        return None
+    return FolderState(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None)
+
+
+def write_state(
+    conn: psycopg.Connection,
+    account: str,
+    folder: str,
+    state: FolderState,
+    *,
+    drop_other_uidvalidity: bool = False,
+) -> None:
+    """Upsert the folder's state; call inside the transaction that stored its messages."""
+    if drop_other_uidvalidity:
+        conn.execute(
+            """DELETE FROM xtmail.location
+                WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity <> %s""",
+            (account, folder, state.uidvalidity),
+        )
+    conn.execute(
+        """INSERT INTO xtmail.folder_state (fs_account, fs_mailbox, fs_uidvalidity, fs_last_uid,
+                                            fs_highestmodseq)
+           VALUES (%s, %s, %s, %s, %s)
+           ON CONFLICT (fs_account, fs_mailbox) DO UPDATE
+              SET fs_uidvalidity = EXCLUDED.fs_uidvalidity,
+                  fs_last_uid = EXCLUDED.fs_last_uid,
+                  fs_highestmodseq = EXCLUDED.fs_highestmodseq,
+                  fs_updated_at = now()""",
+        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq),
+    )
+
+
+def _lock_args(account: str, folder: str) -> tuple[int, str]:
+    return LOCK_CLASS, f"{account}\x1f{folder}"
+
+
+def try_lock_folder(conn: psycopg.Connection, account: str, folder: str) -> bool:
+    """Session-level lock: held until unlocked or the connection (the process) ends."""
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", _lock_args(account, folder)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def unlock_folder(conn: psycopg.Connection, account: str, folder: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", _lock_args(account, folder))
+
+
+# -- one folder --------------------------------------------------------------------------------
+
+def _chunks(uids: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [uids[i : i + size] for i in range(0, len(uids), size)]
+
+
+class FolderSync:
+    """One pass over one folder. Blocking; run it in a worker thread or a headless process.
+
+    ``executor`` parses (a process pool for throughput; None parses in this thread).
+    ``should_stop`` is polled between batches: a stopped pass has committed whole batches
+    only, and the next pass resumes after them.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        imap: ImapConnection,
+        account: str,
+        folder: str,
+        *,
+        policy: ImportPolicy | None = None,
+        executor: Executor | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        since: date | None = None,
+        listener: SyncListener | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.imap = imap
+        self.account = account
+        self.folder = folder
+        self.importer = Importer(conn, policy)
+        self.executor = executor
+        self.batch_size = max(1, batch_size)
+        self.since = since
+        self.listener = listener or SyncListener()
+        self.should_stop = should_stop or _never
+
+    def run(self) -> FolderResult:
+        result = FolderResult(self.account, self.folder)
+        if not try_lock_folder(self.conn, self.account, self.folder):
+            result.skipped = "another process is synchronizing this folder"
+            self.listener.status(f"{self.folder}: skipped, {result.skipped}")
+            return result
+        try:
+            self._run(result)
+        finally:
+            try:
+                unlock_folder(self.conn, self.account, self.folder)
+            except psycopg.OperationalError:
+                pass  # the connection is gone, and its session lock with it
+        return result
+
+    def _run(self, result: FolderResult) -> None:
+        state = read_state(self.conn, self.account, self.folder)
+        if state is not None and _unchanged(state, self.imap.status(self.folder)):
+            result.skipped = "unchanged"
+            return
+        selected = self.imap.examine(self.folder)
+        rescan = state is None or state.uidvalidity != selected.uidvalidity
+        if state is not None and rescan:
+            log.warning("%s %s: UIDVALIDITY changed from %s to %s; rescanning", self.account,
+                        self.folder, state.uidvalidity, selected.uidvalidity)
+            self.listener.status(f"{self.folder}: the server renumbered the folder; rescanning")
+        result.rescanned = rescan and state is not None
+        last = 0 if rescan or state is None else state.last_uid
+        uids = self.imap.uids_after(last, self.since if last == 0 else None)
+        total = len(uids)
+        self.listener.progress(self.account, self.folder, 0, total)
+        # All UIDs below UIDNEXT that the search did not return were expunged: the state may
+        # move past them, so the next pass's STATUS check sees "nothing new".
+        final_last = max([last, selected.uidnext - 1, *uids[-1:]])
+        drop_old = rescan and state is not None
+        done = 0
+        chunks = _chunks(uids, self.batch_size)
+        # A pipeline: the fetcher thread reads batch n+2 from the network while the parsing
+        # processes work on batch n+1 and this thread stores batch n. One fetcher thread, so
+        # the IMAP connection is used serially. Depth bounds the memory in flight.
+        depth = 3 if self.executor is not None else 1
+        pending: deque[_Pending] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="xtmail-fetch") as fetcher:
+            fetching: Future[list[FetchedMessage]] | None = (
+                fetcher.submit(self.imap.fetch, chunks[0]) if chunks else None
+            )
+            next_chunk = 1
+            try:
+                for index, chunk in enumerate(chunks):
+                    while fetching is not None and (len(pending) < depth or not pending):
+                        fetched = fetching.result()
+                        fetching = None
+                        if next_chunk < len(chunks):
+                            fetching = fetcher.submit(self.imap.fetch, chunks[next_chunk])
+                            next_chunk += 1
+                        pending.append(_Pending(fetched, self._parse_later(fetched)))
+                    if self.should_stop():
+                        return
+                    batch = pending.popleft()
+                    is_last = index + 1 == len(chunks)
+                    batch_state = FolderState(
+                        selected.uidvalidity,
+                        final_last if is_last else chunk[-1],
+                        selected.highestmodseq if is_last else None,
+                    )
+                    self._store(batch, selected, batch_state, drop_old, result)
+                    drop_old = False
+                    done += len(chunk)
+                    self.listener.progress(self.account, self.folder, done, total)
+            finally:
+                for waiting in pending:
+                    if waiting.parsing is not None:
+                        waiting.parsing.cancel()
+        if not chunks and (state is None or rescan or final_last != state.last_uid
+                           or selected.highestmodseq != state.highestmodseq):
+            with self.conn.transaction():
+                write_state(self.conn, self.account, self.folder,
+                            FolderState(selected.uidvalidity, final_last,
+                                        selected.highestmodseq),
+                            drop_other_uidvalidity=drop_old)
+
+    def _parse_later(self, fetched: list[FetchedMessage]) -> Future[list[PreparedMessage]] | None:
+        if self.executor is None or not fetched:
+            return None
+        return self.executor.submit(prepare_batch, [(m.raw, m.internal_date) for m in fetched])
+
+    def _store(
+        self,
+        batch: _Pending,
+        selected: FolderStatus,
+        state: FolderState,
+        drop_old: bool,
+        result: FolderResult,
+    ) -> None:
+        items = [
+            Incoming(m.raw, Location(self.account, self.folder, selected.uidvalidity, m.uid),
+                     m.internal_date)
+            for m in batch.fetched
+        ]
+        if batch.parsing is not None:
+            prepared = batch.parsing.result()
+        else:
+            prepared = prepare_many(items) if items else []
+
+        def on_state(conn: psycopg.Connection) -> None:
+            write_state(conn, self.account, self.folder, state,
+                        drop_other_uidvalidity=drop_old)
+
+        stored = self.importer.import_batch(items, prepared, source="imap", on_state=on_state)
+        result.fetched += len(items)
+        result.imported += stored.imported
+        result.already_present += stored.already_present
+        if stored.ties or stored.imported:
+            ties = {eml_id: stored.ties.get(eml_id, [])
+                    for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
+            result.ties.update(ties)
+            self.listener.imported(ties)
+
+
+@dataclass
+class _Pending:
+    """A fetched batch on its way through the pipeline, its parse maybe under way."""
+
+    fetched: list[FetchedMessage]
+    parsing: Future[list[PreparedMessage]] | None
+
+
+def prepare_batch(
+    args: list[tuple[bytes, datetime | None]],
+) -> list[PreparedMessage]:
+    """Parse one batch in a worker process (module-level so that it pickles)."""
+    return [prepare(raw, when) for raw, when in args]
+
+
+def _never() -> bool:
+    return False
+
+
+def _unchanged(state: FolderState, status: FolderStatus) -> bool:
+    if status.uidvalidity != state.uidvalidity:
+        return False
+    if status.highestmodseq is not None and status.highestmodseq == state.highestmodseq:
+        return True
+    return status.uidnext - 1 <= state.last_uid
+
+
+# -- one account -------------------------------------------------------------------------------
+
+ConnectDb = Callable[[], psycopg.Connection]
+
+
+class AccountSync:
+    """Synchronizes an account's folders with reconnects, pauses and a stop flag.
+
+    ``connect_db`` returns a new autocommit psycopg connection. ``retry_limit`` bounds the
+    consecutive failed attempts of one pass (None: retry until stopped, for services).
+    ``stop`` ends waits and passes early (between batches).
+    """
+
+    def __init__(
+        self,
+        settings: SyncSettings,
+        credentials: CredentialProvider,
+        connect_db: ConnectDb,
+        *,
+        executor: Executor | None = None,
+        listener: SyncListener | None = None,
+        stop: threading.Event | None = None,
+        backoff: Backoff | None = None,
+        retry_limit: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.connect_db = connect_db
+        self.executor = executor
+        self.listener = listener or SyncListener()
+        self.stop = stop or threading.Event()
+        self.backoff = backoff or Backoff()
+        self.retry_limit = retry_limit
+        self._imap: ImapConnection | None = None
+        self._db: psycopg.Connection | None = None
+        self._reconnect = False
+        #: Set to interrupt a wait (IDLE or polling sleep) without stopping: "sync now".
+        self.wake = threading.Event()
+
+    @property
+    def account(self) -> AccountSettings:
+        return self.settings.account
+
+    # -- connections ------------------------------------------------------------------------
+    def request_reconnect(self) -> None:
+        """Reconnect before the next folder (the account settings changed). Thread-safe."""
+        self._reconnect = True
+
+    def _imap_connection(self) -> ImapConnection:
+        if self._reconnect:
+            self._reconnect = False
+            self._drop_imap()
+        if self._imap is None:
+            self.listener.status(f"Connecting to {self.account.host}")
+            self._imap = ImapConnection(self.account, self.credentials.credential(self.account))
+        return self._imap
+
+    def _db_connection(self) -> psycopg.Connection:
+        if self._db is not None and not self._db.closed:
+            return self._db
+        try:
+            db = self.connect_db()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"The database cannot be reached: {exc}".strip(),
+                hint="Synchronization resumes when the database is back.",
+            ) from exc
+        # psycopg prepares a statement after 5 runs; PostgreSQL's generic plan for the
+        # store's unnest(array) joins (contact matching) then estimates 10 rows and takes
+        # seconds per batch instead of milliseconds. Custom plans every time.
+        db.prepare_threshold = None
+        self._db = db
+        return db
+
+    def _drop_imap(self) -> None:
+        imap, self._imap = self._imap, None
+        if imap is not None:
+            imap.close()
+
+    def _drop_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def close(self) -> None:
+        self._drop_imap()
+        self._drop_db()
+
+    # -- passes -----------------------------------------------------------------------------
+    def run_once(self, folders: Sequence[str] | None = None) -> AccountResult:
+        """One pass over ``folders`` (default: the configured ones), retrying faults."""
+        settings = self.settings
+        result = AccountResult(self.account.key)
+        for folder in folders if folders is not None else settings.folders:
+            if self.stop.is_set():
+                break
+            folder_result = self._sync_folder(folder, result)
+            if result.error is not None:
+                break
+            if folder_result is not None:
+                result.folders.append(folder_result)
+        return result
+
+    def _sync_folder(self, folder: str, result: AccountResult) -> FolderResult | None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                db = self._db_connection()
+                imap = self._imap_connection()
+                self.listener.status(f"Synchronizing {folder}")
+                outcome = FolderSync(
+                    db, imap, self.account.key, folder,
+                    policy=self.settings.policy(),
+                    executor=self.executor,
+                    batch_size=self.settings.batch_size,
+                    since=self.settings.since,
+                    listener=self.listener,
+                    should_stop=self.stop.is_set,
+                ).run()
+                self.backoff.reset()
+                return outcome
+            except (AuthenticationFailed, CertificateError, ConfigError) as exc:
+                self._drop_imap()
+                result.error = exc
+                self.listener.error(error_kind(exc), exc)
+                return None
+            except (TransientImapError, DatabaseUnavailable, psycopg.OperationalError) as exc:
+                error: XtmailError
+                if isinstance(exc, psycopg.OperationalError):
+                    error = DatabaseUnavailable(
+                        f"The database connection failed: {exc}".strip(),
+                        hint="Synchronization resumes when the database is back.",
+                    )
+                else:
+                    error = exc
+                if isinstance(error, DatabaseUnavailable):
+                    self._drop_db()
+                else:
+                    self._drop_imap()
+                failures += 1
+                result.retries += 1
+                delay = self.backoff.next()
+                if self.retry_limit is not None and failures > self.retry_limit:
+                    result.error = error
+                    self.listener.error(error_kind(error), error)
+                    return None
+                what = ("paused: the database is unreachable" if isinstance(
+                    error, DatabaseUnavailable) else "connection lost")
+                self.listener.status(f"{folder}: {what}; retrying in {delay:.1f} s ({error})")
+                if self.stop.wait(delay):
+                    return None
+            except (ImapError, DatabaseError) as exc:
+                self._drop_imap()
+                result.error = exc
+                self.listener.error(error_kind(exc), exc)
+                return None
+            except psycopg.Error as exc:
+                self._drop_db()
+                error = DatabaseError(f"The database refused the import: {exc}")
+                result.error = error
+                self.listener.error("database", error)
+                return None
+        return None
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until new mail may have arrived: IDLE on the first folder where the server
+        offers it, else sleep; ``timeout``, ``stop`` or ``wake`` end the wait early."""
+        folders = self.settings.folders
+        self.wake.clear()
+        try:
+            imap = self._imap_connection() if folders else None
+            if imap is not None and imap.supports_idle:
+                imap.examine(folders[0])
+                imap.idle(timeout, _AnyEvent(self.stop, self.wake))
+                return
+        except (TransientImapError, ImapError) as exc:
+            # The next pass reconnects with backoff and reports persistent trouble.
+            log.info("IDLE failed, falling back to a pause: %s", exc)
+            self._drop_imap()
+        except ConfigError:
+            pass
+        _AnyEvent(self.stop, self.wake).wait(timeout)
+
+    def watch(self, on_pass: Callable[[AccountResult], None] | None = None) -> None:
+        """Pass after pass until ``stop`` is set or the account hits a stopping error."""
+        while not self.stop.is_set():
+            result = self.run_once()
+            if on_pass is not None:
+                on_pass(result)
+            if result.error is not None:
+                return
+            self.wait_for_change(self.settings.poll_interval)
+
+
+class _AnyEvent(threading.Event):
+    """Looks set as soon as any of its events is set (for IDLE's stop check)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        super().__init__()
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        step = 0.1
+        waited = 0.0
+        while not self.is_set():
+            if timeout is not None and waited >= timeout:
+                return False
+            self._events[0].wait(step)
+            waited += step
+        return True

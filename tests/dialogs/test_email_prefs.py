@@ -1,0 +1,200 @@
+"""The Email page of User Preferences (xtmail.dialogs.email_prefs), with pytest-qt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import psycopg
+import pytest
+import qasync
+from PyQt6.QtCore import QSettings, Qt
+from PyQt6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from tests.servers.conftest_snippet import ImapAccount
+from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from xtmail.dialogs.email_prefs import EmailPreferencesPage
+from xtmail.sync.credentials import KeyringCredentials
+from xtmail.sync.engine import Backoff
+from xtmail.sync.service import SyncService
+from xtmail.sync.settings import AccountSettings, Security, SyncSettings, load_settings
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend that keeps its secrets in memory."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.secrets.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.secrets.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "prefs.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
+    qapp.setQuitOnLastWindowClosed(False)
+    event_loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(event_loop)
+    try:
+        yield event_loop
+    finally:
+        event_loop.close()
+        asyncio.set_event_loop(None)
+
+
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def fill_account(page: EmailPreferencesPage, server: DovecotServer, account: ImapAccount,
+                 *, ca: bool = True) -> None:
+    page.hostEdit.setText(server.host)
+    page.portSpin.setValue(server.imaps_port)
+    page.securityCombo.setCurrentIndex(page.securityCombo.findData(Security.IMAPS.value))
+    page.userEdit.setText(account.user)
+    page.passwordEdit.setText(account.password)
+    page.caFileEdit.setText(str(server.ca_file) if ca else "")
+
+
+def test_settings_persist_without_the_password(
+    qtbot: QtBot, store: QSettings, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials())
+    qtbot.addWidget(page)
+    page.hostEdit.setText("imap.example.com")
+    page.userEdit.setText("ann@example.com")
+    page.passwordEdit.setText("s3cret-pw")
+    page.securityCombo.setCurrentIndex(page.securityCombo.findData(Security.STARTTLS.value))
+    page.syncWhileRunningCheck.setChecked(True)
+    page.ownAddressesEdit.setPlainText("ann@example.com\nsales@example.com")
+    page.excludedDomainsEdit.setPlainText("example.net")
+    page.excludeBulkCheck.setChecked(False)
+    with qtbot.waitSignal(page.settingsSaved):
+        assert page.save()
+    assert "s3cret-pw" not in (tmp_path / "prefs.ini").read_text()
+    assert memory_keyring.secrets == {("xtmail", "ann@example.com@imap.example.com"):
+                                      "s3cret-pw"}
+
+    again = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials())
+    qtbot.addWidget(again)
+    assert again.hostEdit.text() == "imap.example.com"
+    assert again.passwordEdit.text() == "s3cret-pw"
+    assert again.securityCombo.currentData() == "starttls"
+    assert again.syncWhileRunningCheck.isChecked()
+    assert not again.excludeBulkCheck.isChecked()
+    settings = load_settings(store)
+    assert settings.own_addresses == ("ann@example.com", "sales@example.com")
+    assert settings.excluded_domains == ("example.net",)
+    assert settings.folders == ("INBOX",)
+
+
+def test_invalid_settings_say_what_to_fix(
+    qtbot: QtBot, store: QSettings, memory_keyring: MemoryKeyring
+) -> None:
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials())
+    qtbot.addWidget(page)
+    page.hostEdit.setText("imap.example.com")
+    page.pinEdit.setText("not a fingerprint")
+    assert not page.save()
+    assert "Enter the user name" in page.lastErrorLabel.text()
+    assert "64 hexadecimal digits" in page.lastErrorLabel.text()
+
+
+def test_connection_folders_ticking_and_sync(
+    qtbot: QtBot, loop: qasync.QEventLoop, store: QSettings, memory_keyring: MemoryKeyring,
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(30, prefix="pg"))
+    dovecot.seed_maildir(imap_user.user, "Projects/Acme",
+                         iter_generated_messages(12, prefix="acme"))
+    service = SyncService(
+        SyncSettings(account=AccountSettings(host=dovecot.host, user=imap_user.user)),
+        KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
+    )
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
+                                service=service)
+    qtbot.addWidget(page)
+    fill_account(page, dovecot, imap_user, ca=False)
+
+    tested: list[bool] = []
+    folder_changes: list[list[str]] = []
+    page.connectionTested.connect(tested.append)  # Qt passes only the first argument on
+    page.foldersChanged.connect(folder_changes.append)
+
+    # No qtbot.waitSignal inside the coroutine: its nested event loop would run qasync's
+    # callbacks inside the running task ("Cannot enter into task").
+    async def scenario() -> None:
+        # An unverifiable certificate: refused, with the fingerprint to pin.
+        qtbot.mouseClick(page.testButton, Qt.MouseButton.LeftButton)
+        await until(lambda: bool(tested))
+        assert tested == [False]
+        assert "could not be verified" in page.testResultLabel.text()
+        assert page.pinButton.isVisibleTo(page)
+        qtbot.mouseClick(page.pinButton, Qt.MouseButton.LeftButton)
+        assert len(page.pinEdit.text()) == 95
+
+        assert await page.testConnection()
+        assert "Connected" in page.testResultLabel.text()
+        inbox = page.folderItem("INBOX")
+        acme = page.folderItem("Projects/Acme")
+        assert inbox is not None and acme is not None
+        assert acme.parent() is page.folderItem("Projects")
+        assert inbox.checkState(0) == Qt.CheckState.Checked
+        assert not inbox.icon(0).isNull()  # synchronized folders carry the marker
+        assert acme.checkState(0) == Qt.CheckState.Unchecked and acme.icon(0).isNull()
+
+        acme.setCheckState(0, Qt.CheckState.Checked)
+        assert folder_changes == [["INBOX", "Projects/Acme"]]
+        assert not acme.icon(0).isNull()
+        assert service.settings().folders == ("INBOX", "Projects/Acme")
+
+        qtbot.mouseClick(page.startNowButton, Qt.MouseButton.LeftButton)
+        assert service.isRunning() and page.stopButton.isEnabled()
+        await until(lambda: "never" not in page.lastSyncLabel.text())
+        assert "(42 new)" in page.lastSyncLabel.text()
+        assert page.progressBar.value() == page.progressBar.maximum()
+        assert page.statusLabel.text()
+        qtbot.mouseClick(page.stopButton, Qt.MouseButton.LeftButton)
+        await until(lambda: not service.isRunning())
+        await service.aclose()
+
+    loop.run_until_complete(scenario())
+    assert not page.stopButton.isEnabled()
+    assert page.statusLabel.text() == "Not running"
+    row = conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
+    assert row == (42,)
+    saved = load_settings(store)
+    assert saved.folders == ("INBOX", "Projects/Acme")
+    assert saved.account.pin_sha256 == page.pinEdit.text()

@@ -1,0 +1,398 @@
+"""IMAP sync against a real Dovecot and a real PostgreSQL (xtmail.sync.imap, .engine)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import date, timedelta
+
+import psycopg
+import pytest
+
+from tests.servers.conftest_snippet import ImapAccount
+from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from tests.sync.mail import make_message
+from xtmail.sync.credentials import Credential, StaticCredentials
+from xtmail.sync.engine import AccountResult, AccountSync, Backoff, SyncListener
+from xtmail.sync.errors import (
+    AuthenticationFailed,
+    CertificateError,
+    TransientImapError,
+    XtmailError,
+)
+from xtmail.sync.imap import ImapConnection, uid_set
+from xtmail.sync.settings import AccountSettings, AuthMethod, Security, SyncSettings
+
+
+class Recorder(SyncListener):
+    def __init__(self) -> None:
+        self.progress_calls: list[tuple[str, int, int]] = []
+        self.statuses: list[str] = []
+        self.errors: list[tuple[str, XtmailError]] = []
+        self.ties: dict[int, list[tuple[str, int]]] = {}
+
+    def progress(self, account: str, folder: str, done: int, total: int) -> None:
+        self.progress_calls.append((folder, done, total))
+
+    def status(self, text: str) -> None:
+        self.statuses.append(text)
+
+    def imported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
+        self.ties.update(ties)
+
+    def error(self, kind: str, error: XtmailError) -> None:
+        self.errors.append((kind, error))
+
+
+def account_for(server: DovecotServer, user: str, **changes: object) -> AccountSettings:
+    base: dict[str, object] = {
+        "host": server.host, "user": user, "port": server.imaps_port,
+        "ca_file": str(server.ca_file), "timeout": 10.0,
+    }
+    base.update(changes)
+    return AccountSettings(**base)  # type: ignore[arg-type]
+
+
+def make_sync(
+    dsn: str,
+    server: DovecotServer,
+    account: ImapAccount,
+    *,
+    listener: SyncListener | None = None,
+    credential: Credential | None = None,
+    stop: threading.Event | None = None,
+    executor: Executor | None = None,
+    **settings: object,
+) -> AccountSync:
+    changes = settings.pop("account_changes", {})
+    assert isinstance(changes, dict)
+    sync_settings = SyncSettings(account=account_for(server, account.user, **changes),
+                                 **settings)  # type: ignore[arg-type]
+    cred = credential or Credential(AuthMethod.PASSWORD, account.password)
+    return AccountSync(
+        sync_settings, StaticCredentials(cred),
+        lambda: psycopg.connect(dsn, autocommit=True),
+        listener=listener, stop=stop, backoff=Backoff(initial=0.05, cap=0.5), retry_limit=20,
+        executor=executor,
+    )
+
+
+def run_once(sync: AccountSync) -> AccountResult:
+    try:
+        return sync.run_once()
+    finally:
+        sync.close()
+
+
+def counts(conn: psycopg.Connection, account: str) -> tuple[int, int, int]:
+    """(eml rows, location rows of the account, distinct (mailbox, uid) of the account)."""
+    eml = conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
+    loc = conn.execute(
+        "SELECT count(*), count(DISTINCT (loc_mailbox, loc_uid)) FROM xtmail.location "
+        "WHERE loc_account = %s", (account,)
+    ).fetchone()
+    assert eml is not None and loc is not None
+    return int(eml[0]), int(loc[0]), int(loc[1])
+
+
+@pytest.fixture
+def seeded(dovecot: DovecotServer, imap_user: ImapAccount) -> ImapAccount:
+    dovecot.seed_maildir(imap_user.user, "INBOX",
+                         iter_generated_messages(40, prefix=imap_user.user))
+    return imap_user
+
+
+def key(server: DovecotServer, account: ImapAccount) -> str:
+    return f"{account.user}@{server.host}"
+
+
+def test_uid_set_compresses_ranges() -> None:
+    assert uid_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
+    assert uid_set([5]) == "5"
+
+
+def test_initial_then_incremental_then_unchanged(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
+) -> None:
+    recorder = Recorder()
+    result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder, batch_size=15))
+    assert result.error is None
+    assert result.imported == 40
+    assert counts(conn, key(dovecot, seeded)) == (40, 40, 40)
+    assert recorder.progress_calls[-1] == ("INBOX", 40, 40)
+    assert len(recorder.ties) == 40
+
+    for i in range(3):
+        dovecot.append(seeded.user, seeded.password, "INBOX",
+                       make_message(subject=f"later {i}", sender=f"new{i}@example.org"))
+    result = run_once(make_sync(db_dsn, dovecot, seeded))
+    assert result.imported == 3
+    assert counts(conn, key(dovecot, seeded)) == (43, 43, 43)
+
+    result = run_once(make_sync(db_dsn, dovecot, seeded))
+    assert [f.skipped for f in result.folders] == ["unchanged"]
+    state = conn.execute(
+        "SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state WHERE fs_account = %s",
+        (key(dovecot, seeded),),
+    ).fetchone()
+    assert state is not None and state[0] == 43 and state[1] is not None
+
+
+def test_pipelined_parsing_in_an_executor(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(330, prefix="pp"))
+    recorder = Recorder()
+    with ThreadPoolExecutor(2) as pool:
+        result = run_once(make_sync(db_dsn, dovecot, imap_user, listener=recorder,
+                                    executor=pool, batch_size=40))
+    assert result.error is None and result.imported == 330
+    assert [done for _, done, _ in recorder.progress_calls] == [0, *range(40, 330, 40), 330]
+    assert counts(conn, key(dovecot, imap_user)) == (330, 330, 330)
+    row = conn.execute("SELECT fs_last_uid FROM xtmail.folder_state").fetchone()
+    assert row == (330,)
+
+
+def test_uidvalidity_change_rescans_without_duplicates(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
+) -> None:
+    assert run_once(make_sync(db_dsn, dovecot, seeded)).imported == 40
+    before = conn.execute("SELECT fs_uidvalidity FROM xtmail.folder_state").fetchone()
+    dovecot.set_uidvalidity_change(seeded.user, "INBOX")
+    result = run_once(make_sync(db_dsn, dovecot, seeded))
+    assert result.error is None
+    assert result.folders[0].rescanned
+    assert result.imported == 0 and result.already_present == 40
+    after = conn.execute("SELECT fs_uidvalidity FROM xtmail.folder_state").fetchone()
+    assert before != after
+    assert counts(conn, key(dovecot, seeded)) == (40, 40, 40)
+    olds = conn.execute(
+        "SELECT count(*) FROM xtmail.location WHERE loc_uidvalidity <> %s", (after[0],)
+    ).fetchone()
+    assert olds == (0,)
+
+
+def test_sync_never_marks_mail_seen(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    dovecot.append(seeded.user, seeded.password, "INBOX", make_message(subject="read me"),
+                   flags=["\\Seen"])
+    assert run_once(make_sync(db_dsn, dovecot, seeded)).imported == 41
+    with dovecot.login(seeded.user, seeded.password) as imap:
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.uid("SEARCH", "SEEN")
+        assert typ == "OK"
+        assert data[0].split() == [b"41"]
+        typ, data = imap.uid("SEARCH", "UNSEEN")
+        assert len(data[0].split()) == 40
+
+
+def test_untrusted_certificate_is_refused_with_fingerprint_then_pinned(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    recorder = Recorder()
+    result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder,
+                                account_changes={"ca_file": ""}))
+    assert isinstance(result.error, CertificateError)
+    text = result.error.user_text()
+    assert f"The server's certificate for {dovecot.host} could not be verified" in text
+    assert "pin its SHA-256 fingerprint" in text
+    pin = result.error.fingerprint
+    assert pin is not None and pin in text and len(pin) == 95
+    assert [kind for kind, _ in recorder.errors] == ["certificate"]
+
+    result = run_once(make_sync(db_dsn, dovecot, seeded,
+                                account_changes={"ca_file": "", "pin_sha256": pin.lower()}))
+    assert result.error is None and result.imported == 40
+
+    wrong = "AA:" * 31 + "AA"
+    result = run_once(make_sync(db_dsn, dovecot, seeded,
+                                account_changes={"ca_file": "", "pin_sha256": wrong}))
+    assert isinstance(result.error, CertificateError)
+    assert "does not match the pinned fingerprint" in str(result.error)
+
+
+def test_starttls_with_verification(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    result = run_once(make_sync(db_dsn, dovecot, seeded, account_changes={
+        "security": Security.STARTTLS, "port": dovecot.imap_port}))
+    assert result.error is None and result.imported == 40
+
+
+def test_authentication_failure_stops_the_account(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    recorder = Recorder()
+    result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder,
+                                credential=Credential(AuthMethod.PASSWORD, "wrong")))
+    assert isinstance(result.error, AuthenticationFailed)
+    assert "refused the login" in str(result.error)
+    assert [kind for kind, _ in recorder.errors] == ["authentication"]
+    assert result.retries == 0
+
+
+def test_xoauth2_login(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    token = secrets.token_urlsafe(16)
+    dovecot.add_oauth_token(seeded.user, token)
+    result = run_once(make_sync(db_dsn, dovecot, seeded,
+                                credential=Credential(AuthMethod.XOAUTH2, token),
+                                account_changes={"auth": AuthMethod.XOAUTH2}))
+    assert result.error is None and result.imported == 40
+    with pytest.raises(AuthenticationFailed):
+        ImapConnection(account_for(dovecot, seeded.user),
+                       Credential(AuthMethod.XOAUTH2, "not-a-token"))
+
+
+def test_folders_with_special_use_and_since(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "Projects/Acme", iter_generated_messages(5))
+    with ImapConnection(account_for(dovecot, imap_user.user),
+                        Credential(AuthMethod.PASSWORD, imap_user.password)) as imap:
+        names = {f.name for f in imap.list_folders()}
+    assert {"INBOX", "Projects/Acme"} <= names
+    tomorrow = date.today() + timedelta(days=1)
+    result = run_once(make_sync(db_dsn, dovecot, imap_user, folders=("Projects/Acme",),
+                                since=tomorrow))
+    assert result.imported == 0 and result.error is None
+    # The first sync moved past the old mail: it is not picked up later either.
+    dovecot.append(imap_user.user, imap_user.password, "Projects/Acme", make_message())
+    result = run_once(make_sync(db_dsn, dovecot, imap_user, folders=("Projects/Acme",)))
+    assert result.imported == 1
+
+
+def test_missing_folder_is_a_config_error(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str
+) -> None:
+    recorder = Recorder()
+    result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder,
+                                folders=("No/Such",)))
+    assert result.error is not None
+    assert recorder.errors[0][0] == "config"
+    assert "No/Such" in str(result.error)
+
+
+def test_two_syncs_at_once_double_nothing(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(600, prefix="two"))
+    results: list[AccountResult] = []
+
+    def worker() -> None:
+        results.append(run_once(make_sync(db_dsn, dovecot, imap_user, batch_size=50)))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r.error is None for r in results)
+    assert counts(conn, key(dovecot, imap_user)) == (600, 600, 600)
+    # The lock: a folder held by someone else is skipped, and says so.
+    with psycopg.connect(db_dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                       (0x78746D6C, f"{key(dovecot, imap_user)}\x1fINBOX"))
+        dovecot.append(imap_user.user, imap_user.password, "INBOX", make_message())
+        result = run_once(make_sync(db_dsn, dovecot, imap_user))
+        assert result.folders[0].skipped == "another process is synchronizing this folder"
+    assert run_once(make_sync(db_dsn, dovecot, imap_user)).imported == 1
+
+
+def test_server_restart_mid_sync_reconnects_and_finishes(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(1000, prefix="rs"))
+
+    class Restarter(Recorder):
+        restarted = False
+
+        def progress(self, account: str, folder: str, done: int, total: int) -> None:
+            super().progress(account, folder, done, total)
+            if done >= 300 and not self.restarted:
+                self.restarted = True
+                dovecot.restart()
+
+    recorder = Restarter()
+    result = run_once(make_sync(db_dsn, dovecot, imap_user, listener=recorder, batch_size=100))
+    assert recorder.restarted
+    assert result.error is None
+    assert result.retries >= 1
+    assert any("retrying in" in s for s in recorder.statuses)
+    assert counts(conn, key(dovecot, imap_user)) == (1000, 1000, 1000)
+
+
+def test_database_outage_pauses_and_resumes(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(500, prefix="db"))
+
+    class Cutter(Recorder):
+        cut = False
+
+        def progress(self, account: str, folder: str, done: int, total: int) -> None:
+            super().progress(account, folder, done, total)
+            if done >= 100 and not self.cut:
+                self.cut = True
+                # Every other session of this database is cut off, as in a server restart.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+    recorder = Cutter()
+    result = run_once(make_sync(db_dsn, dovecot, imap_user, listener=recorder, batch_size=50))
+    assert recorder.cut and result.error is None
+    assert any("database is unreachable" in s for s in recorder.statuses)
+    assert counts(conn, key(dovecot, imap_user)) == (500, 500, 500)
+
+
+def test_idle_delivers_new_mail_within_seconds(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    stop = threading.Event()
+    sync = make_sync(db_dsn, dovecot, seeded, stop=stop, poll_interval=60.0)
+    thread = threading.Thread(target=sync.watch)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while counts(conn, key(dovecot, seeded))[0] < 40:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the watcher enter IDLE
+        started = time.monotonic()
+        dovecot.append(seeded.user, seeded.password, "INBOX", make_message(subject="idle"))
+        while counts(conn, key(dovecot, seeded))[0] < 41:
+            assert time.monotonic() - started < 5, "new mail not stored within 5 s"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+    assert not thread.is_alive()
+
+
+def test_transient_error_on_unreachable_server(
+    imap_user: ImapAccount,
+) -> None:
+    with pytest.raises(TransientImapError):
+        ImapConnection(AccountSettings(host="127.0.0.1", user="x", port=1, timeout=2),
+                       Credential(AuthMethod.PASSWORD, "x"))
+
+
+@pytest.fixture
+def _no_stray_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]

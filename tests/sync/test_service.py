@@ -1,0 +1,199 @@
+"""SyncService on a qasync loop, against real Dovecot and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+import qasync
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication
+
+from tests.servers.conftest_snippet import ImapAccount
+from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from tests.sync.mail import make_message
+from xtmail.sync.credentials import Credential, StaticCredentials
+from xtmail.sync.engine import Backoff
+from xtmail.sync.service import SyncService, parse_pool
+from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
+    qapp.setQuitOnLastWindowClosed(False)
+    event_loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(event_loop)
+    try:
+        yield event_loop
+    finally:
+        event_loop.close()
+        asyncio.set_event_loop(None)
+
+
+class Signals:
+    """Records every signal of a service (bound methods: no lambdas holding references)."""
+
+    def __init__(self, service: SyncService) -> None:
+        self.progress: list[tuple[str, str, int, int]] = []
+        self.statuses: list[str] = []
+        self.errors: list[tuple[str, str]] = []
+        self.imported: dict[int, list[tuple[str, int]]] = {}
+        self.finished: list[tuple[str, int]] = []
+        self.running: list[bool] = []
+        service.progressChanged.connect(self.on_progress)
+        service.statusChanged.connect(self.statuses.append)
+        service.errorOccurred.connect(self.on_error)
+        service.messagesImported.connect(self.imported.update)
+        service.syncFinished.connect(self.on_finished)
+        service.runningChanged.connect(self.running.append)
+
+    def on_progress(self, account: str, folder: str, done: int, total: int) -> None:
+        self.progress.append((account, folder, done, total))
+
+    def on_error(self, kind: str, message: str) -> None:
+        self.errors.append((kind, message))
+
+    def on_finished(self, account: str, imported: int) -> None:
+        self.finished.append((account, imported))
+
+
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def run(loop: qasync.QEventLoop, coro: Awaitable[T]) -> T:
+    return loop.run_until_complete(coro)  # type: ignore[no-any-return]
+
+
+def make_service(
+    server: DovecotServer, account: ImapAccount, dsn: str, *, password: str | None = None,
+    parse_executor: Executor | None = None, **settings: Any,
+) -> SyncService:
+    account_settings = AccountSettings(
+        host=server.host, user=account.user, port=server.imaps_port,
+        ca_file=str(server.ca_file), timeout=10.0,
+    )
+    return SyncService(
+        SyncSettings(account=account_settings, **settings),
+        StaticCredentials(Credential(AuthMethod.PASSWORD, password or account.password)),
+        dsn,
+        backoff=Backoff(initial=0.05, cap=0.5),
+        parse_executor=parse_executor,
+    )
+
+
+def eml_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_service_syncs_watches_and_applies_folder_changes(
+    loop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
+    db_dsn: str, conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(60, prefix="svc"))
+    dovecot.seed_maildir(imap_user.user, "Clients", iter_generated_messages(5, prefix="cl"))
+    threads_before = set(threading.enumerate())
+    # Parsing in a spawned, niced process, as a host application sets it up.
+    pool = parse_pool(1)
+    service = make_service(dovecot, imap_user, db_dsn, batch_size=20, poll_interval=60.0,
+                           parse_executor=pool)
+    signals = Signals(service)
+    gaps: list[float] = []
+    ticks = [time.monotonic()]
+
+    def tick() -> None:
+        now = time.monotonic()
+        gaps.append(now - ticks[0])
+        ticks[0] = now
+
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(tick)
+
+    async def scenario() -> None:
+        timer.start()
+        service.start()
+        assert service.isRunning()
+        await until(lambda: bool(signals.finished))
+        assert signals.finished[0] == (f"{imap_user.user}@{dovecot.host}", 60)
+        assert len(signals.imported) == 60
+        assert signals.progress[-1][1:] == ("INBOX", 60, 60)
+        assert service.lastFinished() is not None
+        # While IDLE waits, new mail arrives and is announced.
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(dovecot.append, imap_user.user, imap_user.password, "INBOX",
+                                make_message(subject="while running"))
+        await until(lambda: len(signals.imported) == 61, within=10)
+        # A folder added while running is synchronized without a restart.
+        service.setFolders(["INBOX", "Clients"])
+        await until(lambda: len(signals.imported) == 66, within=10)
+        assert any(p[1] == "Clients" for p in signals.progress)
+        # startNow() while running ends the wait: another pass.
+        passes = len(signals.finished)
+        service.startNow()
+        await until(lambda: len(signals.finished) > passes, within=10)
+        timer.stop()
+        await service.aclose()
+
+    try:
+        run(loop, scenario())
+    finally:
+        pool.shutdown()
+    assert not service.isRunning()
+    assert signals.running == [True, False]
+    assert signals.errors == []
+    assert "Stopped" in signals.statuses
+    assert eml_count(conn) == 66
+    # Our worker threads are gone (qasync's own executor threads show up as dummies).
+    assert not [t for t in threading.enumerate() if t not in threads_before and t.is_alive()
+                and not isinstance(t, threading._DummyThread)]
+    # The GUI thread was never blocked for long while the sync ran in its worker thread.
+    assert max(gaps) < 0.5, max(gaps)
+
+
+def test_authentication_failure_is_reported_and_stops(
+    loop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
+    db_dsn: str,
+) -> None:
+    service = make_service(dovecot, imap_user, db_dsn, password="wrong")
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        await until(lambda: not service.isRunning())
+        await service.aclose()
+
+    run(loop, scenario())
+    assert [kind for kind, _ in signals.errors] == ["authentication"]
+    assert "refused the login" in signals.errors[0][1]
+    assert service.lastError() == signals.errors[0][1]
+    assert signals.running == [True, False]
+
+
+def test_invalid_settings_do_not_start(
+    loop: qasync.QEventLoop, db_dsn: str,
+) -> None:
+    service = SyncService(SyncSettings(), StaticCredentials(Credential(AuthMethod.PASSWORD, "x")),
+                          db_dsn)
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        await service.aclose()
+
+    run(loop, scenario())
+    assert not service.isRunning()
+    assert signals.errors and signals.errors[0][0] == "config"
+    assert "host name" in signals.errors[0][1]

@@ -1,0 +1,173 @@
+"""``xtmail sync`` as a process: killed at any instant it resumes, and its exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import keyring
+import keyring.backend
+import psycopg
+import pytest
+
+from tests.servers.conftest_snippet import ImapAccount
+from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from xtmail.sync import cli
+
+MESSAGES = 1500
+RUNNER = "import sys; from xtmail.sync.cli import main; sys.exit(main())"
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend that keeps its secrets in memory."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.secrets.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.secrets.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def sync_args(server: DovecotServer, account: ImapAccount, dsn: str, *extra: str) -> list[str]:
+    return [
+        "sync", "--dsn", dsn, "--host", server.host, "--port", str(server.imaps_port),
+        "--user", account.user, "--ca-file", str(server.ca_file), "--workers", "0",
+        "--retry-initial", "0.05", "--retry-cap", "0.2", "--timeout", "5", *extra,
+    ]
+
+
+def start_cli(args: list[str], password: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "XTMAIL_TEST_PW": password}
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *args, "--password-env", "XTMAIL_TEST_PW", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def stored(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM xtmail.location").fetchone()
+    return int(row[0]) if row else 0
+
+
+def assert_database_equals_mailbox(conn: psycopg.Connection, total: int) -> None:
+    eml, locations, distinct_uids, distinct_hashes = conn.execute(
+        """SELECT (SELECT count(*) FROM xtbatch.eml),
+                  count(*), count(DISTINCT loc_uid),
+                  (SELECT count(DISTINCT eml_hash) FROM xtbatch.eml)
+             FROM xtmail.location"""
+    ).fetchone() or (0, 0, 0, 0)
+    assert (eml, locations, distinct_uids, distinct_hashes) == (total, total, total, total)
+    state = conn.execute("SELECT fs_last_uid FROM xtmail.folder_state").fetchone()
+    assert state == (total,)
+
+
+def test_sigkill_at_several_moments_then_resume(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(MESSAGES, prefix="k"))
+    args = sync_args(dovecot, imap_user, db_dsn, "--batch-size", "100")
+    # 0: killed while connecting or fetching the first batch; then after some batches.
+    kill_points = [0, 1, 350, 800, 1201]
+    seen_counts = []
+    for target in kill_points:
+        before = stored(conn)
+        proc = start_cli(args, imap_user.password)
+        deadline = time.monotonic() + 60
+        if target == 0:
+            time.sleep(0.4)
+        else:
+            while stored(conn) < target and proc.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        seen_counts.append((before, stored(conn)))
+    proc = start_cli(args, imap_user.password)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"imported:" in out
+    assert_database_equals_mailbox(conn, MESSAGES)
+    # The kills happened part-way: each run resumed where the previous one stopped.
+    assert any(0 < after < MESSAGES for _, after in seen_counts), seen_counts
+    assert all(b <= a for b, a in seen_counts)
+
+
+def test_sigterm_stops_cleanly_with_exit_130(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(50))
+    proc = start_cli(sync_args(dovecot, imap_user, db_dsn, "--watch", "--poll-interval", "5"),
+                     imap_user.password)
+    deadline = time.monotonic() + 30
+    while stored(conn) < 50:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err.decode()
+    assert_database_equals_mailbox(conn, 50)
+
+
+def test_cli_with_keyring_password_and_summary(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(7))
+    memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}",
+                                imap_user.password)
+    # One parsing process (the default pool, started with forkserver).
+    args = sync_args(dovecot, imap_user, db_dsn)
+    args[args.index("--workers") + 1] = "1"
+    assert cli.main([*args, "--quiet", "--batch-size", "3"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "INBOX: 7 new, 0 already stored" in out
+    assert "imported: 7" in out
+    assert cli.main([*sync_args(dovecot, imap_user, db_dsn), "--quiet"]) == cli.EXIT_OK
+    assert "INBOX: 0 new, 0 already stored (unchanged)" in capsys.readouterr().out
+
+
+def test_cli_exit_codes(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = sync_args(dovecot, imap_user, db_dsn)
+    # No password anywhere: a setting to fix.
+    assert cli.main([*base, "--quiet"]) == cli.EXIT_CONFIG
+    assert "No password is stored" in capsys.readouterr().err
+    memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}", "wrong")
+    assert cli.main([*base, "--quiet"]) == cli.EXIT_AUTH
+    assert "refused the login" in capsys.readouterr().err
+    memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}",
+                                imap_user.password)
+    no_ca = [a for a in base if a not in {"--ca-file", str(dovecot.ca_file)}]
+    assert cli.main([*no_ca, "--quiet"]) == cli.EXIT_CERTIFICATE
+    assert "pin its SHA-256 fingerprint" in capsys.readouterr().err
+    closed = [*base[: base.index("--port") + 1], "1", *base[base.index("--port") + 2 :]]
+    assert cli.main([*closed, "--quiet", "--retries", "1"]) == cli.EXIT_NETWORK
+    bad_db = [*base[:2], db_dsn + " port=1", *base[3:]]
+    assert cli.main([*bad_db, "--quiet", "--retries", "1"]) == cli.EXIT_DATABASE
+    assert cli.main([*base, "--quiet", "--since", "yesterday"]) == cli.EXIT_CONFIG
