@@ -1,6 +1,6 @@
 """End-to-end import speed: parse, store and associate N generated messages.
 
-    python bench/import_throughput.py [N] [--workers W]
+    python bench/import_throughput.py [N] [--workers W] [--writers C]
 
 Writes N realistic messages into a Maildir, imports it with the same code as
 ``xtmail import`` into a fresh database, and prints as its last lines
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=20000)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--writers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xtmail-maildir-") as folder:
         box = mailbox.Maildir(Path(folder) / "mail", create=True)
@@ -38,7 +39,10 @@ def main() -> None:
         print(f"generated {args.n} messages, {total / 1e6:.1f} MB")
         with fresh_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
             start = time.perf_counter()
-            summary = import_paths(conn, [Path(folder) / "mail"], workers=args.workers)
+            summary = import_paths(
+                conn, [Path(folder) / "mail"], workers=args.workers, writers=args.writers,
+                connect=lambda: psycopg.connect(dsn, autocommit=True),
+            )
             elapsed = time.perf_counter() - start
             ties = conn.execute("SELECT count(*) FROM xtbatch.emlassc").fetchone()
         assert summary.imported == args.n, summary

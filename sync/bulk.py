@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import mailbox
 import os
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,15 @@ from pathlib import Path
 import psycopg
 
 from .errors import ConfigError
-from .importer import Importer, ImportPolicy, Incoming, Location, PreparedMessage, prepare_many
+from .importer import (
+    BatchResult,
+    Importer,
+    ImportPolicy,
+    Incoming,
+    Location,
+    PreparedMessage,
+    prepare_many,
+)
 
 FILE_ACCOUNT = "file"
 
@@ -167,47 +176,119 @@ def import_paths(
     workers: int | None = None,
     batch_size: int = 400,
     progress: Callable[[int], object] | None = None,
+    connect: Callable[[], psycopg.Connection] | None = None,
+    writers: int = 1,
 ) -> ImportSummary:
-    """Import every message under ``paths``; ``progress`` gets the count of each batch done."""
+    """Import every message under ``paths``; ``progress`` gets the count of each batch done.
+
+    ``workers`` processes parse; ``writers`` connections store batches side by side (the
+    database work of a batch is single-threaded on the server, so a second writer uses the
+    second core). Writers beyond the first are opened with ``connect``; the store's
+    concurrency rules make parallel batches as safe as two importers.
+    """
     summary = ImportSummary()
-    importer = Importer(conn, policy)
+    policy = policy or ImportPolicy()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    batches = _batches(iter_sources(paths), batch_size, summary)
-    if workers <= 1:
-        for batch in batches:
-            _store(importer, batch, prepare_many(batch), summary, progress)
-        return summary
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        # Keep every worker parsing a batch while one is written: parsing and the database
-        # overlap, and memory stays bounded by (workers + 1) batches whatever the input size.
-        pending: deque[tuple[list[Incoming], Future[list[PreparedMessage]]]] = deque()
-        for batch in batches:
-            pending.append((batch, pool.submit(prepare_many, batch)))
-            if len(pending) > workers:
-                done_batch, future = pending.popleft()
-                _store(importer, done_batch, future.result(), summary, progress)
-        while pending:
-            done_batch, future = pending.popleft()
-            _store(importer, done_batch, future.result(), summary, progress)
+    extra = [connect() for _ in range(writers - 1)] if connect is not None else []
+    sink = _Writers([conn, *extra], policy, summary, progress, backlog=max(workers, 1))
+    try:
+        batches = _batches(iter_sources(paths), batch_size, summary)
+        if workers <= 1:
+            for batch in batches:
+                parsed: Future[list[PreparedMessage]] = Future()
+                parsed.set_result(prepare_many(batch))
+                sink.put(batch, parsed)
+        else:
+            # Every worker parses a batch while the writers store earlier ones: parsing and
+            # the database overlap, and memory stays bounded by a few batches whatever the
+            # input size.
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for batch in batches:
+                    sink.put(batch, pool.submit(prepare_many, batch))
+    except BaseException:
+        sink.abort()
+        raise
+    else:
+        sink.close()
+    finally:
+        for extra_conn in extra:
+            extra_conn.close()
     return summary
 
 
-def _store(
-    importer: Importer,
-    batch: list[Incoming],
-    prepared: list[PreparedMessage],
-    summary: ImportSummary,
-    progress: Callable[[int], object] | None,
-) -> None:
-    result = importer.import_batch(batch, prepared, source="file")
+class _Writers:
+    """Threads that each store parsed batches on their own connection, in arrival order."""
+
+    def __init__(
+        self,
+        conns: Sequence[psycopg.Connection],
+        policy: ImportPolicy,
+        summary: ImportSummary,
+        progress: Callable[[int], object] | None,
+        backlog: int,
+    ) -> None:
+        self._summary = summary
+        self._progress = progress
+        self._queue: queue.Queue[tuple[list[Incoming], Future[list[PreparedMessage]]] | None]
+        self._queue = queue.Queue(maxsize=backlog)
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._run, args=(Importer(c, policy),),
+                             name=f"xtmail-writer-{n}", daemon=True)
+            for n, c in enumerate(conns)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, batch: list[Incoming], parsed: Future[list[PreparedMessage]]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((batch, parsed))
+
+    def close(self) -> None:
+        """Wait for every queued batch; re-raise the first error a writer met."""
+        self._join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Store nothing more; wait for the batches being written."""
+        with self._lock:
+            self._stopping = True
+        self._join()
+
+    def _join(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self, importer: Importer) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is not None or self._stopping:
+                continue  # drain: the caller stops at its next put()
+            batch, parsed = job
+            try:
+                result = importer.import_batch(batch, parsed.result(), source="file")
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                with self._lock:
+                    self._error = self._error or exc
+                continue
+            with self._lock:
+                _count(self._summary, result)
+                if self._progress:
+                    self._progress(len(batch))
+
+
+def _count(summary: ImportSummary, result: BatchResult) -> None:
     summary.imported += result.imported
     summary.already_present += result.already_present
     summary.contacts_created += result.contacts_created
     for warning in result.warnings:
         if warning not in summary.warnings:
             summary.warnings.append(warning)
-    if progress:
-        progress(len(batch))
 
 
 def check_paths(paths: Sequence[str]) -> list[Path]:

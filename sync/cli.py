@@ -53,6 +53,16 @@ def _cmd_local_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def _policy(args: argparse.Namespace) -> ImportPolicy:
     from .importer import ImportPolicy
 
@@ -76,7 +86,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         tqdm(unit=" msg", desc="importing", file=sys.stderr, disable=args.quiet) as bar,
     ):
         summary = import_paths(
-            conn, paths, policy=_policy(args), workers=args.workers, progress=bar.update
+            conn, paths, policy=_policy(args), workers=args.workers, progress=bar.update,
+            writers=args.writers, connect=lambda: psycopg.connect(args.dsn, autocommit=True),
         )
     print(f"imported: {summary.imported}")
     print(f"already present: {summary.already_present}")
@@ -420,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", metavar="PATH", help=".eml file, Maildir or mbox")
     imp.add_argument("--workers", type=int, default=None,
                      help="parsing processes (default: one per core, at most 4)")
+    imp.add_argument("--writers", type=_positive, default=2,
+                     help="database connections storing batches side by side (default: 2)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_policy_options(imp)
     imp.set_defaults(func=_cmd_import)

@@ -185,7 +185,7 @@ def _write(
         )
         ties += [(eml_id, code, doc_id) for eml_id in new_ids for code, doc_id in extra_ties]
         insert_ties(conn, ties)
-        _inherit_reply_ties(conn, new_ids)
+        _inherit_reply_ties(conn, [(eml_of_hash[prepared[i].hash], prepared[i]) for i in new_idx])
         for eml_id, code, assc_id in conn.execute(
             """SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc
                 WHERE emlassc_eml_id = ANY(%s) ORDER BY 1, 2, 3""",
@@ -197,10 +197,12 @@ def _write(
         """INSERT INTO xtmail.location (loc_eml_id, loc_account, loc_mailbox, loc_uidvalidity,
                                         loc_uid, loc_raw)
            SELECT e.eml_id, s.loc_account, s.loc_mailbox, s.loc_uidvalidity, s.loc_uid,
-                  CASE WHEN s.raw = e.eml_msg THEN NULL ELSE s.raw END
+                  CASE WHEN s.idx = ANY(%s) OR s.raw = e.eml_msg THEN NULL ELSE s.raw END
              FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
             WHERE s.loc_account IS NOT NULL
-           ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING"""
+           ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING""",
+        # The rows just stored from the stage hold its bytes: no need to compare those.
+        (new_idx,),
     )
     if on_state:
         on_state(conn)
@@ -417,15 +419,36 @@ def insert_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) 
         return 0
     eml_ids, types, ids = (list(col) for col in zip(*ties, strict=True))
     cur = conn.execute(
-        """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
-           SELECT DISTINCT t.e, t.t, t.a FROM unnest(%s::int[], %s::text[], %s::int[]) AS t(e, t, a)
-            WHERE NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
-                               WHERE x.emlassc_eml_id = t.e AND x.emlassc_type = t.t
-                                 AND x.emlassc_assc_id = t.a)
-           ON CONFLICT DO NOTHING""",
+        sql.SQL(
+            """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+               SELECT DISTINCT t.e, t.t, t.a
+                 FROM unnest(%s::int[], %s::text[], %s::int[]) AS t(e, t, a)
+                WHERE {new}
+               ON CONFLICT DO NOTHING"""
+        ).format(new=_tie_is_new(conn, "t.e", "t.t", "t.a")),
         (eml_ids, types, ids),
     )
     return cur.rowcount
+
+
+def _tie_is_new(conn: psycopg.Connection, eml: str, kind: str, assc: str) -> sql.Composable:
+    """The condition that keeps a tie (eml, kind, assc) out when it is already stored.
+
+    Where our unique index exists, ON CONFLICT DO NOTHING does it and the condition is
+    ``true``. A Connect database holding duplicate ties has no such index; there a NOT EXISTS
+    looks the tie up through the message's ties. (The ``+ 0`` keeps the planner off the
+    (type, id) index: a contact with thousands of messages makes that lookup scan them all.)
+    """
+    row = conn.execute(
+        "SELECT to_regclass('xtbatch.xtmail_emlassc_unique_idx') IS NOT NULL"
+    ).fetchone()
+    if row and row[0]:
+        return sql.SQL("true")
+    return sql.SQL(
+        """NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
+                        WHERE x.emlassc_eml_id = {eml} AND x.emlassc_type = {kind}
+                          AND x.emlassc_assc_id + 0 = {assc})"""
+    ).format(eml=sql.SQL(eml), kind=sql.SQL(kind), assc=sql.SQL(assc))
 
 
 def resolve_documents(
@@ -500,22 +523,37 @@ SELECT DISTINCT n.id, pa.emlassc_type, pa.emlassc_assc_id
     ON p.msg_message_id = ANY(m.msg_references || m.msg_in_reply_to)
    AND p.msg_eml_id <> n.id
   JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
- WHERE NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
-                    WHERE x.emlassc_eml_id = n.id AND x.emlassc_type = pa.emlassc_type
-                      AND x.emlassc_assc_id = pa.emlassc_assc_id)
+ WHERE {new}
 ON CONFLICT DO NOTHING
 """
 
 
-def _inherit_reply_ties(conn: psycopg.Connection, new_ids: Sequence[int]) -> None:
+def _inherit_reply_ties(
+    conn: psycopg.Connection, new: Sequence[tuple[int, PreparedMessage]]
+) -> None:
     """Rule 3: a reply gets the document ties of the stored messages it answers.
 
-    Contact ties are not inherited: those come from the reply's own addresses. Repeated
-    so that a chain arriving in one batch (reply to a reply) passes ties all the way down.
+    Contact ties are not inherited: those come from the reply's own addresses. Only
+    messages that answer something are looked at; the pass is repeated for the replies to
+    messages of this same batch, so that a chain arriving together (reply to a reply)
+    passes ties all the way down.
     """
+    replies = [(eml_id, p) for eml_id, p in new if p.in_reply_to or p.references]
+    if not replies:
+        return
+    in_batch = {p.message_id for _, p in new if p.message_id}
+    chained = [
+        eml_id for eml_id, p in replies
+        if p.in_reply_to in in_batch or not in_batch.isdisjoint(p.references)
+    ]
+    query = sql.SQL(_INHERIT).format(
+        new=_tie_is_new(conn, "n.id", "pa.emlassc_type", "pa.emlassc_assc_id")
+    )
+    ids = [eml_id for eml_id, _ in replies]
     for _ in range(8):
-        if conn.execute(_INHERIT, (list(new_ids),)).rowcount == 0:
+        if conn.execute(query, (ids,)).rowcount == 0 or not chained:
             break
+        ids = chained
 
 
 def check_document(conn: psycopg.Connection, code: str, doc_id: int) -> None:

@@ -377,3 +377,63 @@ def test_store_helpers_resolve_documents(conn: psycopg.Connection) -> None:
     assert store.split_name("", "john.smith@x") == ("John", "Smith")
     assert store.split_name("Doe, Jane", "j@x") == ("Jane", "Doe")
     assert store.split_name("Jane van Doe", "j@x") == ("Jane van", "Doe")
+
+
+def test_ties_stay_single_without_our_unique_index(conn: psycopg.Connection) -> None:
+    # A Connect database that already held duplicate ties gets no unique index (0003);
+    # the store must then keep new ties single by itself.
+    conn.execute("DROP INDEX xtbatch.xtmail_emlassc_unique_idx")
+    so = add_document(conn, "cohead", "cohead_number", "777")
+    parent = make_message(message_id="<u1@x>", subject="[xtref:S-777]")
+    reply = make_message(message_id="<u2@x>", in_reply_to="<u1@x>", subject="RE [xtref:S-777]")
+    parent_id = import_one(conn, parent)
+    reply_id = import_one(conn, reply)
+    assert store.insert_ties(conn, [(parent_id, "S", so), (reply_id, "S", so)]) == 0
+    assert count(
+        conn,
+        "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' AND emlassc_assc_id = %s",
+        so,
+    ) == 2
+
+
+def test_parallel_writers_store_what_one_writer_stores(db_dsn: str, tmp_path: Path) -> None:
+    from xtmail.sync.bulk import import_paths
+
+    for i in range(30):
+        (tmp_path / f"{i:02}.eml").write_bytes(make_message(
+            sender=f"writer{i % 7}@customer.example", subject=f"Parallel {i}"))
+    (tmp_path / "copy.eml").write_bytes((tmp_path / "03.eml").read_bytes())
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        summary = import_paths(
+            conn, [tmp_path], workers=2, batch_size=4, writers=3,
+            connect=lambda: psycopg.connect(db_dsn, autocommit=True),
+        )
+        assert (summary.imported, summary.already_present, summary.failed) == (30, 1, [])
+        assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 30
+        assert count(conn, "SELECT count(*) FROM xtmail.location") == 31
+        assert count(conn, "SELECT count(*) FROM cntct WHERE cntct_email LIKE 'writer%%'") == 7
+
+
+def test_a_failing_writer_stops_the_import_with_its_error(db_dsn: str, tmp_path: Path) -> None:
+    from xtmail.sync.bulk import import_paths
+
+    for i in range(12):
+        (tmp_path / f"{i:02}.eml").write_bytes(make_message(subject=f"Failing {i}"))
+
+    def broken() -> psycopg.Connection:
+        lost = psycopg.connect(db_dsn, autocommit=True)
+        lost.close()
+        return lost
+
+    with pytest.raises(psycopg.OperationalError):
+        import_paths(broken(), [tmp_path], workers=1, batch_size=2, writers=2, connect=broken)
+    with psycopg.connect(db_dsn) as conn:
+        assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 0
+
+
+def test_writers_must_be_positive(db_dsn: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["import", "--dsn", db_dsn, "--writers", "0", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
