@@ -302,6 +302,10 @@ class ImapConnection:
         items = "(UIDVALIDITY UIDNEXT MESSAGES"
         items += " HIGHESTMODSEQ)" if "CONDSTORE" in self.capabilities else ")"
         with self._errors(f" while checking {folder}"):
+            if self._selected == folder:
+                # Dovecot answers STATUS on the selected mailbox from this session's view,
+                # which only moves on when the session syncs: NOOP does that first.
+                self.client.noop()
             typ, data = self.client._simple_command("STATUS", encode_folder(folder), items)
             typ, data = self.client._untagged_response(typ, data, "STATUS")
         if typ != "OK":

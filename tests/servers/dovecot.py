@@ -343,14 +343,21 @@ class DovecotServer:
         self.stop()
 
     # -- users and mail -------------------------------------------------------------------
-    def add_user(self, name: str, password: str) -> None:
-        """Create a user, or change its password; either takes effect for the next login."""
+    def add_user(self, name: str, password: str, *, capability: str | None = None) -> None:
+        """Create a user, or change its password; either takes effect for the next login.
+
+        ``capability`` replaces what the server announces to this user after login (one
+        word, ``"IMAP4rev1"`` for a bare server without IDLE, CONDSTORE or SPECIAL-USE).
+        """
         self._check_user(name)
+        if capability is not None and not re.fullmatch(r"[A-Za-z0-9+=-]+", capability):
+            raise ValueError(f"one capability word expected, not {capability!r}")
         path = self.passwd_dir / name
+        extra = f"::::::userdb_imap_capability={capability}" if capability else ""
         with self._lock:
             previous = path.stat().st_mtime_ns if path.exists() else None
             tmp = self.passwd_dir / f".{name}.tmp"
-            tmp.write_text(f"{name}:{_ssha512(password)}\n")
+            tmp.write_text(f"{name}:{_ssha512(password)}{extra}\n")
             tmp.chmod(0o600)
             self._chown(tmp)  # read by the auth process, which runs as the mail user
             if previous is not None:

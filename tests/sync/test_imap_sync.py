@@ -383,6 +383,51 @@ def test_idle_delivers_new_mail_within_seconds(
     assert not thread.is_alive()
 
 
+def test_bare_imap4rev1_server_is_polled(
+    dovecot: DovecotServer, db_dsn: str, conn: psycopg.Connection,
+) -> None:
+    # A server announcing only IMAP4rev1: no IDLE, no CONDSTORE, no SPECIAL-USE. The sync
+    # must work with the base protocol: UIDNEXT to skip an unchanged folder, and polling.
+    account = ImapAccount(f"bare-{secrets.token_hex(4)}", secrets.token_urlsafe(10))
+    dovecot.add_user(account.user, account.password, capability="IMAP4rev1")
+    dovecot.seed_maildir(account.user, "INBOX",
+                         iter_generated_messages(12, prefix=account.user))
+    stop = threading.Event()
+    passes: list[AccountResult] = []
+    sync = make_sync(db_dsn, dovecot, account, stop=stop, poll_interval=0.5)
+    imap = sync._imap_connection()
+    assert not imap.supports_idle
+    assert "CONDSTORE" not in imap.capabilities
+    thread = threading.Thread(target=sync.watch, args=(passes.append,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while counts(conn, key(dovecot, account))[0] < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        dovecot.append(account.user, account.password, "INBOX", make_message(subject="polled"))
+        started = time.monotonic()
+        while counts(conn, key(dovecot, account))[0] < 13:
+            assert time.monotonic() - started < 5, f"new mail not polled: {passes[-3:]}"
+            time.sleep(0.05)
+        seen = len(passes)
+        while len(passes) < seen + 2:
+            assert time.monotonic() - started < 10
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+    assert not thread.is_alive()
+    assert all(p.error is None for p in passes)
+    assert [f.skipped for f in passes[-1].folders] == ["unchanged"]
+    state = conn.execute(
+        "SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state WHERE fs_account = %s",
+        (key(dovecot, account),),
+    ).fetchone()
+    assert state == (13, None)
+
+
 def test_transient_error_on_unreachable_server(
     imap_user: ImapAccount,
 ) -> None:
