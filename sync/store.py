@@ -186,10 +186,13 @@ def _write(
         ties += [(eml_id, code, doc_id) for eml_id in new_ids for code, doc_id in extra_ties]
         insert_ties(conn, ties)
         _inherit_reply_ties(conn, [(eml_of_hash[prepared[i].hash], prepared[i]) for i in new_idx])
+        answered = _pass_ties_to_stored_replies(
+            conn, [eml_of_hash[prepared[i].hash] for i in new_idx if prepared[i].message_id]
+        )
         for eml_id, code, assc_id in conn.execute(
             """SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc
                 WHERE emlassc_eml_id = ANY(%s) ORDER BY 1, 2, 3""",
-            (new_ids,),
+            (new_ids + answered,),
         ):
             result.ties.setdefault(eml_id, []).append((code, assc_id))
 
@@ -554,6 +557,50 @@ def _inherit_reply_ties(
         if conn.execute(query, (ids,)).rowcount == 0 or not chained:
             break
         ids = chained
+
+
+_TIES_DOWN = """
+WITH parent AS MATERIALIZED (
+    SELECT p.msg_eml_id AS id, p.msg_message_id AS mid, pa.emlassc_type AS kind,
+           pa.emlassc_assc_id AS assc
+      FROM unnest(%s::int[]) AS n(id)
+      JOIN xtmail.msg p ON p.msg_eml_id = n.id
+      JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = n.id AND pa.emlassc_type <> 'T'
+     WHERE p.msg_message_id IS NOT NULL
+), child AS MATERIALIZED (
+    -- One lookup in the answers index for all the parents' message-ids at once.
+    SELECT c.msg_eml_id AS id, c.msg_references || c.msg_in_reply_to AS answers
+      FROM xtmail.msg c
+     WHERE (c.msg_references || c.msg_in_reply_to) && (SELECT array_agg(mid) FROM parent)
+)
+INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+SELECT DISTINCT ch.id, pr.kind, pr.assc
+  FROM child ch JOIN parent pr ON pr.mid = ANY(ch.answers) AND pr.id <> ch.id
+ WHERE {new}
+ON CONFLICT DO NOTHING
+RETURNING emlassc_eml_id
+"""
+
+
+def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: Sequence[int]) -> list[int]:
+    """Rule 3 the other way round: stored replies to ``parents`` get the parents' ties.
+
+    A reply can be stored before the message it answers (folders synced in another order,
+    an archive imported late). Repeated down the chain of replies to replies. Returns the
+    ids of the stored messages that gained ties, so their Email tabs can refresh.
+    """
+    if not parents:
+        return []
+    query = sql.SQL(_TIES_DOWN).format(new=_tie_is_new(conn, "ch.id", "pr.kind", "pr.assc"))
+    gained: list[int] = []
+    frontier = list(parents)
+    for _ in range(8):
+        children = sorted({row[0] for row in conn.execute(query, (frontier,))})
+        if not children:
+            break
+        gained += children
+        frontier = children
+    return sorted(set(gained) - set(parents))
 
 
 def check_document(conn: psycopg.Connection, code: str, doc_id: int) -> None:

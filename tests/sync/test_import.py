@@ -327,6 +327,27 @@ def test_reply_chain_inside_one_batch(conn: psycopg.Connection) -> None:
         assert ties_of(conn, eml) == {("S", so)}
 
 
+def test_parent_stored_after_its_replies_passes_its_ties_down(conn: psycopg.Connection) -> None:
+    so = add_document(conn, "cohead", "cohead_number", "4242")
+    policy = ImportPolicy(create_contacts=False)
+    reply = make_message(message_id="<late-r@x>", in_reply_to="<late-p@x>", subject="RE: it")
+    deeper = make_message(message_id="<late-r2@x>", references="<late-p@x> <late-r@x>",
+                          subject="RE: RE: it")
+    unrelated = make_message(message_id="<other@x>", in_reply_to="<nobody@x>", subject="RE")
+    first = Importer(conn, policy).import_batch([Incoming(m) for m in (reply, deeper, unrelated)])
+    assert all(ties_of(conn, e) == set() for e in first.eml_ids)
+    parent = make_message(message_id="<late-p@x>", subject="Your order [xtref:S-4242]")
+    result = Importer(conn, policy).import_batch([Incoming(parent)])
+    reply_id, deeper_id, unrelated_id = first.eml_ids
+    assert ties_of(conn, reply_id) == {("S", so)}
+    assert ties_of(conn, deeper_id) == {("S", so)}
+    assert ties_of(conn, unrelated_id) == set()
+    # The replies that gained ties are announced with the batch, for open Email tabs.
+    assert result.ties[reply_id] == [("S", so)]
+    assert result.ties[deeper_id] == [("S", so)]
+    assert result.imported == 1
+
+
 # -- concurrency -----------------------------------------------------------------------------------
 
 
