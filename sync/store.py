@@ -82,34 +82,22 @@ def write_batch(
     threshold = conn.prepare_threshold
     conn.prepare_threshold = None
     try:
-        return _write_retrying(conn, items, prepared, policy, source, extra_ties, on_state)
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                with conn.transaction():
+                    return _write(conn, items, prepared, policy, source, extra_ties, on_state)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == _RETRIES:
+                    raise
+                log.info("batch of %d hit a deadlock; retrying (%d)", len(items), attempt)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise PermissionDenied(
+                    f"The database refused to store mail: {exc.diag.message_primary}",
+                    hint="Ask an administrator to grant your role access to the xtbatch "
+                    "and xtmail schemas.",
+                ) from exc
     finally:
         conn.prepare_threshold = threshold
-
-
-def _write_retrying(
-    conn: psycopg.Connection,
-    items: Sequence[Incoming],
-    prepared: Sequence[PreparedMessage],
-    policy: ImportPolicy,
-    source: str,
-    extra_ties: Sequence[tuple[str, int]],
-    on_state: Callable[[psycopg.Connection], None] | None,
-) -> BatchResult:
-    for attempt in range(1, _RETRIES + 1):
-        try:
-            with conn.transaction():
-                return _write(conn, items, prepared, policy, source, extra_ties, on_state)
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-            if attempt == _RETRIES:
-                raise
-            log.info("batch of %d hit a deadlock; retrying (%d)", len(items), attempt)
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionDenied(
-                f"The database refused to store mail: {exc.diag.message_primary}",
-                hint="Ask an administrator to grant your role access to the xtbatch "
-                "and xtmail schemas.",
-            ) from exc
     raise AssertionError("unreachable")
 
 

@@ -12,6 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import psycopg
 import pytest
 
+from tests.qtsupport import memory_keyring, qloop, run_until  # noqa: F401 - fixtures
 from tests.servers.conftest_snippet import dovecot, imap_user  # noqa: F401 - fixtures
 from tests.servers.postgres import TestDatabases, start_server
 from xtmail.sync.localpg import LocalPostgres

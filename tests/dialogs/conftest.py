@@ -2,7 +2,7 @@
 
 Names start with ``dlg_`` so that they cannot clash with the widget tests' fixtures.
 
-* ``dlg_loop``: a qasync event loop on pytest-qt's QApplication, set as the current loop.
+* ``qloop``: a qasync event loop on pytest-qt's QApplication, set as the current loop.
   Drive asynchronous work with ``dlg_run_until``; do not use ``qtbot.wait*`` while database
   work is under way (those spin a Qt loop in which qasync runs tasks without a running
   asyncio loop).
@@ -13,66 +13,25 @@ Names start with ``dlg_`` so that they cannot clash with the widget tests' fixtu
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 import qasync
-from PyQt6.QtWidgets import QApplication
 
 from tests.sync.mail import make_message
 from xtmail.sync.importer import Importer, ImportPolicy, Incoming
 from xtmail.sync.mailstore import MailStore
 
-RunUntil = Callable[..., None]
-
 
 @pytest.fixture
-def dlg_loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """A qasync loop for this test; tasks still pending at the end are cancelled."""
-    qapp.setQuitOnLastWindowClosed(False)
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        QApplication.sendPostedEvents(None, 0)  # deleteLater() of this test's widgets
-        loop.close()
-        asyncio.set_event_loop(None)
-
-
-@pytest.fixture
-def dlg_run_until(dlg_loop: qasync.QEventLoop) -> RunUntil:
-    """``dlg_run_until(predicate, timeout=10.0, message="")``: run the loop until it holds."""
-
-    def run(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
-        async def wait() -> None:
-            deadline = time.monotonic() + timeout
-            while not predicate():
-                if time.monotonic() > deadline:
-                    raise AssertionError(message or f"timed out after {timeout} s waiting")
-                await asyncio.sleep(0.005)
-
-        dlg_loop.run_until_complete(wait())
-
-    return run
-
-
-@pytest.fixture
-def dlg_store(db_dsn: str, dlg_loop: qasync.QEventLoop) -> Iterator[MailStore]:
-    store = dlg_loop.run_until_complete(MailStore.connect(db_dsn))
+def dlg_store(db_dsn: str, qloop: qasync.QEventLoop) -> Iterator[MailStore]:
+    store = qloop.run_until_complete(MailStore.connect(db_dsn))
     try:
         yield store
     finally:
-        dlg_loop.run_until_complete(store.close())
+        qloop.run_until_complete(store.close())
 
 
 @dataclass

@@ -15,7 +15,8 @@ from PyQt6.QtCore import QItemSelectionModel, Qt
 from PyQt6.QtWidgets import QApplication, QDialog, QLabel, QLineEdit, QTableView, QToolButton
 from pytestqt.qtbot import QtBot
 
-from tests.dialogs.conftest import DialogMail, RunUntil
+from tests.dialogs.conftest import DialogMail
+from tests.qtsupport import RunUntil
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync import search
 from xtmail.sync.mailstore import MailStore
@@ -62,19 +63,19 @@ class Dialog:
 
 
 @pytest.fixture
-def dialog(dlg_store: MailStore, dlg_mail: DialogMail, dlg_run_until: RunUntil,
-           dlg_loop: qasync.QEventLoop) -> Iterator[Dialog]:
+def dialog(dlg_store: MailStore, dlg_mail: DialogMail, run_until: RunUntil,
+           qloop: qasync.QEventLoop) -> Iterator[Dialog]:
     widget = AttachEmailDialog(dlg_store, "S", dlg_mail.sales_order)
     try:
-        yield Dialog(widget, dlg_run_until)
+        yield Dialog(widget, run_until)
     finally:
         if widget.isVisible():
             widget.reject()
         # Let the cancelled searches end (psycopg cancels them on the server) before the
         # store's connection closes.
-        pending = [t for t in asyncio.all_tasks(dlg_loop) if not t.done()]
+        pending = [t for t in asyncio.all_tasks(qloop) if not t.done()]
         if pending:
-            dlg_loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            qloop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         widget.deleteLater()
         QApplication.sendPostedEvents(None, 0)
 
@@ -257,10 +258,10 @@ def test_an_answer_for_an_older_search_is_dropped(
 
 
 def test_a_failed_search_says_what_to_do(
-    dialog: Dialog, dlg_store: MailStore, dlg_loop: qasync.QEventLoop
+    dialog: Dialog, dlg_store: MailStore, qloop: qasync.QEventLoop
 ) -> None:
     dialog.open()
-    dlg_loop.run_until_complete(dlg_store.connection.close())
+    qloop.run_until_complete(dlg_store.connection.close())
     dialog.dialog.setSearchText("invoice")
     dialog.run_until(lambda: not dialog.dialog.isSearching())
     status = dialog.dialog.statusText()

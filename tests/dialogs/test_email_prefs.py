@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import keyring
-import keyring.backend
 import psycopg
 import pytest
 import qasync
 from PyQt6.QtCore import QSettings, Qt
-from PyQt6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from tests.qtsupport import MemoryKeyring
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from xtmail.dialogs.email_prefs import EmailPreferencesPage
@@ -25,49 +23,9 @@ from xtmail.sync.service import SyncService
 from xtmail.sync.settings import AccountSettings, Security, SyncSettings, load_settings
 
 
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend that keeps its secrets in memory."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.secrets.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.secrets[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.secrets.pop((service, username), None)
-
-
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "prefs.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    qapp.setQuitOnLastWindowClosed(False)
-    event_loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(event_loop)
-    try:
-        yield event_loop
-    finally:
-        event_loop.close()
-        asyncio.set_event_loop(None)
 
 
 async def until(check: Callable[[], bool], within: float = 20.0) -> None:
@@ -132,7 +90,7 @@ def test_invalid_settings_say_what_to_fix(
 
 
 def test_connection_folders_ticking_and_sync(
-    qtbot: QtBot, loop: qasync.QEventLoop, store: QSettings, memory_keyring: MemoryKeyring,
+    qtbot: QtBot, qloop: qasync.QEventLoop, store: QSettings, memory_keyring: MemoryKeyring,
     dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
     conn: psycopg.Connection,
 ) -> None:
@@ -190,7 +148,7 @@ def test_connection_folders_ticking_and_sync(
         await until(lambda: not service.isRunning())
         await service.aclose()
 
-    loop.run_until_complete(scenario())
+    qloop.run_until_complete(scenario())
     assert not page.stopButton.isEnabled()
     assert page.statusLabel.text() == "Not running"
     row = conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone()

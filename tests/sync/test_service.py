@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 import qasync
 from PyQt6.QtCore import QTimer
-from PyQt6.QtWidgets import QApplication
 
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
@@ -24,18 +22,6 @@ from xtmail.sync.service import SyncService, parse_pool
 from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    qapp.setQuitOnLastWindowClosed(False)
-    event_loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(event_loop)
-    try:
-        yield event_loop
-    finally:
-        event_loop.close()
-        asyncio.set_event_loop(None)
 
 
 class Signals:
@@ -99,7 +85,7 @@ def eml_count(conn: psycopg.Connection) -> int:
 
 
 def test_service_syncs_watches_and_applies_folder_changes(
-    loop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
     db_dsn: str, conn: psycopg.Connection,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(60, prefix="svc"))
@@ -148,7 +134,7 @@ def test_service_syncs_watches_and_applies_folder_changes(
         await service.aclose()
 
     try:
-        run(loop, scenario())
+        run(qloop, scenario())
     finally:
         pool.shutdown()
     assert not service.isRunning()
@@ -164,7 +150,7 @@ def test_service_syncs_watches_and_applies_folder_changes(
 
 
 def test_authentication_failure_is_reported_and_stops(
-    loop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
     db_dsn: str,
 ) -> None:
     service = make_service(dovecot, imap_user, db_dsn, password="wrong")
@@ -175,7 +161,7 @@ def test_authentication_failure_is_reported_and_stops(
         await until(lambda: not service.isRunning())
         await service.aclose()
 
-    run(loop, scenario())
+    run(qloop, scenario())
     assert [kind for kind, _ in signals.errors] == ["authentication"]
     assert "refused the login" in signals.errors[0][1]
     assert service.lastError() == signals.errors[0][1]
@@ -183,7 +169,7 @@ def test_authentication_failure_is_reported_and_stops(
 
 
 def test_invalid_settings_do_not_start(
-    loop: qasync.QEventLoop, db_dsn: str,
+    qloop: qasync.QEventLoop, db_dsn: str,
 ) -> None:
     service = SyncService(SyncSettings(), StaticCredentials(Credential(AuthMethod.PASSWORD, "x")),
                           db_dsn)
@@ -193,7 +179,7 @@ def test_invalid_settings_do_not_start(
         service.start()
         await service.aclose()
 
-    run(loop, scenario())
+    run(qloop, scenario())
     assert not service.isRunning()
     assert signals.errors and signals.errors[0][0] == "config"
     assert "host name" in signals.errors[0][1]

@@ -7,47 +7,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
-import keyring
-import keyring.backend
 import psycopg
 import pytest
 
+from tests.qtsupport import MemoryKeyring
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from xtmail.sync import cli
 
 MESSAGES = 1500
 RUNNER = "import sys; from xtmail.sync.cli import main; sys.exit(main())"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend that keeps its secrets in memory."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.secrets.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.secrets[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.secrets.pop((service, username), None)
-
-
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 def sync_args(server: DovecotServer, account: ImapAccount, dsn: str, *extra: str) -> list[str]:

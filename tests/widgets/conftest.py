@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,50 +21,10 @@ import psycopg
 import pytest
 import qasync
 from PyQt6.QtCore import QUrl
-from PyQt6.QtWidgets import QApplication
 
 from tests.sync.mail import make_message
 from xtmail.sync.importer import Importer, Incoming
 from xtmail.sync.mailstore import MailStore
-
-RunUntil = Callable[..., None]
-
-
-@pytest.fixture
-def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """A qasync loop for this test; tasks still pending at the end are cancelled."""
-    qapp.setQuitOnLastWindowClosed(False)
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        # Widgets deleted with deleteLater() go now, while their loop still exists.
-        QApplication.sendPostedEvents(None, 0)
-        loop.close()
-        asyncio.set_event_loop(None)
-
-
-@pytest.fixture
-def run_until(qloop: qasync.QEventLoop) -> RunUntil:
-    """``run_until(predicate, timeout=10.0, message="")``: run the loop until it holds."""
-
-    def run(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
-        async def wait() -> None:
-            deadline = time.monotonic() + timeout
-            while not predicate():
-                if time.monotonic() > deadline:
-                    raise AssertionError(message or f"timed out after {timeout} s waiting")
-                await asyncio.sleep(0.005)
-
-        qloop.run_until_complete(wait())
-
-    return run
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
-from tests.widgets.conftest import RunUntil
+from tests.qtsupport import RunUntil
 from xtmail.sync.mailstore import MailStore
 from xtmail.sync.sample_data import seed
 from xtmail.widgets.demo_host import DemoMainWindow

@@ -8,7 +8,8 @@ from pathlib import Path
 import qasync
 from pytestqt.qtbot import QtBot
 
-from tests.widgets.conftest import MailData, RunUntil
+from tests.qtsupport import RunUntil
+from tests.widgets.conftest import MailData
 from xtmail.sync.mailstore import MailStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
