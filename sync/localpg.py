@@ -39,9 +39,8 @@ def find_bindir(*, system: bool = True) -> Path:
     explicit = os.environ.get("XTMAIL_PG_BINDIR")
     candidates: list[str | None] = [explicit]
     if system:
-        candidates += sorted(
-            glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
-        )
+        debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+        candidates += debian
         initdb = shutil.which("initdb")
         if initdb:
             candidates.append(str(Path(initdb).resolve().parent))
