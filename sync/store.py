@@ -18,6 +18,7 @@ Concurrency (several importers, desktop and headless, on one database):
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -35,32 +36,27 @@ log = logging.getLogger(__name__)
 
 _RETRIES = 3
 
-_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS xt_stage (
-    idx int, hash text, date timestamptz, subj text, body text, raw bytea,
-    message_id text, in_reply_to text, refs text[], reply_to text, list_id text,
-    is_bulk boolean, size int, attachments text, defects text[], search text,
-    loc_account text, loc_mailbox text, loc_uidvalidity bigint, loc_uid bigint
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS xt_stage_addr (
-    idx int, kind text, addr text, name text
-) ON COMMIT DELETE ROWS;
--- Staged rows live for one transaction: compressing them would be wasted work.
-ALTER TABLE xt_stage ALTER raw SET STORAGE EXTERNAL, ALTER body SET STORAGE EXTERNAL,
-    ALTER search SET STORAGE EXTERNAL;
-"""
-# Set once per connection, before its first temporary table: a batch's staged rows (a few
-# MB) then stay in memory, and new mail is compressed with lz4, several times faster than
+# Set once per connection: new mail is TOAST-compressed with lz4, several times faster than
 # the default pglz, where the server supports it.
-_SESSION = """
-SET temp_buffers = '64MB';
-SET default_toast_compression = 'lz4';
-"""
-_STAGE_TYPES = [
-    "int4", "text", "timestamptz", "text", "text", "bytea", "text", "text", "text[]",
-    "text", "text", "bool", "int4", "text", "text[]", "text", "text", "text", "int8",
-    "int8",
-]
+_SESSION = "SET default_toast_compression = 'lz4'"
+_configured: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+_EML_COPY = (
+    "COPY xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+# eml_status is char(1): its binary form is the same as text's.
+_EML_TYPES = ["int4", "text", "timestamptz", "text", "text", "bytea", "text"]
+# Text format: the server parses the search words (tsvector) and attachments (jsonb).
+_MSG_COPY = (
+    "COPY xtmail.msg (msg_eml_id, msg_message_id, msg_in_reply_to, msg_references, "
+    "msg_reply_to, msg_list_id, msg_is_bulk, msg_size, msg_attachments, msg_defects, "
+    "msg_source, msg_search) FROM STDIN"
+)
+_ADDR_COPY = (
+    "COPY xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr, emladdr_name) "
+    "FROM STDIN (FORMAT BINARY)"
+)
 
 
 def write_batch(
@@ -86,10 +82,18 @@ def write_batch(
             try:
                 with conn.transaction():
                     return _write(conn, items, prepared, policy, source, extra_ties, on_state)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except (
+                psycopg.errors.DeadlockDetected,
+                psycopg.errors.SerializationFailure,
+                psycopg.errors.UniqueViolation,
+            ) as exc:
+                # A concurrent importer stored some of the same messages first (unique
+                # hash), or the two batches locked rows in another order: run it again;
+                # the next try finds those messages stored.
                 if attempt == _RETRIES:
                     raise
-                log.info("batch of %d hit a deadlock; retrying (%d)", len(items), attempt)
+                log.info("batch of %d met a concurrent importer (%s); retrying (%d)",
+                         len(items), type(exc).__name__, attempt)
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise PermissionDenied(
                     f"The database refused to store mail: {exc.diag.message_primary}",
@@ -117,51 +121,35 @@ def _write(
         if on_state:
             on_state(conn)
         return result
-    _stage(conn, items, prepared)
+    _configure(conn)
 
     # Which messages are new, and for duplicates inside the batch, which one stands for all.
     present: dict[str, int] = dict(
         conn.execute(
-            "SELECT s.hash, e.eml_id FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash"
+            "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s)",
+            (sorted({p.hash for p in prepared}),),
         ).fetchall()
     )
     first_of_hash: dict[str, int] = {}
     for idx, p in enumerate(prepared):
         first_of_hash.setdefault(p.hash, idx)
-    candidates = [
-        idx for h, idx in first_of_hash.items() if h not in present
-    ]
+    # Hash order: two writers storing overlapping batches take the unique-index entries in
+    # the same order, so one waits for the other instead of deadlocking.
+    new_idx = sorted((i for h, i in first_of_hash.items() if h not in present),
+                     key=lambda i: prepared[i].hash)
 
-    contact_of = _contacts_for(conn, [prepared[i] for i in candidates], policy, result)
+    contact_of = _contacts_for(conn, [prepared[i] for i in new_idx], policy, result)
 
-    inserted: dict[str, int] = dict(
-        conn.execute(
-            """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg,
-                                        eml_status)
-               SELECT hash, date, subj, body, raw, 'I' FROM xt_stage
-                WHERE idx = ANY(%s) ORDER BY hash
-               ON CONFLICT (eml_hash) DO NOTHING
-               RETURNING eml_hash, eml_id""",
-            (candidates,),
-        ).fetchall()
-    )
-    eml_of_hash = {**present, **inserted}
-    # A concurrent importer may have stored some of our candidates after we looked.
-    missing = [p.hash for p in prepared if p.hash not in eml_of_hash]
-    if missing:
-        eml_of_hash.update(
-            conn.execute(
-                "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s)", (missing,)
-            ).fetchall()
-        )
-    new_idx = [first_of_hash[h] for h in inserted]
-    new_ids = list(inserted.values())
+    new_ids = _allocate_eml_ids(conn, len(new_idx))
+    eml_of_hash = dict(present)
+    eml_of_hash.update((prepared[i].hash, e) for i, e in zip(new_idx, new_ids, strict=True))
+    new_set = set(new_idx)
     for idx, p in enumerate(prepared):
         result.eml_ids.append(eml_of_hash[p.hash])
-        result.new.append(p.hash in inserted and first_of_hash[p.hash] == idx)
+        result.new.append(idx in new_set)
 
     if new_idx:
-        _insert_details(conn, new_idx, source)
+        _copy_messages(conn, items, prepared, new_idx, new_ids, source)
         ties: list[tuple[int, str, int]] = []
         for idx in new_idx:
             eml_id = eml_of_hash[prepared[idx].hash]
@@ -184,78 +172,103 @@ def _write(
         ):
             result.ties.setdefault(eml_id, []).append((code, assc_id))
 
-    conn.execute(
-        """INSERT INTO xtmail.location (loc_eml_id, loc_account, loc_mailbox, loc_uidvalidity,
-                                        loc_uid, loc_raw)
-           SELECT e.eml_id, s.loc_account, s.loc_mailbox, s.loc_uidvalidity, s.loc_uid,
-                  CASE WHEN s.idx = ANY(%s) OR s.raw = e.eml_msg THEN NULL ELSE s.raw END
-             FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
-            WHERE s.loc_account IS NOT NULL
-           ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING""",
-        # The rows just stored from the stage hold its bytes: no need to compare those.
-        (new_idx,),
-    )
+    _insert_locations(conn, items, result.eml_ids, new_set)
     if on_state:
         on_state(conn)
     return result
 
 
-def _stage(
-    conn: psycopg.Connection, items: Sequence[Incoming], prepared: Sequence[PreparedMessage]
+def _configure(conn: psycopg.Connection) -> None:
+    if conn in _configured:
+        return
+    try:
+        with conn.transaction():
+            conn.execute(_SESSION)
+    except psycopg.errors.InvalidParameterValue:
+        log.info("lz4 TOAST compression unavailable on this server; using the default")
+    _configured.add(conn)
+
+
+def _allocate_eml_ids(conn: psycopg.Connection, count: int) -> list[int]:
+    """``count`` new message ids from ``eml_id``'s sequence (the rows are then COPYed)."""
+    if not count:
+        return []
+    rows = conn.execute(
+        "SELECT nextval(pg_get_serial_sequence('xtbatch.eml', 'eml_id')) "
+        "FROM generate_series(1, %s)",
+        (count,),
+    ).fetchall()
+    if rows[0][0] is None:
+        raise DatabaseError(
+            "xtbatch.eml.eml_id has no sequence to number new messages with.",
+            hint="Give the column a serial or identity default (xTuple Connect's shape).",
+        )
+    return [int(r[0]) for r in rows]
+
+
+def _copy_messages(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    prepared: Sequence[PreparedMessage],
+    new_idx: Sequence[int],
+    new_ids: Sequence[int],
+    source: str,
 ) -> None:
-    if conn.execute("SELECT to_regclass('pg_temp.xt_stage')").fetchone() == (None,):
-        try:
-            with conn.transaction():
-                conn.execute(_SESSION)
-        except psycopg.errors.InvalidParameterValue:
-            log.info("lz4 TOAST compression unavailable on this server; using the default")
-        conn.execute(_STAGE)
+    """The new messages, their details and addresses, straight into their tables.
+
+    COPY, not INSERT ... ON CONFLICT: a message stored meanwhile by a concurrent importer
+    raises UniqueViolation, and ``write_batch`` runs the batch again.
+    """
     with conn.cursor() as cur:
-        with cur.copy(
-            "COPY xt_stage (idx, hash, date, subj, body, raw, message_id, in_reply_to, refs, "
-            "reply_to, list_id, is_bulk, size, attachments, defects, search, loc_account, "
-            "loc_mailbox, loc_uidvalidity, loc_uid) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_STAGE_TYPES)
-            for idx, (item, p) in enumerate(zip(items, prepared, strict=True)):
-                loc = item.location
+        with cur.copy(_EML_COPY) as copy:
+            copy.set_types(_EML_TYPES)
+            for idx, eml_id in zip(new_idx, new_ids, strict=True):
+                p = prepared[idx]
+                copy.write_row((eml_id, p.hash, p.date, p.subject, p.body, items[idx].raw, "I"))
+        with cur.copy(_MSG_COPY) as copy:
+            for idx, eml_id in zip(new_idx, new_ids, strict=True):
+                p = prepared[idx]
                 copy.write_row((
-                    idx, p.hash, p.date, p.subject, p.body, item.raw, p.message_id,
-                    p.in_reply_to, list(p.references), p.reply_to, p.list_id, p.is_bulk,
-                    p.size, p.attachments_json, list(p.defects), p.search,
-                    loc.account if loc else None, loc.mailbox if loc else None,
-                    loc.uidvalidity if loc else None, loc.uid if loc else None,
+                    eml_id, p.message_id, p.in_reply_to, list(p.references), p.reply_to,
+                    p.list_id, p.is_bulk, p.size, p.attachments_json, list(p.defects), source,
+                    p.search,
                 ))
-        with cur.copy(
-            "COPY xt_stage_addr (idx, kind, addr, name) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with cur.copy(_ADDR_COPY) as copy:
             copy.set_types(["int4", "text", "text", "text"])
-            for idx, p in enumerate(prepared):
-                for kind, addr, name in p.addresses:
-                    copy.write_row((idx, kind, addr, name))
+            for idx, eml_id in zip(new_idx, new_ids, strict=True):
+                for kind, addr, name in prepared[idx].addresses:
+                    copy.write_row((eml_id, kind, addr, name or None))
 
 
-def _insert_details(conn: psycopg.Connection, new_idx: list[int], source: str) -> None:
+def _insert_locations(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    eml_ids: Sequence[int],
+    stored: set[int],
+) -> None:
+    """Where each copy was found. A copy other than the one whose bytes were just stored
+    keeps its own bytes when they differ from the stored message's."""
+    rows = [(i, item.location) for i, item in enumerate(items) if item.location is not None]
+    if not rows:
+        return
     conn.execute(
-        """INSERT INTO xtmail.msg (msg_eml_id, msg_message_id, msg_in_reply_to, msg_references,
-                                   msg_reply_to, msg_list_id, msg_is_bulk, msg_size,
-                                   msg_attachments, msg_defects, msg_source, msg_search)
-           SELECT e.eml_id, s.message_id, s.in_reply_to, s.refs, s.reply_to, s.list_id,
-                  s.is_bulk, s.size, s.attachments::jsonb, s.defects, %s, s.search::tsvector
-             FROM xt_stage s JOIN xtbatch.eml e ON e.eml_hash = s.hash
-            WHERE s.idx = ANY(%s)""",
-        (source, new_idx),
-    )
-    conn.execute(
-        """INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
-                                        emladdr_name)
-           SELECT e.eml_id, a.kind, a.addr, nullif(a.name, '')
-             FROM xt_stage_addr a
-             JOIN xt_stage s ON s.idx = a.idx
-             JOIN xtbatch.eml e ON e.eml_hash = s.hash
-            WHERE a.idx = ANY(%s)
-            ORDER BY a.idx""",
-        (new_idx,),
+        """INSERT INTO xtmail.location (loc_eml_id, loc_account, loc_mailbox, loc_uidvalidity,
+                                        loc_uid, loc_raw)
+           SELECT t.e, t.a, t.m, t.v, t.u,
+                  CASE WHEN t.r IS NULL
+                         OR t.r = (SELECT eml_msg FROM xtbatch.eml WHERE eml_id = t.e)
+                       THEN NULL ELSE t.r END
+             FROM unnest(%s::int[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::bytea[])
+                  AS t(e, a, m, v, u, r)
+           ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING""",
+        (
+            [eml_ids[i] for i, _ in rows],
+            [loc.account for _, loc in rows],
+            [loc.mailbox for _, loc in rows],
+            [loc.uidvalidity for _, loc in rows],
+            [loc.uid for _, loc in rows],
+            [None if i in stored else items[i].raw for i, _ in rows],
+        ),
     )
 
 
