@@ -1,13 +1,15 @@
 """The import side of the store: every SQL statement that writes imported mail.
 
-One batch is one transaction. Rows are staged with binary COPY into temporary tables and
-moved with set-based statements, so a batch of a few hundred messages costs a few dozen
+One batch is one transaction. New messages, their details and addresses go into their
+tables by binary COPY (ids drawn from ``eml_id``'s sequence); ties and locations are
+set-based statements over arrays, so a batch of a few hundred messages costs a few dozen
 round trips, not a few per message.
 
 Concurrency (several importers, desktop and headless, on one database):
 
-* messages are stored once because ``eml_hash`` is unique: ``ON CONFLICT DO NOTHING``
-  lets the second importer wait for the first and then skip;
+* messages are stored once because ``eml_hash`` is unique: an importer whose COPY meets a
+  hash that another one stored after it looked waits for that transaction, gets a unique
+  violation, and runs its batch again, finding the message stored;
 * a contact is created once per address because creation holds a transaction-level
   advisory lock on the address (taken in sorted order, so two importers cannot deadlock
   on them) and re-checks for a match after getting it;
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RETRIES = 3
+_RETRIES = 5
 
 # Set once per connection: new mail is TOAST-compressed with lz4, several times faster than
 # the default pglz, where the server supports it.
