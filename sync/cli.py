@@ -402,8 +402,10 @@ def _run_demo(args: argparse.Namespace, dsn: str) -> int:
             args.quit_after = 3.0
     from PyQt6.QtCore import QSettings
 
-    from xtmail.widgets.demo_host import run
+    from xtmail.widgets.demo_host import quiet_offscreen_warnings, run
 
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        quiet_offscreen_warnings()
     settings_file = args.settings or str(Path(args.folder) / "settings.ini")
     settings = QSettings(settings_file, QSettings.Format.IniFormat)
     open_document = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -293,6 +294,31 @@ def show_error(parent: QWidget | None, text: str) -> None:
 
 
 # -- the application ------------------------------------------------------------------------
+
+#: What Qt's offscreen platform says about every window it shows; nothing a user can act on.
+_OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints()"
+
+
+def quiet_offscreen_warnings() -> Callable[..., None] | None:
+    """Drop the offscreen platform's per-window warning; every other message passes.
+
+    Returns the message handler it replaced (to restore it with qInstallMessageHandler).
+    """
+    from PyQt6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
+
+    previous: Callable[[QtMsgType, QMessageLogContext, str | None], None] | None = None
+
+    def handler(kind: QtMsgType, context: QMessageLogContext, message: str | None) -> None:
+        if message == _OFFSCREEN_NOISE and kind == QtMsgType.QtWarningMsg:
+            return
+        if previous is not None:
+            previous(kind, context, message)
+        else:
+            sys.stderr.write(f"{message}\n")
+
+    previous = qInstallMessageHandler(handler)
+    return previous
+
 
 def run(
     dsn: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import qasync
 from PyQt6.QtCore import QSettings, Qt
@@ -57,3 +59,17 @@ def test_demo_opens_a_sales_order_and_shows_its_mail(
     assert doc_window.contactLink.property("email") == "ada@analytical.example"
     doc_window.close()
     window.close()
+
+
+def test_offscreen_noise_is_dropped_and_other_messages_pass(qtlog: Any) -> None:
+    from PyQt6.QtCore import qInfo, qInstallMessageHandler, qWarning
+
+    from xtmail.widgets.demo_host import quiet_offscreen_warnings
+
+    previous = quiet_offscreen_warnings()
+    try:
+        qWarning(b"This plugin does not support propagateSizeHints()")
+        qInfo(b"a message someone needs")
+    finally:
+        qInstallMessageHandler(previous)
+    assert [r.message for r in qtlog.records] == ["a message someone needs"]
