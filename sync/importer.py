@@ -167,12 +167,10 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
         defects=parsed.defects,
         addresses=tuple((k, _no_nul(a), _no_nul(n)) for k, a, n in addresses),
         refs=tuple(unique_refs),
-        search=" ".join(
-            f"'{w}'" for w in search_lexemes(
-                parsed.subject,
-                " ".join(f"{a[1]} {a[2]}" for a in addresses),
-                parsed.body_text,
-            )
+        search=search_document(
+            parsed.subject,
+            " ".join(f"{a[1]} {a[2]}" for a in addresses),
+            parsed.body_text,
         ),
     )
 
@@ -203,7 +201,19 @@ def search_lexemes(*texts: str) -> list[str]:
     words: set[str] = set()
     for text in texts:
         words.update(_words(text[:_SEARCH_TEXT_LIMIT]))
-    return sorted(w for w in words if len(w) <= _MAX_LEXEME)
+    # max() runs in C; the filter is a Python loop, needed only when a long word exists.
+    if words and max(map(len, words)) > _MAX_LEXEME:
+        words = {w for w in words if len(w) <= _MAX_LEXEME}
+    return sorted(words)
+
+
+def search_document(*texts: str) -> str:
+    """``msg_search`` as a ``tsvector`` literal: the words of :func:`search_lexemes`, quoted.
+
+    Words never hold a quote or a backslash (both are separators), so no escaping is needed.
+    """
+    words = search_lexemes(*texts)
+    return "'" + "' '".join(words) + "'" if words else ""
 
 
 def _words(text: str) -> list[str]:
