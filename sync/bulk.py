@@ -105,19 +105,26 @@ def iter_sources(paths: Iterable[Path]) -> Iterator[Incoming | _Failure]:
 
 
 def _maildir(path: Path) -> Iterator[Incoming | _Failure]:
-    # A Maildir is plain files in new/ and cur/; a file's mtime is its arrival time.
+    # A Maildir is plain files in new/ and cur/; a file's mtime is its arrival time. The
+    # folders are read as a stream, not listed and sorted first, so that memory does not
+    # grow with the number of messages (a sorted list of 100,000 paths is about 50 MB).
+    # Order does not matter: rule 3 ties a reply whether it is stored before or after the
+    # message it answers.
+    base = path.resolve()
     for sub in ("new", "cur"):
-        for file in sorted((path / sub).iterdir()):
-            if file.name.startswith(".") or not file.is_file():
-                continue
-            try:
-                raw = file.read_bytes()
-            except OSError as exc:
-                yield _Failure(str(file), exc.strerror or str(exc))
-                continue
-            key = file.name.split(":", 1)[0]
-            location = Location(FILE_ACCOUNT, f"{path.resolve()}/{key}", 0, 0)
-            yield Incoming(raw, location, _mtime(file))
+        with os.scandir(path / sub) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                try:
+                    with open(entry.path, "rb") as handle:
+                        raw = handle.read()
+                        arrived = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
+                except OSError as exc:
+                    yield _Failure(entry.path, exc.strerror or str(exc))
+                    continue
+                key = entry.name.split(":", 1)[0]
+                yield Incoming(raw, Location(FILE_ACCOUNT, f"{base}/{key}", 0, 0), arrived)
 
 
 def _is_mbox(path: Path) -> bool:
