@@ -165,7 +165,8 @@ def _write(
         insert_ties(conn, ties)
         _inherit_reply_ties(conn, [(eml_of_hash[prepared[i].hash], prepared[i]) for i in new_idx])
         answered = _pass_ties_to_stored_replies(
-            conn, [eml_of_hash[prepared[i].hash] for i in new_idx if prepared[i].message_id]
+            conn,
+            {eml_of_hash[prepared[i].hash]: m for i in new_idx if (m := prepared[i].message_id)},
         )
         for eml_id, code, assc_id in conn.execute(
             """SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc
@@ -585,14 +586,25 @@ RETURNING emlassc_eml_id
 """
 
 
-def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: Sequence[int]) -> list[int]:
+def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: dict[int, str]) -> list[int]:
     """Rule 3 the other way round: stored replies to ``parents`` get the parents' ties.
 
-    A reply can be stored before the message it answers (folders synced in another order,
-    an archive imported late). Repeated down the chain of replies to replies. Returns the
-    ids of the stored messages that gained ties, so their Email tabs can refresh.
+    ``parents`` maps the batch's new messages to their Message-IDs. A reply can be stored
+    before the message it answers (folders synced in another order, an archive imported
+    late). Repeated down the chain of replies to replies. Returns the ids of the stored
+    messages that gained ties, so their Email tabs can refresh.
     """
     if not parents:
+        return []
+    # Usually nothing stored answers a new message: one index probe says so.
+    answered = conn.execute(
+        """SELECT 1 FROM xtmail.msg c
+            WHERE (c.msg_references || c.msg_in_reply_to) && %s::text[]
+              AND c.msg_eml_id <> ALL(%s::int[])
+            LIMIT 1""",
+        (list(parents.values()), list(parents)),
+    ).fetchone()
+    if answered is None:
         return []
     query = sql.SQL(_TIES_DOWN).format(new=_tie_is_new(conn, "ch.id", "pr.kind", "pr.assc"))
     gained: list[int] = []
