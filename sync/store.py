@@ -42,6 +42,14 @@ _RETRIES = 5
 # the default pglz, where the server supports it.
 _SESSION = "SET default_toast_compression = 'lz4'"
 _configured: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+# Catalog facts looked up once per connection (see _catalog_fact).
+_facts: weakref.WeakKeyDictionary[psycopg.Connection, dict[str, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+_FACT_QUERIES = {
+    "unique_ties": "SELECT to_regclass('xtbatch.xtmail_emlassc_unique_idx') IS NOT NULL",
+    "fetch_next_number": "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'fetchnextnumber')",
+}
 
 _EML_COPY = (
     "COPY xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status) "
@@ -375,11 +383,18 @@ def split_name(display: str, addr: str) -> tuple[str, str]:
     return (first, last) if first else ("", last)
 
 
+def _catalog_fact(conn: psycopg.Connection, name: str) -> bool:
+    """A fact about the database's schema, asked once per connection: a batch runs many
+    statements that depend on it, and schema changes come with a new connection."""
+    facts = _facts.setdefault(conn, {})
+    if name not in facts:
+        row = conn.execute(_FACT_QUERIES[name]).fetchone()
+        facts[name] = bool(row and row[0])
+    return facts[name]
+
+
 def _has_fetch_next_number(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'fetchnextnumber')"
-    ).fetchone()
-    return bool(row and row[0])
+    return _catalog_fact(conn, "fetch_next_number")
 
 
 def create_contacts(conn: psycopg.Connection, entries: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -446,10 +461,7 @@ def _tie_is_new(conn: psycopg.Connection, eml: str, kind: str, assc: str) -> sql
     looks the tie up through the message's ties. (The ``+ 0`` keeps the planner off the
     (type, id) index: a contact with thousands of messages makes that lookup scan them all.)
     """
-    row = conn.execute(
-        "SELECT to_regclass('xtbatch.xtmail_emlassc_unique_idx') IS NOT NULL"
-    ).fetchone()
-    if row and row[0]:
+    if _catalog_fact(conn, "unique_ties"):
         return sql.SQL("true")
     return sql.SQL(
         """NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
