@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import mailbox
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main() -> None:
             box.add(raw)
             total += len(raw)
         print(f"generated {args.n} messages, {total / 1e6:.1f} MB")
+        # Write the generated files out now: their writeback is not the import's work.
+        os.sync()
         with fresh_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
             start = time.perf_counter()
             summary = import_paths(

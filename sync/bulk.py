@@ -28,6 +28,7 @@ from .importer import (
     Location,
     PreparedMessage,
     prepare_many,
+    prepare_raw,
 )
 
 FILE_ACCOUNT = "file"
@@ -211,7 +212,8 @@ def import_paths(
             # input size.
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for batch in batches:
-                    sink.put(batch, pool.submit(prepare_many, batch))
+                    args = [(item.raw, item.internal_date) for item in batch]
+                    sink.put(batch, pool.submit(prepare_raw, args))
     except BaseException:
         sink.abort()
         raise

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,14 @@ class PreparedMessage:
     refs: tuple[tuple[str, str], ...]
     #: The full-text search document as a ``tsvector`` literal (see :func:`search_lexemes`).
     search: str
+
+    def __reduce__(self) -> tuple[type[PreparedMessage], tuple[object, ...]]:
+        # Sent back from parsing processes by the thousand: a flat tuple loads about three
+        # times faster than a slotted dataclass's default pickled state.
+        return (PreparedMessage, _prepared_fields(self))
+
+
+_prepared_fields = operator.attrgetter(*(f.name for f in fields(PreparedMessage)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +246,12 @@ def _no_nul(text: str) -> str:
 
 def _prepare_args(args: tuple[bytes, datetime | None]) -> PreparedMessage:
     return prepare(*args)
+
+
+def prepare_raw(args: Sequence[tuple[bytes, datetime | None]]) -> list[PreparedMessage]:
+    """:func:`prepare` over (raw bytes, internal date) pairs: what a parsing process gets,
+    without the rest of each :class:`Incoming` to pickle."""
+    return [prepare(raw, internal_date) for raw, internal_date in args]
 
 
 def prepare_many(

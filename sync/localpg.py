@@ -143,7 +143,8 @@ class LocalPostgres:
             "-c max_connections=200",
         ]
         if self.fast:
-            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+                        "-c shared_buffers=512MB"]
         result = self._run(
             "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w",
             "-t", str(int(timeout)), "-o", " ".join(options), "start",

@@ -458,3 +458,13 @@ def test_writers_must_be_positive(db_dsn: str, tmp_path: Path,
         main(["import", "--dsn", db_dsn, "--writers", "0", str(tmp_path)])
     assert exit_.value.code == 2
     assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_a_prepared_message_survives_the_trip_from_a_parsing_process(
+    corpus_files: list[Path],
+) -> None:
+    import pickle
+
+    for path in corpus_files[:20]:
+        prepared = prepare(path.read_bytes())
+        assert pickle.loads(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)) == prepared
