@@ -285,14 +285,16 @@ def _insert_locations(
 
 # -- rule 1: contacts -----------------------------------------------------------------------
 
+# One index probe per address (LATERAL): a join with unnest() hashes every contact on each
+# batch (30 ms at 40,000 contacts, against 4 ms), and "lower(email) = ANY(array)" lets the
+# planner pick the trigram index, which takes seconds for a few hundred addresses.
 _MATCH = """
-SELECT a.addr, ce.cntcteml_cntct_id
+SELECT a.addr, m.id
   FROM unnest(%(addrs)s::text[]) AS a(addr)
-  JOIN cntcteml ce ON lower(ce.cntcteml_email) = a.addr
-UNION
-SELECT a.addr, c.cntct_id
-  FROM unnest(%(addrs)s::text[]) AS a(addr)
-  JOIN cntct c ON lower(c.cntct_email) = a.addr
+ CROSS JOIN LATERAL (
+       SELECT ce.cntcteml_cntct_id AS id FROM cntcteml ce WHERE lower(ce.cntcteml_email) = a.addr
+       UNION
+       SELECT c.cntct_id FROM cntct c WHERE lower(c.cntct_email) = a.addr) AS m
 """
 
 
@@ -535,14 +537,13 @@ def _resolve_references(
 
 _INHERIT = """
 INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
-SELECT DISTINCT n.id, pa.emlassc_type, pa.emlassc_assc_id
-  FROM unnest(%s::int[]) AS n(id)
-  JOIN xtmail.msg m ON m.msg_eml_id = n.id
+SELECT DISTINCT m.msg_eml_id, pa.emlassc_type, pa.emlassc_assc_id
+  FROM xtmail.msg m
   JOIN xtmail.msg p
     ON p.msg_message_id = ANY(m.msg_references || m.msg_in_reply_to)
-   AND p.msg_eml_id <> n.id
+   AND p.msg_eml_id <> m.msg_eml_id
   JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
- WHERE {new}
+ WHERE m.msg_eml_id = ANY(%s::int[]) AND {new}
 ON CONFLICT DO NOTHING
 """
 
@@ -566,7 +567,7 @@ def _inherit_reply_ties(
         if p.in_reply_to in in_batch or not in_batch.isdisjoint(p.references)
     ]
     query = sql.SQL(_INHERIT).format(
-        new=_tie_is_new(conn, "n.id", "pa.emlassc_type", "pa.emlassc_assc_id")
+        new=_tie_is_new(conn, "m.msg_eml_id", "pa.emlassc_type", "pa.emlassc_assc_id")
     )
     ids = [eml_id for eml_id, _ in replies]
     for _ in range(8):
@@ -579,10 +580,10 @@ _TIES_DOWN = """
 WITH parent AS MATERIALIZED (
     SELECT p.msg_eml_id AS id, p.msg_message_id AS mid, pa.emlassc_type AS kind,
            pa.emlassc_assc_id AS assc
-      FROM unnest(%s::int[]) AS n(id)
-      JOIN xtmail.msg p ON p.msg_eml_id = n.id
-      JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = n.id AND pa.emlassc_type <> 'T'
-     WHERE p.msg_message_id IS NOT NULL
+      FROM xtmail.msg p
+      JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
+     WHERE p.msg_eml_id = ANY(%(ids)s::int[]) AND pa.emlassc_eml_id = ANY(%(ids)s::int[])
+       AND p.msg_message_id IS NOT NULL
 ), child AS MATERIALIZED (
     -- One lookup in the answers index for all the parents' message-ids at once.
     SELECT c.msg_eml_id AS id, c.msg_references || c.msg_in_reply_to AS answers
@@ -622,7 +623,7 @@ def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: dict[int, st
     gained: list[int] = []
     frontier = list(parents)
     for _ in range(8):
-        children = sorted({row[0] for row in conn.execute(query, (frontier,))})
+        children = sorted({row[0] for row in conn.execute(query, {"ids": frontier})})
         if not children:
             break
         gained += children
