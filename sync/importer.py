@@ -260,7 +260,7 @@ def prepare_many(
     """Prepare a batch, in ``executor`` (a process pool for bulk) when one is given."""
     args = [(item.raw, item.internal_date) for item in items]
     if executor is None:
-        return [_prepare_args(a) for a in args]
+        return prepare_raw(args)
     return list(executor.map(_prepare_args, args, chunksize=chunksize))
 
 

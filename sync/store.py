@@ -41,8 +41,7 @@ _RETRIES = 5
 # Set once per connection: new mail is TOAST-compressed with lz4, several times faster than
 # the default pglz, where the server supports it.
 _SESSION = "SET default_toast_compression = 'lz4'"
-_configured: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
-# Catalog facts looked up once per connection (see _catalog_fact).
+# Per connection: whether _SESSION ran, and catalog facts looked up once (_catalog_fact).
 _facts: weakref.WeakKeyDictionary[psycopg.Connection, dict[str, bool]] = (
     weakref.WeakKeyDictionary()
 )
@@ -82,9 +81,9 @@ def write_batch(
     """Store ``items`` (with their ``prepared`` parse) and tie them; one transaction."""
     if len(items) != len(prepared):
         raise ValueError("items and prepared differ in length")
-    # psycopg prepares a statement after its fifth run, and PostgreSQL then switches to a
-    # generic plan. The batch queries take arrays of varying length and a fresh temp table;
-    # their generic plans are orders of magnitude slower (seen: 1,300 -> 50 messages/s).
+    # psycopg prepares a statement after its fifth run, and PostgreSQL then may switch to a
+    # generic plan. The batch statements take arrays of varying length; their generic plans
+    # were orders of magnitude slower (seen: 1,300 -> 50 messages/s).
     threshold = conn.prepare_threshold
     conn.prepare_threshold = None
     try:
@@ -160,21 +159,18 @@ def _write(
 
     if new_idx:
         _copy_messages(conn, items, prepared, new_idx, new_ids, source)
+        new = [(eml_id, prepared[idx]) for eml_id, idx in zip(new_ids, new_idx, strict=True)]
         ties: list[tuple[int, str, int]] = []
-        for idx in new_idx:
-            eml_id = eml_of_hash[prepared[idx].hash]
-            for cntct_id in sorted({contact_of[a[1].lower()] for a in prepared[idx].addresses
+        for eml_id, p in new:
+            for cntct_id in sorted({contact_of[a[1].lower()] for a in p.addresses
                                     if a[1].lower() in contact_of}):
                 ties.append((eml_id, registry.CONTACT.code, cntct_id))
-        ties += _resolve_references(
-            conn, [(eml_of_hash[prepared[i].hash], prepared[i].refs) for i in new_idx]
-        )
+        ties += _resolve_references(conn, [(eml_id, p.refs) for eml_id, p in new])
         ties += [(eml_id, code, doc_id) for eml_id in new_ids for code, doc_id in extra_ties]
         insert_ties(conn, ties)
-        _inherit_reply_ties(conn, [(eml_of_hash[prepared[i].hash], prepared[i]) for i in new_idx])
+        _inherit_reply_ties(conn, new)
         answered = _pass_ties_to_stored_replies(
-            conn,
-            {eml_of_hash[prepared[i].hash]: m for i in new_idx if (m := prepared[i].message_id)},
+            conn, {eml_id: p.message_id for eml_id, p in new if p.message_id}
         )
         for eml_id, code, assc_id in conn.execute(
             """SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc
@@ -190,14 +186,15 @@ def _write(
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    if conn in _configured:
+    facts = _facts.setdefault(conn, {})
+    if facts.get("configured"):
         return
     try:
         with conn.transaction():
             conn.execute(_SESSION)
     except psycopg.errors.InvalidParameterValue:
         log.info("lz4 TOAST compression unavailable on this server; using the default")
-    _configured.add(conn)
+    facts["configured"] = True
 
 
 def _allocate_eml_ids(conn: psycopg.Connection, count: int) -> list[int]:
