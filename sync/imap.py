@@ -14,6 +14,7 @@ certificate as :class:`CertificateError`, a missing folder as :class:`ConfigErro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import imaplib
 import re
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
@@ -431,11 +432,31 @@ def _by_uid(message: FetchedMessage) -> int:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+# RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", the day maybe space-padded.
+_DATE_TIME = re.compile(
+    rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+_MONTH_NUMBER = {m.lower().encode(): n for n, m in enumerate(_MONTHS, start=1)}
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(sign: bytes, hours: int, minutes: int) -> timezone:
+    offset = timedelta(hours=hours, minutes=minutes)
+    return timezone(-offset if sign == b"-" else offset)
+
+
 def _internal_date(match: re.Match[bytes] | None) -> datetime | None:
+    # Read by hand: strptime took a tenth of the sync thread's time at thousands per second.
     if match is None:
         return None
+    parts = _DATE_TIME.fullmatch(match.group(1))
+    month = _MONTH_NUMBER.get(parts.group(2).lower()) if parts else None
+    if parts is None or month is None:
+        return None
+    day, _, year, hour, minute, second, sign, zone_h, zone_m = parts.groups()
     try:
-        return datetime.strptime(match.group(1).decode(), "%d-%b-%Y %H:%M:%S %z")
+        return datetime(int(year), month, int(day), int(hour), int(minute), int(second),
+                        tzinfo=_zone(sign, int(zone_h), int(zone_m)))
     except ValueError:
         return None
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -16,14 +17,20 @@ from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.mail import make_message
 from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import AccountResult, AccountSync, Backoff, SyncListener
+from xtmail.sync.engine import AccountResult, AccountSync, Backoff, SyncListener, _Watermark
 from xtmail.sync.errors import (
     AuthenticationFailed,
     CertificateError,
     TransientImapError,
     XtmailError,
 )
-from xtmail.sync.imap import ImapConnection, uid_set
+from xtmail.sync.imap import (
+    _INTERNALDATE,
+    FolderStatus,
+    ImapConnection,
+    _internal_date,
+    uid_set,
+)
 from xtmail.sync.settings import AccountSettings, AuthMethod, Security, SyncSettings
 
 
@@ -114,6 +121,22 @@ def test_uid_set_compresses_ranges() -> None:
     assert uid_set([5]) == "5"
 
 
+@pytest.mark.parametrize("text", [
+    b"17-Jul-1996 02:44:25 -0700", b" 5-Jan-2024 10:00:00 +0100", b"05-jan-2024 23:59:59 +0530",
+    b"29-Feb-2024 00:00:00 +0000", b"31-Feb-2024 10:00:00 +0000", b"1-Foo-2024 10:00:00 +0000",
+    b"17-Jul-1996 02:44:25", b"garbage",
+])
+def test_internal_date_reads_like_strptime(text: bytes) -> None:
+    match = _INTERNALDATE.search(b'* 1 FETCH (UID 4 INTERNALDATE "' + text + b'" BODY[] {0}')
+    try:
+        expected = datetime.strptime(text.decode(), "%d-%b-%Y %H:%M:%S %z")
+    except ValueError:
+        expected = None
+    got = _internal_date(match)
+    assert got == expected
+    assert got is None or got.utcoffset() == expected.utcoffset()  # type: ignore[union-attr]
+
+
 def test_initial_then_incremental_then_unchanged(
     dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
 ) -> None:
@@ -151,10 +174,54 @@ def test_pipelined_parsing_in_an_executor(
         result = run_once(make_sync(db_dsn, dovecot, imap_user, listener=recorder,
                                     executor=pool, batch_size=40))
     assert result.error is None and result.imported == 330
-    assert [done for _, done, _ in recorder.progress_calls] == [0, *range(40, 330, 40), 330]
+    # Two writers: batches may finish out of order, so the last (short) one may come early.
+    done = [d for _, d, _ in recorder.progress_calls]
+    assert done[0] == 0 and done[-1] == 330 and len(done) == 10
+    assert sorted(b - a for a, b in itertools.pairwise(done)) == [10] + [40] * 8
     assert counts(conn, key(dovecot, imap_user)) == (330, 330, 330)
     row = conn.execute("SELECT fs_last_uid FROM xtmail.folder_state").fetchone()
     assert row == (330,)
+
+
+def test_resume_skips_uids_stored_above_the_last_uid(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
+) -> None:
+    """Two writers commit batches out of order; a process killed between two commits leaves
+    messages stored above fs_last_uid. The next pass must neither fetch nor double them."""
+    assert run_once(make_sync(db_dsn, dovecot, seeded, batch_size=15)).imported == 40
+    # As if batch 1..5 and 16..30 had not committed, but 31..40 had.
+    conn.execute("DELETE FROM xtmail.location WHERE loc_uid BETWEEN 1 AND 5 "
+                 "OR loc_uid BETWEEN 16 AND 30")
+    conn.execute("DELETE FROM xtbatch.eml WHERE eml_id NOT IN "
+                 "(SELECT loc_eml_id FROM xtmail.location)")
+    conn.execute("UPDATE xtmail.folder_state SET fs_last_uid = 0, fs_highestmodseq = NULL")
+    dovecot.append(seeded.user, seeded.password, "INBOX", make_message(subject="new one"))
+    result = run_once(make_sync(db_dsn, dovecot, seeded, batch_size=4))
+    assert result.error is None
+    folder = result.folders[0]
+    assert (folder.fetched, folder.imported, folder.already_present) == (21, 21, 0)
+    assert counts(conn, key(dovecot, seeded)) == (41, 41, 41)
+    state = conn.execute("SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state"
+                         ).fetchone()
+    assert state is not None and state[0] == 41 and state[1] is not None
+
+
+def test_watermark_vouches_only_for_committed_runs() -> None:
+    selected = FolderStatus(uidvalidity=7, uidnext=12, highestmodseq=99, messages=9)
+    marks = _Watermark([[1, 2, 3], [4, 5, 6], [8, 9, 10]], selected, last=0, final_last=11)
+    # Batch 1 commits first: it cannot vouch for batch 0's UIDs.
+    first = marks.state_with(1)
+    assert (first.last_uid, first.highestmodseq) == (0, None)
+    marks.commit(1, first)
+    # Batch 0 then covers both; the folder is not complete until batch 2 commits.
+    second = marks.state_with(0)
+    assert (second.last_uid, second.highestmodseq) == (6, None)
+    marks.commit(0, second)
+    assert not marks.complete
+    last = marks.state_with(2)
+    assert (last.uidvalidity, last.last_uid, last.highestmodseq) == (7, 11, 99)
+    marks.commit(2, last)
+    assert marks.complete and marks.final_written
 
 
 def test_uidvalidity_change_rescans_without_duplicates(
