@@ -6,16 +6,22 @@ One pass over a folder (:class:`FolderSync`):
 2. STATUS the folder; if its UIDVALIDITY is the stored one and UIDNEXT (or, with CONDSTORE,
    HIGHESTMODSEQ) shows nothing new, stop here: no SELECT, no FETCH;
 3. EXAMINE it (read-only), ``UID SEARCH UID last+1:*`` (plus ``SINCE`` on a first sync when
-   configured), then fetch, parse and import in batches; each batch's transaction also
-   advances the folder state to the batch's last UID, so a process killed at any instant
-   resumes after the last committed batch and never imports a message twice.
+   configured), leave out the UIDs already stored above the last UID (below), then fetch,
+   parse and import in batches.
+
+Batches are stored by one or more writer connections side by side, so they may commit out
+of UID order. What a batch stored is recorded in its own transaction twice over: by the
+``xtmail.location`` row of every message it holds (account, folder, UIDVALIDITY, UID), and
+by advancing ``fs_last_uid`` to the highest UID below which every batch has committed (never
+lowering it). A process killed at any instant therefore resumes from ``fs_last_uid`` and
+skips the UIDs whose location rows exist above it: nothing is lost or imported twice.
 
 UIDVALIDITY policy: a new UIDVALIDITY means the old UIDs mean nothing any more. The folder is
 rescanned from UID 1; messages already stored are recognised by their identity hash (no new
-``eml`` rows), and get a location under the new UIDVALIDITY. The ``xtmail.location`` rows of
-the old UIDVALIDITY for that account and folder are deleted in the same transaction as the
-first batch of the rescan (they point at UIDs that no longer exist); stored messages are
-never deleted by sync.
+``eml`` rows), and get a location under the new UIDVALIDITY. Before the first batch, one
+transaction deletes the ``xtmail.location`` rows of the old UIDVALIDITY for that account and
+folder (they point at UIDs that no longer exist) and records the new UIDVALIDITY with last
+UID 0; stored messages are never deleted by sync.
 
 :class:`AccountSync` runs the passes over an account's folders with the fault handling:
 network errors reconnect with capped, jittered exponential backoff; an unreachable database
@@ -27,6 +33,7 @@ folder lets only one process sync a folder at a time; another one skips it and s
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 from collections import deque
@@ -65,6 +72,8 @@ log = logging.getLogger(__name__)
 #: First key of our advisory locks ("xtml"): keeps them apart from other applications' locks.
 LOCK_CLASS = 0x78746D6C
 DEFAULT_BATCH = 250
+#: Database connections storing a folder's batches side by side (see FolderSync).
+DEFAULT_WRITERS = 2
 
 
 @dataclass
@@ -182,8 +191,13 @@ def write_state(
     state: FolderState,
     *,
     drop_other_uidvalidity: bool = False,
+    advance_only: bool = False,
 ) -> None:
-    """Upsert the folder's state; call inside the transaction that stored its messages."""
+    """Upsert the folder's state; call inside the transaction that stored its messages.
+
+    ``advance_only`` never lowers the stored last UID: batches committing out of order each
+    write the mark they can vouch for, and a later commit may vouch for less.
+    """
     if drop_other_uidvalidity:
         conn.execute(
             """DELETE FROM xtmail.location
@@ -196,11 +210,27 @@ def write_state(
            VALUES (%s, %s, %s, %s, %s)
            ON CONFLICT (fs_account, fs_mailbox) DO UPDATE
               SET fs_uidvalidity = EXCLUDED.fs_uidvalidity,
-                  fs_last_uid = EXCLUDED.fs_last_uid,
+                  fs_last_uid = CASE WHEN %s THEN GREATEST(folder_state.fs_last_uid,
+                                                           EXCLUDED.fs_last_uid)
+                                     ELSE EXCLUDED.fs_last_uid END,
                   fs_highestmodseq = EXCLUDED.fs_highestmodseq,
                   fs_updated_at = now()""",
-        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq),
+        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq, advance_only),
     )
+
+
+def stored_uids_above(
+    conn: psycopg.Connection, account: str, folder: str, uidvalidity: int, last_uid: int
+) -> set[int]:
+    """UIDs above ``last_uid`` whose messages are stored: batches that committed ahead of an
+    earlier one that did not (the process was killed, or the pass stopped)."""
+    rows = conn.execute(
+        """SELECT loc_uid FROM xtmail.location
+            WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity = %s
+              AND loc_uid > %s""",
+        (account, folder, uidvalidity, last_uid),
+    ).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def _lock_args(account: str, folder: str) -> tuple[int, str]:
@@ -229,8 +259,10 @@ class FolderSync:
     """One pass over one folder. Blocking; run it in a worker thread or a headless process.
 
     ``executor`` parses (a process pool for throughput; None parses in this thread).
-    ``should_stop`` is polled between batches: a stopped pass has committed whole batches
-    only, and the next pass resumes after them.
+    ``writers`` connections store batches side by side: ``conn`` and ``writers - 1`` more
+    opened with ``connect`` (the database work of a batch runs on one server core, so a
+    second writer keeps the second core busy). ``should_stop`` is polled between batches: a
+    stopped pass has committed whole batches only, and the next pass resumes after them.
     """
 
     def __init__(
@@ -246,17 +278,21 @@ class FolderSync:
         since: date | None = None,
         listener: SyncListener | None = None,
         should_stop: Callable[[], bool] | None = None,
+        connect: Callable[[], psycopg.Connection] | None = None,
+        writers: int = 1,
     ) -> None:
         self.conn = conn
         self.imap = imap
         self.account = account
         self.folder = folder
-        self.importer = Importer(conn, policy)
+        self.policy = policy or ImportPolicy()
         self.executor = executor
         self.batch_size = max(1, batch_size)
         self.since = since
         self.listener = listener or SyncListener()
         self.should_stop = should_stop or _never
+        self.connect = connect
+        self.writers = max(1, writers) if connect is not None else 1
 
     def run(self) -> FolderResult:
         result = FolderResult(self.account, self.folder)
@@ -284,29 +320,76 @@ class FolderSync:
             log.warning("%s %s: UIDVALIDITY changed from %s to %s; rescanning", self.account,
                         self.folder, state.uidvalidity, selected.uidvalidity)
             self.listener.status(f"{self.folder}: the server renumbered the folder; rescanning")
+            # The old UIDs mean nothing now: forget their locations and start the new
+            # numbering from 0, before any batch of the rescan commits.
+            with self.conn.transaction():
+                write_state(self.conn, self.account, self.folder,
+                            FolderState(selected.uidvalidity, 0, None),
+                            drop_other_uidvalidity=True)
         result.rescanned = rescan and state is not None
         last = 0 if rescan or state is None else state.last_uid
         uids = self.imap.uids_after(last, self.since if last == 0 else None)
-        total = len(uids)
-        self.listener.progress(self.account, self.folder, 0, total)
         # All UIDs below UIDNEXT that the search did not return were expunged: the state may
         # move past them, so the next pass's STATUS check sees "nothing new".
         final_last = max([last, selected.uidnext - 1, *uids[-1:]])
-        drop_old = rescan and state is not None
-        done = 0
+        if uids:
+            done_above = stored_uids_above(self.conn, self.account, self.folder,
+                                           selected.uidvalidity, last)
+            if done_above:
+                uids = [uid for uid in uids if uid not in done_above]
+        total = len(uids)
+        self.listener.progress(self.account, self.folder, 0, total)
         chunks = _chunks(uids, self.batch_size)
+        if chunks:
+            self._import(chunks, selected, last, final_last, result)
+        if not chunks and (state is None or rescan or final_last != state.last_uid
+                           or selected.highestmodseq != state.highestmodseq):
+            with self.conn.transaction():
+                write_state(self.conn, self.account, self.folder,
+                            FolderState(selected.uidvalidity, final_last,
+                                        selected.highestmodseq))
+
+    def _import(
+        self,
+        chunks: list[Sequence[int]],
+        selected: FolderStatus,
+        last: int,
+        final_last: int,
+        result: FolderResult,
+    ) -> None:
+        conns = [self.conn]
+        writers = min(self.writers, len(chunks)) if self.connect is not None else 1
+        marks = _Watermark(chunks, selected, last, final_last)
+        try:
+            while len(conns) < writers and self.connect is not None:
+                extra = self.connect()
+                extra.prepare_threshold = None  # custom plans: see AccountSync._db_connection
+                conns.append(extra)
+            store = _BatchWriters(self, conns, selected, marks, result,
+                                  sum(len(chunk) for chunk in chunks))
+            self._feed(chunks, store)
+            if marks.complete and not marks.final_written:
+                # The last batches committed side by side, each before the others: none
+                # could vouch for the whole folder. Now that all have, say so.
+                with self.conn.transaction():
+                    write_state(self.conn, self.account, self.folder, marks.final_state(),
+                                advance_only=True)
+        finally:
+            for extra in conns[1:]:
+                extra.close()
+
+    def _feed(self, chunks: list[Sequence[int]], store: _BatchWriters) -> None:
         # A pipeline: the fetcher thread reads batch n+2 from the network while the parsing
-        # processes work on batch n+1 and this thread stores batch n. One fetcher thread, so
+        # processes work on batch n+1 and the writers store batch n. One fetcher thread, so
         # the IMAP connection is used serially. Depth bounds the memory in flight.
         depth = 3 if self.executor is not None else 1
         pending: deque[_Pending] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="xtmail-fetch") as fetcher:
-            fetching: Future[list[FetchedMessage]] | None = (
-                fetcher.submit(self.imap.fetch, chunks[0]) if chunks else None
-            )
+            fetching: Future[list[FetchedMessage]] | None = fetcher.submit(
+                self.imap.fetch, chunks[0])
             next_chunk = 1
             try:
-                for index, chunk in enumerate(chunks):
+                for index in range(len(chunks)):
                     while fetching is not None and (len(pending) < depth or not pending):
                         fetched = fetching.result()
                         fetching = None
@@ -314,46 +397,130 @@ class FolderSync:
                             fetching = fetcher.submit(self.imap.fetch, chunks[next_chunk])
                             next_chunk += 1
                         pending.append(_Pending(fetched, self._parse_later(fetched)))
-                    if self.should_stop():
-                        return
-                    batch = pending.popleft()
-                    is_last = index + 1 == len(chunks)
-                    batch_state = FolderState(
-                        selected.uidvalidity,
-                        final_last if is_last else chunk[-1],
-                        selected.highestmodseq if is_last else None,
-                    )
-                    self._store(batch, selected, batch_state, drop_old, result)
-                    drop_old = False
-                    done += len(chunk)
-                    self.listener.progress(self.account, self.folder, done, total)
+                    if self.should_stop() or store.failed:
+                        break
+                    store.put(index, pending.popleft())
             finally:
                 for waiting in pending:
                     if waiting.parsing is not None:
                         waiting.parsing.cancel()
-        if not chunks and (state is None or rescan or final_last != state.last_uid
-                           or selected.highestmodseq != state.highestmodseq):
-            with self.conn.transaction():
-                write_state(self.conn, self.account, self.folder,
-                            FolderState(selected.uidvalidity, final_last,
-                                        selected.highestmodseq),
-                            drop_other_uidvalidity=drop_old)
+                store.close()
 
     def _parse_later(self, fetched: list[FetchedMessage]) -> Future[list[PreparedMessage]] | None:
         if self.executor is None or not fetched:
             return None
         return self.executor.submit(prepare_batch, [(m.raw, m.internal_date) for m in fetched])
 
-    def _store(
+
+class _Watermark:
+    """Which batches of a pass have committed, and the folder state each commit may write.
+
+    A batch's transaction can vouch for every UID up to the end of the run of committed
+    batches that starts at the first one, counting itself (it commits with the mark, or
+    neither happens). Batches committing side by side each see the other as uncommitted;
+    that only makes the mark lag, and the location rows cover the rest.
+    """
+
+    def __init__(self, chunks: list[Sequence[int]], selected: FolderStatus, last: int,
+                 final_last: int) -> None:
+        self.ends = [chunk[-1] for chunk in chunks]
+        self.uidvalidity = selected.uidvalidity
+        self.highestmodseq = selected.highestmodseq
+        self.start = last
+        self.final_last = final_last
+        self.committed: set[int] = set()
+        self.prefix = 0  # batches 0 .. prefix-1 have all committed
+        self.final_written = False
+
+    @property
+    def complete(self) -> bool:
+        return self.prefix == len(self.ends)
+
+    def final_state(self) -> FolderState:
+        return FolderState(self.uidvalidity, self.final_last, self.highestmodseq)
+
+    def state_with(self, index: int) -> FolderState:
+        """The state to write in batch ``index``'s transaction."""
+        end = self.prefix
+        while end < len(self.ends) and (end in self.committed or end == index):
+            end += 1
+        if end == len(self.ends):
+            return self.final_state()
+        # HIGHESTMODSEQ only with the whole folder: a pass cut short must not look complete.
+        return FolderState(self.uidvalidity, self.ends[end - 1] if end else self.start, None)
+
+    def commit(self, index: int, state: FolderState) -> None:
+        self.committed.add(index)
+        while self.prefix in self.committed:
+            self.prefix += 1
+        if state.highestmodseq == self.highestmodseq and state.last_uid == self.final_last:
+            self.final_written = True
+
+
+class _BatchWriters:
+    """Stores the batches of one pass: in the caller's thread with one connection, or by
+    one thread per connection. The first error stops the pass and is raised by close()."""
+
+    def __init__(
         self,
-        batch: _Pending,
+        sync: FolderSync,
+        conns: Sequence[psycopg.Connection],
         selected: FolderStatus,
-        state: FolderState,
-        drop_old: bool,
+        marks: _Watermark,
         result: FolderResult,
+        total: int,
     ) -> None:
+        self.sync = sync
+        self.total = total
+        self.selected = selected
+        self.marks = marks
+        self.result = result
+        self.done = 0
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._importers = [Importer(conn, sync.policy) for conn in conns]
+        self._queue: queue.Queue[tuple[int, _Pending] | None] = queue.Queue(maxsize=len(conns))
+        self._threads = [
+            threading.Thread(target=self._run, args=(importer,), daemon=True,
+                             name=f"xtmail-store-{n}")
+            for n, importer in enumerate(self._importers)
+        ] if len(conns) > 1 else []
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def put(self, index: int, batch: _Pending) -> None:
+        if not self._threads:
+            self._store(self._importers[0], index, batch)
+        else:
+            self._queue.put((index, batch))
+
+    def close(self) -> None:
+        """Wait for the batches handed over; raise the first error a writer met."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, importer: Importer) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the feeder stops at its next batch
+            try:
+                self._store(importer, *job)
+            except BaseException as exc:  # noqa: BLE001 - raised in the feeder's thread
+                with self._lock:
+                    self._error = self._error or exc
+
+    def _store(self, importer: Importer, index: int, batch: _Pending) -> None:
+        sync, selected = self.sync, self.selected
         items = [
-            Incoming(m.raw, Location(self.account, self.folder, selected.uidvalidity, m.uid),
+            Incoming(m.raw, Location(sync.account, sync.folder, selected.uidvalidity, m.uid),
                      m.internal_date)
             for m in batch.fetched
         ]
@@ -361,20 +528,31 @@ class FolderSync:
             prepared = batch.parsing.result()
         else:
             prepared = prepare_many(items) if items else []
+        written: list[FolderState] = []
 
         def on_state(conn: psycopg.Connection) -> None:
-            write_state(conn, self.account, self.folder, state,
-                        drop_other_uidvalidity=drop_old)
+            with self._lock:
+                state = self.marks.state_with(index)
+            write_state(conn, sync.account, sync.folder, state, advance_only=True)
+            written[:] = [state]
 
-        stored = self.importer.import_batch(items, prepared, source="imap", on_state=on_state)
-        result.fetched += len(items)
-        result.imported += stored.imported
-        result.already_present += stored.already_present
-        if stored.ties or stored.imported:
-            ties = {eml_id: stored.ties.get(eml_id, [])
-                    for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
-            result.ties.update(ties)
-            self.listener.imported(ties)
+        stored = importer.import_batch(items, prepared, source="imap", on_state=on_state)
+        with self._lock:
+            self.marks.commit(index, written[0])
+            result = self.result
+            result.fetched += len(items)
+            result.imported += stored.imported
+            result.already_present += stored.already_present
+            self.done += len(items)
+            ties: dict[int, list[tuple[str, int]]] = {}
+            if stored.ties or stored.imported:
+                ties = {eml_id: stored.ties.get(eml_id, [])
+                        for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
+                result.ties.update(ties)
+            # Under the lock: listeners see one call at a time, counts in order.
+            if ties:
+                sync.listener.imported(ties)
+            sync.listener.progress(sync.account, sync.folder, self.done, self.total)
 
 
 @dataclass
@@ -412,7 +590,8 @@ ConnectDb = Callable[[], psycopg.Connection]
 class AccountSync:
     """Synchronizes an account's folders with reconnects, pauses and a stop flag.
 
-    ``connect_db`` returns a new autocommit psycopg connection. ``retry_limit`` bounds the
+    ``connect_db`` returns a new autocommit psycopg connection (``writers`` of them store a
+    folder's batches side by side during a pass). ``retry_limit`` bounds the
     consecutive failed attempts of one pass (None: retry until stopped, for services).
     ``stop`` ends waits and passes early (between batches).
     """
@@ -428,8 +607,10 @@ class AccountSync:
         stop: threading.Event | None = None,
         backoff: Backoff | None = None,
         retry_limit: int | None = None,
+        writers: int = DEFAULT_WRITERS,
     ) -> None:
         self.settings = settings
+        self.writers = writers
         self.credentials = credentials
         self.connect_db = connect_db
         self.executor = executor
@@ -522,6 +703,8 @@ class AccountSync:
                     since=self.settings.since,
                     listener=self.listener,
                     should_stop=self.stop.is_set,
+                    connect=self.connect_db,
+                    writers=self.writers,
                 ).run()
                 self.backoff.reset()
                 return outcome
