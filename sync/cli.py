@@ -252,7 +252,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     sync = AccountSync(
         settings, credentials, connect, executor=executor, listener=terminal, stop=stop,
         backoff=Backoff(initial=args.retry_initial, cap=args.retry_cap),
-        retry_limit=None if args.watch else args.retries,
+        retry_limit=None if args.watch else args.retries, writers=args.writers,
     )
     totals = {"imported": 0, "present": 0}
     last: list[AccountResult] = []
@@ -337,6 +337,8 @@ def _add_sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                       help="messages per transaction (default 250)")
     sync.add_argument("--workers", type=int, default=None,
                       help="parsing processes (default: one per core, at most 4; 0: none)")
+    sync.add_argument("--writers", type=_positive, default=2,
+                      help="database connections storing batches side by side (default: 2)")
     sync.add_argument("--retries", type=int, default=8,
                       help="with --once: reconnect attempts before giving up (default 8)")
     sync.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)

@@ -58,7 +58,8 @@ def test_sigkill_at_several_moments_then_resume(
     conn: psycopg.Connection,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(MESSAGES, prefix="k"))
-    args = sync_args(dovecot, imap_user, db_dsn, "--batch-size", "100")
+    # Three writers: batches commit out of order, so kills land between out-of-order commits.
+    args = sync_args(dovecot, imap_user, db_dsn, "--batch-size", "100", "--writers", "3")
     # 0: killed while connecting or fetching the first batch; then after some batches.
     kill_points = [0, 1, 350, 800, 1201]
     seen_counts = []
