@@ -74,6 +74,8 @@ LOCK_CLASS = 0x78746D6C
 DEFAULT_BATCH = 250
 #: Database connections storing a folder's batches side by side (see FolderSync).
 DEFAULT_WRITERS = 2
+#: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
+OTHER_FOLDERS_EVERY = 30.0
 
 
 @dataclass
@@ -608,9 +610,11 @@ class AccountSync:
         backoff: Backoff | None = None,
         retry_limit: int | None = None,
         writers: int = DEFAULT_WRITERS,
+        other_folders_every: float = OTHER_FOLDERS_EVERY,
     ) -> None:
         self.settings = settings
         self.writers = writers
+        self.other_folders_every = other_folders_every
         self.credentials = credentials
         self.connect_db = connect_db
         self.executor = executor
@@ -753,13 +757,20 @@ class AccountSync:
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until new mail may have arrived: IDLE on the first folder where the server
-        offers it, else sleep; ``timeout``, ``stop`` or ``wake`` end the wait early."""
+        offers it, else sleep; ``timeout``, ``stop`` or ``wake`` end the wait early.
+
+        IDLE watches one folder. With more folders configured it ends after
+        ``other_folders_every`` seconds at most, so that the next pass sees the others too:
+        for an unchanged folder that pass costs one STATUS (about 2 ms).
+        """
         folders = self.settings.folders
         self.wake.clear()
         try:
             imap = self._imap_connection() if folders else None
             if imap is not None and imap.supports_idle:
                 imap.examine(folders[0])
+                if len(folders) > 1:
+                    timeout = min(timeout, self.other_folders_every)
                 imap.idle(timeout, _AnyEvent(self.stop, self.wake))
                 return
         except (TransientImapError, ImapError) as exc:

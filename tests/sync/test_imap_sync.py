@@ -450,6 +450,36 @@ def test_idle_delivers_new_mail_within_seconds(
     assert not thread.is_alive()
 
 
+def test_idle_on_inbox_still_sees_other_folders_soon(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(seeded.user, "Projects", iter_generated_messages(3, prefix="pr"))
+    stop = threading.Event()
+    sync = make_sync(db_dsn, dovecot, seeded, stop=stop, poll_interval=60.0,
+                     folders=("INBOX", "Projects"))
+    sync.other_folders_every = 1.0
+    thread = threading.Thread(target=sync.watch)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while counts(conn, key(dovecot, seeded))[0] < 43:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the watcher enter IDLE on INBOX
+        started = time.monotonic()
+        dovecot.append(seeded.user, seeded.password, "Projects", make_message(subject="later"))
+        while counts(conn, key(dovecot, seeded))[0] < 44:
+            # Not the 60 s poll interval: IDLE on INBOX ends after about a second.
+            assert time.monotonic() - started < 5, "mail in the other folder not stored"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+    assert not thread.is_alive()
+
+
 def test_bare_imap4rev1_server_is_polled(
     dovecot: DovecotServer, db_dsn: str, conn: psycopg.Connection,
 ) -> None:
