@@ -364,7 +364,13 @@ class FolderSync:
         marks = _Watermark(chunks, selected, last, final_last)
         try:
             while len(conns) < writers and self.connect is not None:
-                extra = self.connect()
+                try:
+                    extra = self.connect()
+                except psycopg.OperationalError as exc:
+                    # A server at its connection limit still takes the pass on one writer.
+                    log.info("%s %s: storing with %d writer(s), another connection was "
+                             "refused: %s", self.account, self.folder, len(conns), exc)
+                    break
                 extra.prepare_threshold = None  # custom plans: see AccountSync._db_connection
                 conns.append(extra)
             store = _BatchWriters(self, conns, selected, marks, result,

@@ -206,6 +206,28 @@ def test_resume_skips_uids_stored_above_the_last_uid(
     assert state is not None and state[0] == 41 and state[1] is not None
 
 
+def test_a_refused_second_writer_connection_leaves_one_writer(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(60, prefix="w"))
+    opened: list[psycopg.Connection] = []
+
+    def connect_once() -> psycopg.Connection:
+        if opened:  # the server is at its connection limit for the second writer
+            raise psycopg.OperationalError("sorry, too many clients already")
+        opened.append(psycopg.connect(db_dsn, autocommit=True))
+        return opened[0]
+
+    settings = SyncSettings(account=account_for(dovecot, imap_user.user), batch_size=10)
+    sync = AccountSync(settings, StaticCredentials(
+        Credential(AuthMethod.PASSWORD, imap_user.password)), connect_once, retry_limit=0)
+    result = run_once(sync)
+    assert result.error is None and result.retries == 0
+    assert result.imported == 60 and len(opened) == 1
+    assert counts(conn, key(dovecot, imap_user)) == (60, 60, 60)
+
+
 def test_watermark_vouches_only_for_committed_runs() -> None:
     selected = FolderStatus(uidvalidity=7, uidnext=12, highestmodseq=99, messages=9)
     marks = _Watermark([[1, 2, 3], [4, 5, 6], [8, 9, 10]], selected, last=0, final_last=11)
