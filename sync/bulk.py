@@ -27,6 +27,7 @@ from .importer import (
     Incoming,
     Location,
     PreparedMessage,
+    extra_writers,
     prepare_many,
     prepare_raw,
 )
@@ -197,7 +198,7 @@ def import_paths(
     summary = ImportSummary()
     policy = policy or ImportPolicy()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    extra = [connect() for _ in range(writers - 1)] if connect is not None else []
+    extra = extra_writers(connect, writers - 1, "import")
     sink = _Writers([conn, *extra], policy, summary, progress, backlog=max(workers, 1))
     try:
         batches = _batches(iter_sources(paths), batch_size, summary)

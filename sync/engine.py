@@ -62,6 +62,7 @@ from .importer import (
     Incoming,
     Location,
     PreparedMessage,
+    extra_writers,
     prepare,
     prepare_many,
 )
@@ -359,20 +360,10 @@ class FolderSync:
         final_last: int,
         result: FolderResult,
     ) -> None:
-        conns = [self.conn]
-        writers = min(self.writers, len(chunks)) if self.connect is not None else 1
         marks = _Watermark(chunks, selected, last, final_last)
+        conns = [self.conn, *extra_writers(self.connect, min(self.writers, len(chunks)) - 1,
+                                           f"{self.account} {self.folder}")]
         try:
-            while len(conns) < writers and self.connect is not None:
-                try:
-                    extra = self.connect()
-                except psycopg.OperationalError as exc:
-                    # A server at its connection limit still takes the pass on one writer.
-                    log.info("%s %s: storing with %d writer(s), another connection was "
-                             "refused: %s", self.account, self.folder, len(conns), exc)
-                    break
-                extra.prepare_threshold = None  # custom plans: see AccountSync._db_connection
-                conns.append(extra)
             store = _BatchWriters(self, conns, selected, marks, result,
                                   sum(len(chunk) for chunk in chunks))
             self._feed(chunks, store)

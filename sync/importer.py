@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     # Only for annotations: the settings and the preferences page import this module, and
     # Qt Designer loads them in a Python that has no database driver.
     import psycopg
+
+log = logging.getLogger(__name__)
 
 HASH_PREFIX = "x1:"  # Connect's hashes were bare MD5 hex; ours never collide with them.
 _SPLIT = re.compile(rb"\r?\n\r?\n")
@@ -347,3 +350,26 @@ class Importer:
             extra_ties=extra_ties,
             on_state=on_state,
         )
+
+
+def extra_writers(
+    connect: Callable[[], psycopg.Connection] | None, count: int, what: str
+) -> list[psycopg.Connection]:
+    """Up to ``count`` more connections for writers storing batches side by side.
+
+    A refused connection (a server at its connection limit) ends the list early: the work
+    goes on with the writers there are. Each gets custom plans only (see ``write_batch``).
+    """
+    import psycopg
+
+    conns: list[psycopg.Connection] = []
+    while connect is not None and len(conns) < count:
+        try:
+            conn = connect()
+        except psycopg.OperationalError as exc:
+            log.info("%s: storing with %d writer(s); another connection was refused: %s",
+                     what, len(conns) + 1, exc)
+            break
+        conn.prepare_threshold = None
+        conns.append(conn)
+    return conns

@@ -452,6 +452,22 @@ def test_a_failing_writer_stops_the_import_with_its_error(db_dsn: str, tmp_path:
         assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 0
 
 
+def test_a_refused_extra_writer_leaves_the_import_on_one(db_dsn: str, tmp_path: Path) -> None:
+    from xtmail.sync.bulk import import_paths
+
+    for i in range(9):
+        (tmp_path / f"{i:02}.eml").write_bytes(make_message(subject=f"Limit {i}"))
+
+    def refused() -> psycopg.Connection:
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        summary = import_paths(conn, [tmp_path], workers=1, batch_size=2, writers=3,
+                               connect=refused)
+        assert (summary.imported, summary.failed) == (9, [])
+        assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 9
+
+
 def test_writers_must_be_positive(db_dsn: str, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
