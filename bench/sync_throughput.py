@@ -1,13 +1,13 @@
 """IMAP sync speed against the raw fetch speed of the same mailbox.
 
-    python bench/sync_throughput.py [N] [--workers W] [--batch-size B]
+    python bench/sync_throughput.py [N] [--workers W] [--writers C] [--batch-size B]
 
 Seeds N realistic messages (bench/messages.py) into a throwaway Dovecot, times a full
-``AccountSync`` pass (fetch, parse in W processes, store, associate) into a fresh database,
-then a plain imaplib ``UID FETCH 1:* BODY.PEEK[]`` of the same mailbox (the floor).
-``peak_rss_mb`` is the process's peak during the sync, before that raw fetch (which holds
-the whole mailbox in memory). Prints as its last
-lines ``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.2).
+``AccountSync`` pass (fetch, parse in W processes, store with C connections, associate)
+into a fresh database, then a plain imaplib ``UID FETCH 1:* BODY.PEEK[]`` of the same
+mailbox (the floor). ``peak_rss_mb`` is the process's peak during the sync, before that raw
+fetch (which holds the whole mailbox in memory). Prints as its last lines
+``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.2).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=20000)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xtmail-bench-imap-") as folder:
@@ -92,6 +93,7 @@ def main() -> None:
                 sync = AccountSync(
                     settings, StaticCredentials(Credential(AuthMethod.PASSWORD, PASSWORD)),
                     lambda: psycopg.connect(dsn, autocommit=True), executor=executor,
+                    writers=args.writers,
                 )
                 start = time.perf_counter()
                 result = sync.run_once()
@@ -110,7 +112,8 @@ def main() -> None:
             server.stop()
     sync_rate = args.n / elapsed
     raw_rate = raw_fetch_count / raw_elapsed
-    print(f"sync: {args.n} messages in {elapsed:.1f} s with {args.workers} parsing processes")
+    print(f"sync: {args.n} messages in {elapsed:.1f} s with {args.workers} parsing processes "
+          f"and {args.writers} writers")
     print(f"peak_rss_mb: {sync_peak:.0f}")
     print(f"sync_messages_per_s: {sync_rate:.0f}")
     print(f"raw_fetch_messages_per_s: {raw_rate:.0f}")
