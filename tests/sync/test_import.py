@@ -11,7 +11,15 @@ import pytest
 from tests.sync.mail import make_message
 from xtmail.sync import store
 from xtmail.sync.cli import main
-from xtmail.sync.importer import Importer, ImportPolicy, Incoming, Location, prepare
+from xtmail.sync.importer import (
+    Importer,
+    ImportPolicy,
+    Incoming,
+    Location,
+    _crlf_to_lf,
+    identity_hash,
+    prepare,
+)
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -415,6 +423,38 @@ def test_ties_stay_single_without_our_unique_index(conn: psycopg.Connection) -> 
         "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' AND emlassc_assc_id = %s",
         so,
     ) == 2
+
+
+_HASHED = (b"Received: from a by b\r\nFrom: Ann <ann@example.com>\r\nSubject: Hello\r\n\tthere\r\n"
+           b"Message-ID: <1@example.com>\r\n\r\nLine one\r\nLine two\r\n\r\n")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    # Hashes stored by earlier versions must stay valid: these values are fixed.
+    (_HASHED, "x1:6209693f9fa86de93adfa1f32f172a2a5aac7b3b3f0aa0f1ac28443a8009cbab"),
+    (_HASHED.replace(b"\r\n", b"\n"),
+     "x1:6209693f9fa86de93adfa1f32f172a2a5aac7b3b3f0aa0f1ac28443a8009cbab"),
+    (_HASHED.replace(b"Received: from a by b\r\n", b""),
+     "x1:6209693f9fa86de93adfa1f32f172a2a5aac7b3b3f0aa0f1ac28443a8009cbab"),
+    # Lone carriage returns are kept; only CRLF becomes LF.
+    (_HASHED.replace(b"Line one\r\n", b"Line one\rstill one\r\r\n"),
+     "x1:82d4084ef83a7289b8e94adf1f7d3815bd454bb15151f6ece7cddc21a76b9fb2"),
+])
+def test_identity_hash_is_fixed(raw: bytes, expected: str) -> None:
+    assert identity_hash(raw) == expected
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"a\r\nb\r\n", b"a\rb\r\n", b"\r\r\n", b"\r\n\r", b"\n\r\n", b"x\r", b"\r",
+])
+def test_crlf_to_lf_is_bytes_replace(data: bytes) -> None:
+    assert _crlf_to_lf(data) == data.replace(b"\r\n", b"\n")
+
+
+def test_crlf_to_lf_is_bytes_replace_on_the_corpus(corpus_files: list[Path]) -> None:
+    for path in corpus_files:
+        raw = path.read_bytes()
+        assert _crlf_to_lf(raw) == raw.replace(b"\r\n", b"\n"), path.name
 
 
 def test_parallel_writers_store_what_one_writer_stores(db_dsn: str, tmp_path: Path) -> None:
