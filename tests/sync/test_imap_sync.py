@@ -6,7 +6,7 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 
@@ -116,6 +116,15 @@ def key(server: DovecotServer, account: ImapAccount) -> str:
     return f"{account.user}@{server.host}"
 
 
+def assert_finished_state(conn: psycopg.Connection, account: str, last_uid: int) -> None:
+    """The folder state of a pass that got through: its last UID and HIGHESTMODSEQ."""
+    state = conn.execute(
+        "SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state WHERE fs_account = %s",
+        (account,),
+    ).fetchone()
+    assert state is not None and state[0] == last_uid and state[1] is not None
+
+
 def test_uid_set_compresses_ranges() -> None:
     assert uid_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
     assert uid_set([5]) == "5"
@@ -157,11 +166,7 @@ def test_initial_then_incremental_then_unchanged(
 
     result = run_once(make_sync(db_dsn, dovecot, seeded))
     assert [f.skipped for f in result.folders] == ["unchanged"]
-    state = conn.execute(
-        "SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state WHERE fs_account = %s",
-        (key(dovecot, seeded),),
-    ).fetchone()
-    assert state is not None and state[0] == 43 and state[1] is not None
+    assert_finished_state(conn, key(dovecot, seeded), 43)
 
 
 def test_pipelined_parsing_in_an_executor(
@@ -201,9 +206,7 @@ def test_resume_skips_uids_stored_above_the_last_uid(
     folder = result.folders[0]
     assert (folder.fetched, folder.imported, folder.already_present) == (21, 21, 0)
     assert counts(conn, key(dovecot, seeded)) == (41, 41, 41)
-    state = conn.execute("SELECT fs_last_uid, fs_highestmodseq FROM xtmail.folder_state"
-                         ).fetchone()
-    assert state is not None and state[0] == 41 and state[1] is not None
+    assert_finished_state(conn, key(dovecot, seeded), 41)
 
 
 def test_a_refused_second_writer_connection_leaves_one_writer(
@@ -446,30 +449,41 @@ def test_database_outage_pauses_and_resumes(
     assert counts(conn, key(dovecot, imap_user)) == (500, 500, 500)
 
 
+def watch_then_append(
+    sync: AccountSync, stop: threading.Event, conn: psycopg.Connection, account: str,
+    stored: int, append: Callable[[], object],
+) -> float:
+    """Run ``sync.watch`` in a thread until ``stored`` messages are in, let it settle into
+    its wait, call ``append`` and return the seconds until one more message is stored."""
+    thread = threading.Thread(target=sync.watch)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while counts(conn, account)[0] < stored:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the watcher enter IDLE
+        started = time.monotonic()
+        append()
+        while counts(conn, account)[0] < stored + 1:
+            assert time.monotonic() - started < 5, "new mail not stored within 5 s"
+            time.sleep(0.02)
+        return time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(10)
+        sync.close()
+        assert not thread.is_alive()
+
+
 def test_idle_delivers_new_mail_within_seconds(
     dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str,
     conn: psycopg.Connection,
 ) -> None:
     stop = threading.Event()
     sync = make_sync(db_dsn, dovecot, seeded, stop=stop, poll_interval=60.0)
-    thread = threading.Thread(target=sync.watch)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while counts(conn, key(dovecot, seeded))[0] < 40:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)  # let the watcher enter IDLE
-        started = time.monotonic()
-        dovecot.append(seeded.user, seeded.password, "INBOX", make_message(subject="idle"))
-        while counts(conn, key(dovecot, seeded))[0] < 41:
-            assert time.monotonic() - started < 5, "new mail not stored within 5 s"
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(10)
-        sync.close()
-    assert not thread.is_alive()
+    watch_then_append(sync, stop, conn, key(dovecot, seeded), 40, lambda: dovecot.append(
+        seeded.user, seeded.password, "INBOX", make_message(subject="idle")))
 
 
 def test_idle_on_inbox_still_sees_other_folders_soon(
@@ -481,25 +495,9 @@ def test_idle_on_inbox_still_sees_other_folders_soon(
     sync = make_sync(db_dsn, dovecot, seeded, stop=stop, poll_interval=60.0,
                      folders=("INBOX", "Projects"))
     sync.other_folders_every = 1.0
-    thread = threading.Thread(target=sync.watch)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while counts(conn, key(dovecot, seeded))[0] < 43:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)  # let the watcher enter IDLE on INBOX
-        started = time.monotonic()
-        dovecot.append(seeded.user, seeded.password, "Projects", make_message(subject="later"))
-        while counts(conn, key(dovecot, seeded))[0] < 44:
-            # Not the 60 s poll interval: IDLE on INBOX ends after about a second.
-            assert time.monotonic() - started < 5, "mail in the other folder not stored"
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(10)
-        sync.close()
-    assert not thread.is_alive()
+    # Stored within 5 s, not after the 60 s poll interval: IDLE on INBOX ends after 1 s.
+    watch_then_append(sync, stop, conn, key(dovecot, seeded), 43, lambda: dovecot.append(
+        seeded.user, seeded.password, "Projects", make_message(subject="later")))
 
 
 def test_bare_imap4rev1_server_is_polled(
