@@ -21,6 +21,7 @@ import psycopg
 
 from .errors import ConfigError
 from .importer import (
+    BATCH_BYTES,
     BatchResult,
     Importer,
     ImportPolicy,
@@ -159,9 +160,13 @@ def _mbox(path: Path) -> Iterator[Incoming | _Failure]:
 
 
 def _batches(
-    items: Iterable[Incoming | _Failure], size: int, summary: ImportSummary
+    items: Iterable[Incoming | _Failure], size: int, summary: ImportSummary,
+    max_bytes: int = BATCH_BYTES,
 ) -> Iterator[list[Incoming]]:
+    """Batches of at most ``size`` messages and about ``max_bytes`` of them: the batch ends
+    with the message that reaches the limit."""
     batch: list[Incoming] = []
+    held = 0
     for item in items:
         if isinstance(item, _Failure):
             if item.skipped:
@@ -170,9 +175,10 @@ def _batches(
                 summary.failed.append((item.what, item.why))
             continue
         batch.append(item)
-        if len(batch) >= size:
+        held += len(item.raw)
+        if len(batch) >= size or held >= max_bytes:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 

@@ -57,6 +57,7 @@ from .errors import (
 )
 from .imap import FetchedMessage, FolderStatus, ImapConnection
 from .importer import (
+    BATCH_BYTES,
     Importer,
     ImportPolicy,
     Incoming,
@@ -254,14 +255,35 @@ def unlock_folder(conn: psycopg.Connection, account: str, folder: str) -> None:
 
 # -- one folder --------------------------------------------------------------------------------
 
-def _chunks(uids: Sequence[int], size: int) -> list[Sequence[int]]:
-    return [uids[i : i + size] for i in range(0, len(uids), size)]
+def _chunks(
+    uids: Sequence[int], size: int, sizes: dict[int, int] | None = None,
+    max_bytes: int = BATCH_BYTES,
+) -> list[Sequence[int]]:
+    """Batches of at most ``size`` UIDs and, by the messages' ``sizes``, ``max_bytes`` (a
+    larger message is a batch of its own)."""
+    if not sizes:
+        return [uids[i : i + size] for i in range(0, len(uids), size)]
+    chunks: list[Sequence[int]] = []
+    current: list[int] = []
+    held = 0
+    for uid in uids:
+        length = sizes.get(uid, 0)
+        if current and (len(current) >= size or held + length > max_bytes):
+            chunks.append(current)
+            current, held = [], 0
+        current.append(uid)
+        held += length
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class FolderSync:
     """One pass over one folder. Blocking; run it in a worker thread or a headless process.
 
-    ``executor`` parses (a process pool for throughput; None parses in this thread).
+    Batches hold at most ``batch_size`` messages and ``batch_bytes`` of them (by the
+    server's RFC822.SIZE). ``executor`` parses (a process pool for throughput; None parses
+    in this thread).
     ``writers`` connections store batches side by side: ``conn`` and ``writers - 1`` more
     opened with ``connect`` (the database work of a batch runs on one server core, so a
     second writer keeps the second core busy). ``should_stop`` is polled between batches: a
@@ -283,6 +305,7 @@ class FolderSync:
         should_stop: Callable[[], bool] | None = None,
         connect: Callable[[], psycopg.Connection] | None = None,
         writers: int = 1,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self.conn = conn
         self.imap = imap
@@ -296,6 +319,7 @@ class FolderSync:
         self.should_stop = should_stop or _never
         self.connect = connect
         self.writers = max(1, writers) if connect is not None else 1
+        self.batch_bytes = max(1, batch_bytes)
 
     def run(self) -> FolderResult:
         result = FolderResult(self.account, self.folder)
@@ -342,7 +366,8 @@ class FolderSync:
                 uids = [uid for uid in uids if uid not in done_above]
         total = len(uids)
         self.listener.progress(self.account, self.folder, 0, total)
-        chunks = _chunks(uids, self.batch_size)
+        sizes = self.imap.sizes(uids) if len(uids) > 1 else None
+        chunks = _chunks(uids, self.batch_size, sizes, self.batch_bytes)
         if chunks:
             self._import(chunks, selected, last, final_last, result)
         if not chunks and (state is None or rescan or final_last != state.last_uid
@@ -608,8 +633,10 @@ class AccountSync:
         retry_limit: int | None = None,
         writers: int = DEFAULT_WRITERS,
         other_folders_every: float = OTHER_FOLDERS_EVERY,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self.settings = settings
+        self.batch_bytes = batch_bytes
         self.writers = writers
         self.other_folders_every = other_folders_every
         self.credentials = credentials
@@ -706,6 +733,7 @@ class AccountSync:
                     should_stop=self.stop.is_set,
                     connect=self.connect_db,
                     writers=self.writers,
+                    batch_bytes=self.batch_bytes,
                 ).run()
                 self.backoff.reset()
                 return outcome

@@ -47,6 +47,7 @@ SPECIAL_USE = frozenset({
 })
 _FETCH_ITEMS = "(UID INTERNALDATE BODY.PEEK[])"
 _UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 _STATUS_ITEM = re.compile(rb"(UIDVALIDITY|UIDNEXT|HIGHESTMODSEQ|MESSAGES) (\d+)")
 #: How often an IDLE wait looks at its stop flag: bounds how long stop() takes.
@@ -356,6 +357,27 @@ class ImapConnection:
         # "N:*" matches the highest UID even when it is below N (RFC 3501 6.4.8): filter.
         uids = {int(u) for u in b" ".join(d for d in data if d).split()}
         return sorted(u for u in uids if u > last_uid)
+
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """UID -> RFC822.SIZE for ``uids`` (a message expunged meanwhile is left out).
+
+        The server keeps sizes in its index: 20,000 cost one round trip of about 80 ms.
+        """
+        if not uids:
+            return {}
+        with self._errors(" while reading message sizes"):
+            typ, data = self.client.uid("FETCH", uid_set(uids), "(UID RFC822.SIZE)")
+        if typ != "OK":
+            raise ImapError(f"UID FETCH RFC822.SIZE failed in {self._selected}: {data!r}")
+        found: dict[int, int] = {}
+        for part in data:
+            line = part[0] if isinstance(part, tuple) else part
+            if not isinstance(line, bytes):
+                continue
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid is not None and size is not None:
+                found[int(uid.group(1))] = int(size.group(1))
+        return found
 
     def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
         """The raw bytes and INTERNALDATE of ``uids`` (BODY.PEEK: \\Seen stays untouched)."""

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: At most this many bytes of raw mail in one batch (a bigger message is a batch of its
+#: own): a folder of large attachments must not put gigabytes in flight.
+BATCH_BYTES = 16 * 1024 * 1024
+
 HASH_PREFIX = "x1:"  # Connect's hashes were bare MD5 hex; ours never collide with them.
 _SPLIT = re.compile(rb"\r?\n\r?\n")
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")

@@ -17,7 +17,14 @@ from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.mail import make_message
 from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import AccountResult, AccountSync, Backoff, SyncListener, _Watermark
+from xtmail.sync.engine import (
+    AccountResult,
+    AccountSync,
+    Backoff,
+    SyncListener,
+    _chunks,
+    _Watermark,
+)
 from xtmail.sync.errors import (
     AuthenticationFailed,
     CertificateError,
@@ -229,6 +236,31 @@ def test_a_refused_second_writer_connection_leaves_one_writer(
     assert result.error is None and result.retries == 0
     assert result.imported == 60 and len(opened) == 1
     assert counts(conn, key(dovecot, imap_user)) == (60, 60, 60)
+
+
+def test_batches_are_bounded_by_bytes_too(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    big = ("0123456789" * 7 + "abcdef\r\n") * 4000  # about 312 KB
+    dovecot.seed_maildir(imap_user.user, "INBOX",
+                         [make_message(subject=f"big {i}", body=big) for i in range(7)])
+    recorder = Recorder()
+    sync = make_sync(db_dsn, dovecot, imap_user, listener=recorder)
+    sync.batch_bytes = 700_000  # two of them, not three
+    result = run_once(sync)
+    assert result.error is None and result.imported == 7
+    done = [d for _, d, _ in recorder.progress_calls]
+    assert sorted(b - a for a, b in itertools.pairwise(done)) == [1, 2, 2, 2]
+    assert counts(conn, key(dovecot, imap_user)) == (7, 7, 7)
+
+
+def test_chunks_by_count_and_bytes() -> None:
+    sizes = {1: 10, 2: 10, 3: 500, 4: 10, 5: 10, 6: 10, 7: 10}
+    assert _chunks([1, 2, 3, 4, 5, 6, 7], 3, sizes, 100) == [[1, 2], [3], [4, 5, 6], [7]]
+    # A UID without a size (expunged meanwhile) weighs nothing; no sizes: by count alone.
+    assert _chunks([1, 2, 8], 5, sizes, 15) == [[1], [2, 8]]
+    assert _chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
 
 
 def test_watermark_vouches_only_for_committed_runs() -> None:

@@ -508,6 +508,15 @@ def test_a_refused_extra_writer_leaves_the_import_on_one(db_dsn: str, tmp_path: 
         assert count(conn, "SELECT count(*) FROM xtbatch.eml") == 9
 
 
+def test_import_batches_are_bounded_by_bytes_too() -> None:
+    from xtmail.sync.bulk import ImportSummary, _batches
+
+    items = [Incoming(b"x" * n) for n in (10, 10, 500, 10, 10, 10, 10)]
+    batches = _batches(iter(items), 3, ImportSummary(), max_bytes=100)
+    # A batch ends with the message that reaches the limit (the input is a stream).
+    assert [[len(i.raw) for i in b] for b in batches] == [[10, 10, 500], [10, 10, 10], [10]]
+
+
 def test_writers_must_be_positive(db_dsn: str, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
