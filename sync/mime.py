@@ -165,7 +165,7 @@ def _codec_for(charset: str | None) -> str | None:
         name = _CHARSET_OVERRIDES.get(name, name)
         # lookup() also finds base64, rot13, zlib...: codecs that are not text encodings.
         b"".decode(name)
-    except (LookupError, UnicodeError):
+    except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the label
         return None
     return name
 

@@ -248,6 +248,19 @@ def test_unknown_charset_body_still_decoded() -> None:
     assert any("x-unknown" in d for d in parsed.defects)
 
 
+def test_charset_label_with_a_nul_is_an_unknown_charset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by fuzzing: codecs.lookup() raises ValueError for a NUL, and the whole message
+    # fell back to the raw reading (no MIME at all).
+    raw = make("Content-Type: text/plain; charset=\"utf\x00-8\"", body="Grüße")
+    with caplog.at_level(logging.ERROR, logger="xtmail.sync.mime"):
+        parsed = parse_message(raw)
+    assert parsed.body_text == "Grüße"
+    assert not caplog.records
+    assert any("unknown charset" in d for d in parsed.defects)
+
+
 def test_unknown_charset_latin1_bytes_still_decoded() -> None:
     raw = make("Content-Type: text/plain; charset=x-unknown", body="Gr\xfc\xdfe".encode("latin-1"))
     assert parse_message(raw).body_text == "Grüße"
