@@ -19,6 +19,7 @@ Concurrency (several importers, desktop and headless, on one database):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from collections import defaultdict
@@ -87,31 +88,99 @@ def write_batch(
     threshold = conn.prepare_threshold
     conn.prepare_threshold = None
     try:
-        for attempt in range(1, _RETRIES + 1):
-            try:
-                with conn.transaction():
-                    return _write(conn, items, prepared, policy, source, extra_ties, on_state)
-            except (
-                psycopg.errors.DeadlockDetected,
-                psycopg.errors.SerializationFailure,
-                psycopg.errors.UniqueViolation,
-            ) as exc:
-                # A concurrent importer stored some of the same messages first (unique
-                # hash), or the two batches locked rows in another order: run it again;
-                # the next try finds those messages stored.
-                if attempt == _RETRIES:
-                    raise
-                log.info("batch of %d met a concurrent importer (%s); retrying (%d)",
-                         len(items), type(exc).__name__, attempt)
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise PermissionDenied(
-                    f"The database refused to store mail: {exc.diag.message_primary}",
-                    hint="Ask an administrator to grant your role access to the xtbatch "
-                    "and xtmail schemas.",
-                ) from exc
+        try:
+            return _write_retrying(conn, items, prepared, policy, source, extra_ties, on_state)
+        except psycopg.errors.DataError as exc:
+            return _write_one_by_one(conn, items, prepared, policy, source, extra_ties,
+                                     on_state, exc)
     finally:
         conn.prepare_threshold = threshold
+
+
+def _write_retrying(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    prepared: Sequence[PreparedMessage],
+    policy: ImportPolicy,
+    source: str,
+    extra_ties: Sequence[tuple[str, int]],
+    on_state: Callable[[psycopg.Connection], None] | None,
+) -> BatchResult:
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            with conn.transaction():
+                return _write(conn, items, prepared, policy, source, extra_ties, on_state)
+        except (
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+            psycopg.errors.UniqueViolation,
+        ) as exc:
+            # A concurrent importer stored some of the same messages first (unique
+            # hash), or the two batches locked rows in another order: run it again;
+            # the next try finds those messages stored.
+            if attempt == _RETRIES:
+                raise
+            log.info("batch of %d met a concurrent importer (%s); retrying (%d)",
+                     len(items), type(exc).__name__, attempt)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied(
+                f"The database refused to store mail: {exc.diag.message_primary}",
+                hint="Ask an administrator to grant your role access to the xtbatch "
+                "and xtmail schemas.",
+            ) from exc
     raise AssertionError("unreachable")
+
+
+def _write_one_by_one(
+    conn: psycopg.Connection,
+    items: Sequence[Incoming],
+    prepared: Sequence[PreparedMessage],
+    policy: ImportPolicy,
+    source: str,
+    extra_ties: Sequence[tuple[str, int]],
+    on_state: Callable[[psycopg.Connection], None] | None,
+    error: psycopg.errors.DataError,
+) -> BatchResult:
+    """The database refused a value parsed from a message of the batch (a parser bug let
+    through something it cannot hold). Store the messages one by one, so that the others
+    go in as usual; one still refused is kept by its raw bytes without its parsed fields,
+    and its defects say why. A folder never sticks on one message."""
+    from .importer import BatchResult
+
+    log.warning("the database refused a batch of %d (%s); storing its messages one by one",
+                len(items), error.diag.message_primary)
+    total = BatchResult()
+    last = len(items) - 1
+    for index, (item, parsed) in enumerate(zip(items, prepared, strict=True)):
+        state = on_state if index == last else None  # with the last: all others committed
+        try:
+            if len(items) == 1:
+                raise error
+            part = _write_retrying(conn, [item], [parsed], policy, source, extra_ties, state)
+        except psycopg.errors.DataError as exc:
+            warning = (f"A message could not be stored with its parsed fields (the database "
+                       f"refused them: {exc.diag.message_primary}); it is kept by its raw "
+                       f"bytes, with no addresses, text or ties.")
+            log.warning("%s Identity %s.", warning, parsed.hash)
+            part = _write_retrying(conn, [item], [_bare(parsed, exc)], policy, source,
+                                   extra_ties, state)
+            part.warnings.append(warning)
+        total.eml_ids += part.eml_ids
+        total.new += part.new
+        total.ties.update(part.ties)
+        total.contacts_created += part.contacts_created
+        total.warnings += [w for w in part.warnings if w not in total.warnings]
+    return total
+
+
+def _bare(parsed: PreparedMessage, error: psycopg.errors.DataError) -> PreparedMessage:
+    """``parsed`` with nothing the database could refuse: identity, date, size, raw bytes."""
+    why = (error.diag.message_primary or type(error).__name__).replace("\x00", "")
+    return dataclasses.replace(
+        parsed, subject="", body="", message_id=None, in_reply_to=None, references=(),
+        reply_to=None, list_id=None, attachments_json="[]", addresses=(), refs=(), search="",
+        defects=(f"stored without its parsed fields: the database refused them ({why})",),
+    )
 
 
 def _write(

@@ -149,6 +149,50 @@ def test_missing_path_is_a_clear_error(db_dsn: str, capsys: pytest.CaptureFixtur
 # -- rule 5: stored once ---------------------------------------------------------------------------
 
 
+def test_nul_and_surrogates_in_any_header_are_stored(conn: psycopg.Connection) -> None:
+    raw = (b"From: Ann <ann@example.com>\r\nSubject: odd\r\n"
+           b"Message-ID: <a\x00b@example.com>\r\nList-Id: <l\x00ist>\r\n"
+           b"Content-Type: \x00multipart/mixed; boundary=XX\r\n\r\n"
+           b"--XX\r\nContent-Type: text/plain\r\n\r\nHello\r\n--XX--\r\n")
+    eml_id = import_one(conn, raw)
+    stored = conn.execute("SELECT eml_msg FROM xtbatch.eml WHERE eml_id = %s", (eml_id,))
+    assert bytes(stored.fetchone()[0]) == raw  # type: ignore[index]
+    # Stored with its parsed fields (not by the one-by-one fallback's raw bytes only).
+    assert count(conn, "SELECT count(*) FROM xtmail.msg JOIN xtbatch.eml ON eml_id = msg_eml_id"
+                 " WHERE msg_eml_id = %s AND eml_subj = 'odd' AND msg_list_id IS NOT NULL"
+                 " AND msg_message_id LIKE 'a%%b@example.com'", eml_id) == 1
+
+
+def test_a_batch_the_database_refuses_is_stored_one_by_one(conn: psycopg.Connection) -> None:
+    """A parser bug letting through a value PostgreSQL cannot hold must not stick a folder:
+    the other messages go in as usual, the refused one by its raw bytes."""
+    import dataclasses
+
+    raws = [make_message(subject=f"one of three {i}", sender=f"p{i}@example.org")
+            for i in range(3)]
+    prepared = [prepare(raw) for raw in raws]
+    prepared[1] = dataclasses.replace(  # as if prepare() had let a NUL through
+        prepared[1], attachments_json='[{"filename": "a\\u0000b"}]')
+    items = [Incoming(raw, Location("poison", "INBOX", 1, i + 1)) for i, raw in enumerate(raws)]
+    states: list[int] = []
+    result = store.write_batch(conn, items, prepared, policy=ImportPolicy(), source="imap",
+                               on_state=lambda c: states.append(len(states)))
+    assert result.new == [True, True, True] and len(set(result.eml_ids)) == 3
+    assert states == [0]  # the caller's state, once, with the last message
+    assert len(result.warnings) == 1 and "raw bytes" in result.warnings[0]
+    rows = conn.execute(
+        """SELECT e.eml_msg, e.eml_subj, m.msg_defects FROM xtbatch.eml e
+             JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id WHERE e.eml_id = ANY(%s)
+            ORDER BY e.eml_id""", (result.eml_ids,)).fetchall()
+    by_id = dict(zip(sorted(result.eml_ids), rows, strict=True))
+    refused = by_id[result.eml_ids[1]]
+    assert bytes(refused[0]) == raws[1] and refused[1] == ""
+    assert "stored without its parsed fields" in refused[2][0]
+    assert [by_id[result.eml_ids[i]][1] for i in (0, 2)] == ["one of three 0", "one of three 2"]
+    # The good ones are tied to their senders' (new) contacts; the refused one to nothing.
+    assert set(result.ties) == {result.eml_ids[0], result.eml_ids[2]}
+
+
 def test_same_message_from_two_folders_is_stored_once(conn: psycopg.Connection) -> None:
     raw = make_message(subject="Quarterly numbers")
     delivered = b"Received: from mx.example by mail.ourco.example\r\nDelivered-To: bob@ourco\r\n"
