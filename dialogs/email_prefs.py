@@ -382,6 +382,8 @@ class EmailPreferencesPage(QWidget):
         self.progressBar.setFormat(f"{folder}: %v / %m")
 
     def _on_error(self, kind: str, message: str) -> None:
+        if kind == "warning":  # the sync goes on; the user may still have to act
+            message = self.tr("Warning: %1").replace("%1", message)
         self.lastErrorLabel.setText(message)
 
     def _on_sync_finished(self, account: str, imported: int) -> None:

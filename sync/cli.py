@@ -229,6 +229,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             self.close()
             print(f"xtmail: {error.user_text()}", file=sys.stderr)
 
+        def warning(self, text: str) -> None:
+            tqdm.write(f"xtmail: warning: {text}", file=sys.stderr)
+
         def close(self) -> None:
             if self.bar is not None:
                 self.bar.close()

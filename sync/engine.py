@@ -137,6 +137,11 @@ class SyncListener:
     def error(self, kind: str, error: XtmailError) -> None:
         """Something went wrong; ``kind`` is one of :data:`ERROR_KINDS`."""
 
+    def warning(self, text: str) -> None:
+        """The sync goes on, but the user should know and may act: contacts could not be
+        created (a missing privilege), a message was kept by its raw bytes only. Each text
+        is reported once per pass over a folder."""
+
 
 #: The ``kind`` reported with an error: what the user must look at.
 ERROR_KINDS = ("authentication", "certificate", "config", "network", "database")
@@ -500,6 +505,7 @@ class _BatchWriters:
         self.marks = marks
         self.result = result
         self.done = 0
+        self.warned: set[str] = set()
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._importers = [Importer(conn, sync.policy) for conn in conns]
@@ -576,6 +582,10 @@ class _BatchWriters:
             # Under the lock: listeners see one call at a time, counts in order.
             if ties:
                 sync.listener.imported(ties)
+            for warning in stored.warnings:
+                if warning not in self.warned:
+                    self.warned.add(warning)
+                    sync.listener.warning(warning)
             sync.listener.progress(sync.account, sync.folder, self.done, self.total)
 
 

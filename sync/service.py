@@ -56,6 +56,9 @@ class _Bridge(SyncListener):
     def error(self, kind: str, error: XtmailError) -> None:
         self._post(self._service._report_error, kind, error.user_text())
 
+    def warning(self, text: str) -> None:
+        self._post(self._service._report_error, "warning", text)
+
 
 class SyncService(QObject):
     """Synchronizes the configured account's folders while the application runs.
@@ -64,7 +67,9 @@ class SyncService(QObject):
         progressChanged(str account, str folder, int done, int total): a batch was stored.
         statusChanged(str text): what the service is doing now, one line for a status area.
         errorOccurred(str kind, str message): ``kind`` is one of
-            :data:`xtmail.sync.engine.ERROR_KINDS`; the message says what to do.
+            :data:`xtmail.sync.engine.ERROR_KINDS`, or ``"warning"`` when the sync goes on
+            but the user should act (contacts not created for want of a privilege, a
+            message kept by its raw bytes only); the message says what to do.
         messagesImported(dict): new messages, eml_id -> list of (document code, id) ties;
             open Email tabs refresh from it.
         syncFinished(str account, int imported): a pass over all folders ended.

@@ -156,3 +156,40 @@ def test_connection_folders_ticking_and_sync(
     saved = load_settings(store)
     assert saved.folders == ("INBOX", "Projects/Acme")
     assert saved.account.pin_sha256 == page.pinEdit.text()
+
+
+def test_a_store_warning_shows_in_the_error_area(
+    qtbot: QtBot, qloop: qasync.QEventLoop, store: QSettings, memory_keyring: MemoryKeyring,
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    # The mail goes in, but xTuple refuses new contacts to a user without the privilege:
+    # the page says so, and what to do, while the sync carries on.
+    conn.execute(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
+    )
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
+                 "FUNCTION refuse()")
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(5, prefix="wn"))
+    service = SyncService(
+        SyncSettings(account=AccountSettings(host=dovecot.host, user=imap_user.user)),
+        KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
+    )
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
+                                service=service)
+    qtbot.addWidget(page)
+    fill_account(page, dovecot, imap_user)
+
+    async def scenario() -> None:
+        qtbot.mouseClick(page.startNowButton, Qt.MouseButton.LeftButton)
+        await until(lambda: "never" not in page.lastSyncLabel.text())
+        qtbot.mouseClick(page.stopButton, Qt.MouseButton.LeftButton)
+        await until(lambda: not service.isRunning())
+        await service.aclose()
+
+    qloop.run_until_complete(scenario())
+    assert "(5 new)" in page.lastSyncLabel.text()
+    text = page.lastErrorLabel.text()
+    assert text.startswith("Warning: New contacts were not created")
+    assert "privilege" in text

@@ -47,6 +47,7 @@ class Recorder(SyncListener):
         self.statuses: list[str] = []
         self.errors: list[tuple[str, XtmailError]] = []
         self.ties: dict[int, list[tuple[str, int]]] = {}
+        self.warnings: list[str] = []
 
     def progress(self, account: str, folder: str, done: int, total: int) -> None:
         self.progress_calls.append((folder, done, total))
@@ -59,6 +60,9 @@ class Recorder(SyncListener):
 
     def error(self, kind: str, error: XtmailError) -> None:
         self.errors.append((kind, error))
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
 
 
 def account_for(server: DovecotServer, user: str, **changes: object) -> AccountSettings:
@@ -236,6 +240,24 @@ def test_a_refused_second_writer_connection_leaves_one_writer(
     assert result.error is None and result.retries == 0
     assert result.imported == 60 and len(opened) == 1
     assert counts(conn, key(dovecot, imap_user)) == (60, 60, 60)
+
+
+def test_store_warnings_reach_the_listener_once_per_folder(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
+) -> None:
+    # xTuple's contact trigger refuses a user without the privilege: the mail still goes
+    # in, and the user is told once, not once per batch.
+    conn.execute(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
+    )
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
+                 "FUNCTION refuse()")
+    recorder = Recorder()
+    result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder, batch_size=10))
+    assert result.error is None and result.imported == 40
+    assert len(recorder.warnings) == 1
+    assert "privileges to maintain Contacts" in recorder.warnings[0]
 
 
 def test_batches_are_bounded_by_bytes_too(

@@ -121,6 +121,26 @@ def test_cli_with_keyring_password_and_summary(
     assert "INBOX: 0 new, 0 already stored (unchanged)" in capsys.readouterr().out
 
 
+def test_cli_prints_a_store_warning_once(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+    memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn.execute(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
+    )
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
+                 "FUNCTION refuse()")
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(9))
+    memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}",
+                                imap_user.password)
+    args = sync_args(dovecot, imap_user, db_dsn, "--quiet", "--batch-size", "3")
+    assert cli.main(args) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert "imported: 9" in captured.out
+    assert captured.err.count("xtmail: warning: New contacts were not created") == 1
+
+
 def test_cli_exit_codes(
     dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
     memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
