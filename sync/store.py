@@ -69,6 +69,18 @@ _ADDR_COPY = (
 )
 
 
+OnState = Callable[[psycopg.Connection], None] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Job:
+    """What every message of a batch is stored with."""
+
+    policy: ImportPolicy
+    source: str
+    extra_ties: tuple[tuple[str, int], ...]
+
+
 def write_batch(
     conn: psycopg.Connection,
     items: Sequence[Incoming],
@@ -85,14 +97,14 @@ def write_batch(
     # psycopg prepares a statement after its fifth run, and PostgreSQL then may switch to a
     # generic plan. The batch statements take arrays of varying length; their generic plans
     # were orders of magnitude slower (seen: 1,300 -> 50 messages/s).
+    job = _Job(policy, source, tuple(extra_ties))
     threshold = conn.prepare_threshold
     conn.prepare_threshold = None
     try:
         try:
-            return _write_retrying(conn, items, prepared, policy, source, extra_ties, on_state)
+            return _write_retrying(conn, items, prepared, job, on_state)
         except psycopg.errors.DataError as exc:
-            return _write_one_by_one(conn, items, prepared, policy, source, extra_ties,
-                                     on_state, exc)
+            return _write_one_by_one(conn, items, prepared, job, on_state, exc)
     finally:
         conn.prepare_threshold = threshold
 
@@ -101,15 +113,13 @@ def _write_retrying(
     conn: psycopg.Connection,
     items: Sequence[Incoming],
     prepared: Sequence[PreparedMessage],
-    policy: ImportPolicy,
-    source: str,
-    extra_ties: Sequence[tuple[str, int]],
-    on_state: Callable[[psycopg.Connection], None] | None,
+    job: _Job,
+    on_state: OnState,
 ) -> BatchResult:
     for attempt in range(1, _RETRIES + 1):
         try:
             with conn.transaction():
-                return _write(conn, items, prepared, policy, source, extra_ties, on_state)
+                return _write(conn, items, prepared, job, on_state)
         except (
             psycopg.errors.DeadlockDetected,
             psycopg.errors.SerializationFailure,
@@ -135,10 +145,8 @@ def _write_one_by_one(
     conn: psycopg.Connection,
     items: Sequence[Incoming],
     prepared: Sequence[PreparedMessage],
-    policy: ImportPolicy,
-    source: str,
-    extra_ties: Sequence[tuple[str, int]],
-    on_state: Callable[[psycopg.Connection], None] | None,
+    job: _Job,
+    on_state: OnState,
     error: psycopg.errors.DataError,
 ) -> BatchResult:
     """The database refused a value parsed from a message of the batch (a parser bug let
@@ -156,14 +164,13 @@ def _write_one_by_one(
         try:
             if len(items) == 1:
                 raise error
-            part = _write_retrying(conn, [item], [parsed], policy, source, extra_ties, state)
+            part = _write_retrying(conn, [item], [parsed], job, state)
         except psycopg.errors.DataError as exc:
             warning = (f"A message could not be stored with its parsed fields (the database "
                        f"refused them: {exc.diag.message_primary}); it is kept by its raw "
                        f"bytes, with no addresses, text or ties.")
             log.warning("%s Identity %s.", warning, parsed.hash)
-            part = _write_retrying(conn, [item], [_bare(parsed, exc)], policy, source,
-                                   extra_ties, state)
+            part = _write_retrying(conn, [item], [_bare(parsed, exc)], job, state)
             part.warnings.append(warning)
         total.eml_ids += part.eml_ids
         total.new += part.new
@@ -187,10 +194,8 @@ def _write(
     conn: psycopg.Connection,
     items: Sequence[Incoming],
     prepared: Sequence[PreparedMessage],
-    policy: ImportPolicy,
-    source: str,
-    extra_ties: Sequence[tuple[str, int]],
-    on_state: Callable[[psycopg.Connection], None] | None,
+    job: _Job,
+    on_state: OnState,
 ) -> BatchResult:
     from .importer import BatchResult
 
@@ -216,7 +221,7 @@ def _write(
     new_idx = sorted((i for h, i in first_of_hash.items() if h not in present),
                      key=lambda i: prepared[i].hash)
 
-    contact_of = _contacts_for(conn, [prepared[i] for i in new_idx], policy, result)
+    contact_of = _contacts_for(conn, [prepared[i] for i in new_idx], job.policy, result)
 
     new_ids = _allocate_eml_ids(conn, len(new_idx))
     eml_of_hash = dict(present)
@@ -227,7 +232,7 @@ def _write(
         result.new.append(idx in new_set)
 
     if new_idx:
-        _copy_messages(conn, items, prepared, new_idx, new_ids, source)
+        _copy_messages(conn, items, prepared, new_idx, new_ids, job.source)
         new = [(eml_id, prepared[idx]) for eml_id, idx in zip(new_ids, new_idx, strict=True)]
         ties: list[tuple[int, str, int]] = []
         for eml_id, p in new:
@@ -235,7 +240,8 @@ def _write(
                                     if a[1].lower() in contact_of}):
                 ties.append((eml_id, registry.CONTACT.code, cntct_id))
         ties += _resolve_references(conn, [(eml_id, p.refs) for eml_id, p in new])
-        ties += [(eml_id, code, doc_id) for eml_id in new_ids for code, doc_id in extra_ties]
+        ties += [(eml_id, code, doc_id) for eml_id in new_ids
+                 for code, doc_id in job.extra_ties]
         insert_ties(conn, ties)
         _inherit_reply_ties(conn, new)
         answered = _pass_ties_to_stored_replies(

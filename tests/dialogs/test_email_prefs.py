@@ -16,6 +16,7 @@ from pytestqt.qtbot import QtBot
 from tests.qtsupport import MemoryKeyring
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from tests.sync.xtuple import refuse_new_contacts
 from xtmail.dialogs.email_prefs import EmailPreferencesPage
 from xtmail.sync.credentials import KeyringCredentials
 from xtmail.sync.engine import Backoff
@@ -43,6 +44,22 @@ def fill_account(page: EmailPreferencesPage, server: DovecotServer, account: Ima
     page.userEdit.setText(account.user)
     page.passwordEdit.setText(account.password)
     page.caFileEdit.setText(str(server.ca_file) if ca else "")
+
+
+def page_with_service(
+    qtbot: QtBot, store: QSettings, server: DovecotServer, account: ImapAccount, dsn: str,
+    *, ca: bool = True,
+) -> tuple[SyncService, EmailPreferencesPage]:
+    """A preferences page driving a sync service, its account filled in as a user would."""
+    service = SyncService(
+        SyncSettings(account=AccountSettings(host=server.host, user=account.user)),
+        KeyringCredentials(), dsn, backoff=Backoff(initial=0.05, cap=0.5),
+    )
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
+                                service=service)
+    qtbot.addWidget(page)
+    fill_account(page, server, account, ca=ca)
+    return service, page
 
 
 def test_settings_persist_without_the_password(
@@ -97,14 +114,7 @@ def test_connection_folders_ticking_and_sync(
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(30, prefix="pg"))
     dovecot.seed_maildir(imap_user.user, "Projects/Acme",
                          iter_generated_messages(12, prefix="acme"))
-    service = SyncService(
-        SyncSettings(account=AccountSettings(host=dovecot.host, user=imap_user.user)),
-        KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
-    )
-    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
-                                service=service)
-    qtbot.addWidget(page)
-    fill_account(page, dovecot, imap_user, ca=False)
+    service, page = page_with_service(qtbot, store, dovecot, imap_user, db_dsn, ca=False)
 
     tested: list[bool] = []
     folder_changes: list[list[str]] = []
@@ -165,21 +175,9 @@ def test_a_store_warning_shows_in_the_error_area(
 ) -> None:
     # The mail goes in, but xTuple refuses new contacts to a user without the privilege:
     # the page says so, and what to do, while the sync carries on.
-    conn.execute(
-        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
-    )
-    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
-                 "FUNCTION refuse()")
+    refuse_new_contacts(conn)
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(5, prefix="wn"))
-    service = SyncService(
-        SyncSettings(account=AccountSettings(host=dovecot.host, user=imap_user.user)),
-        KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
-    )
-    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
-                                service=service)
-    qtbot.addWidget(page)
-    fill_account(page, dovecot, imap_user)
+    service, page = page_with_service(qtbot, store, dovecot, imap_user, db_dsn)
 
     async def scenario() -> None:
         qtbot.mouseClick(page.startNowButton, Qt.MouseButton.LeftButton)

@@ -16,6 +16,7 @@ import pytest
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.mail import make_message
+from tests.sync.xtuple import refuse_new_contacts
 from xtmail.sync.credentials import Credential, StaticCredentials
 from xtmail.sync.engine import (
     AccountResult,
@@ -247,12 +248,7 @@ def test_store_warnings_reach_the_listener_once_per_folder(
 ) -> None:
     # xTuple's contact trigger refuses a user without the privilege: the mail still goes
     # in, and the user is told once, not once per batch.
-    conn.execute(
-        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
-    )
-    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
-                 "FUNCTION refuse()")
+    refuse_new_contacts(conn)
     recorder = Recorder()
     result = run_once(make_sync(db_dsn, dovecot, seeded, listener=recorder, batch_size=10))
     assert result.error is None and result.imported == 40

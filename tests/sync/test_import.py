@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.sync.mail import make_message
+from tests.sync.xtuple import refuse_new_contacts
 from xtmail.sync import store
 from xtmail.sync.cli import main
 from xtmail.sync.importer import (
@@ -302,12 +303,7 @@ def test_contact_numbers_come_from_fetch_next_number_when_present(
 
 
 def test_trigger_refusing_contacts_keeps_the_mail(conn: psycopg.Connection) -> None:
-    conn.execute(
-        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
-    )
-    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
-                 "FUNCTION refuse()")
+    refuse_new_contacts(conn)
     conn.execute("ALTER TABLE cntct DISABLE TRIGGER refuse")
     known = add_contact(conn, "K1", "known@example.com")
     conn.execute("ALTER TABLE cntct ENABLE TRIGGER refuse")

@@ -14,6 +14,7 @@ import pytest
 from tests.qtsupport import MemoryKeyring
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from tests.sync.xtuple import refuse_new_contacts
 from xtmail.sync import cli
 
 MESSAGES = 1500
@@ -125,12 +126,7 @@ def test_cli_prints_a_store_warning_once(
     dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
     memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conn.execute(
-        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'You do not have privileges to maintain Contacts.'; END $$"""
-    )
-    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
-                 "FUNCTION refuse()")
+    refuse_new_contacts(conn)
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(9))
     memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}",
                                 imap_user.password)
