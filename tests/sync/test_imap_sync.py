@@ -22,6 +22,7 @@ from xtmail.sync.engine import (
     AccountResult,
     AccountSync,
     Backoff,
+    FolderState,
     SyncListener,
     _chunks,
     _Watermark,
@@ -297,6 +298,20 @@ def test_watermark_vouches_only_for_committed_runs() -> None:
     assert (last.uidvalidity, last.last_uid, last.highestmodseq) == (7, 11, 99)
     marks.commit(2, last)
     assert marks.complete and marks.final_written
+
+
+def test_side_by_side_last_commits_leave_the_final_state_to_the_pass() -> None:
+    selected = FolderStatus(uidvalidity=7, uidnext=12, highestmodseq=99, messages=6)
+    marks = _Watermark([[1, 2, 3], [4, 5, 6]], selected, last=0, final_last=11)
+    # Both batches reach their state update before either has committed.
+    first, second = marks.state_with(0), marks.state_with(1)
+    assert (first.last_uid, first.highestmodseq) == (3, None)
+    assert (second.last_uid, second.highestmodseq) == (0, None)
+    marks.commit(1, second)
+    marks.commit(0, first)
+    # All stored, but no transaction vouched for the folder: FolderSync writes it after.
+    assert marks.complete and not marks.final_written
+    assert marks.final_state() == FolderState(7, 11, 99)
 
 
 def test_uidvalidity_change_rescans_without_duplicates(
