@@ -60,3 +60,43 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024
+
+
+def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
+    """Process id -> (program name, CPU seconds (user + system) used so far), for every
+    process, read from /proc; empty where there is none.
+
+    Take it before and after a run and subtract (:func:`cpu_used`): processes started in
+    between count from zero, processes that ended in between are missed.
+    """
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    used: dict[str, tuple[str, float]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return used
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[entry.name] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return used
+
+
+def cpu_used(
+    before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]
+) -> dict[str, float]:
+    """Program name -> CPU seconds between two :func:`cpu_seconds_by_program` readings
+    (kernel threads change their names: a process is known by its id)."""
+    total: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        earlier = before.get(pid, (name, 0.0))[1]
+        total[name] = total.get(name, 0.0) + seconds - earlier
+    return {name: round(s, 2) for name, s in sorted(total.items(), key=lambda kv: -kv[1])
+            if s >= 0.05}

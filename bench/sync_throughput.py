@@ -6,7 +6,9 @@ Seeds N realistic messages (bench/messages.py) into a throwaway Dovecot, times a
 ``AccountSync`` pass (fetch, parse in W processes, store with C connections, associate)
 into a fresh database, then a plain imaplib ``UID FETCH 1:* BODY.PEEK[]`` of the same
 mailbox (the floor). ``peak_rss_mb`` is the process's peak during the sync, before that raw
-fetch (which holds the whole mailbox in memory). Prints as its last lines
+fetch (which holds the whole mailbox in memory). It also prints the CPU seconds each
+program (PostgreSQL, Dovecot, Python) used during the sync, from /proc. Prints as its last
+lines
 ``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.2).
 """
 
@@ -23,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 import common  # noqa: F401  # puts the repo on sys.path
 import psycopg
 
-from bench.common import fresh_database, peak_rss_mb
+from bench.common import cpu_seconds_by_program, cpu_used, fresh_database, peak_rss_mb
 from bench.messages import generate
 from tests.servers.dovecot import DovecotServer
 from xtmail.sync.credentials import Credential, StaticCredentials
@@ -95,9 +97,11 @@ def main() -> None:
                     lambda: psycopg.connect(dsn, autocommit=True), executor=executor,
                     writers=args.writers,
                 )
+                cpu_before = cpu_seconds_by_program()
                 start = time.perf_counter()
                 result = sync.run_once()
                 elapsed = time.perf_counter() - start
+                cpu = cpu_used(cpu_before, cpu_seconds_by_program())
                 sync.close()
                 assert result.error is None, result.error
                 assert result.imported == args.n, result
@@ -114,6 +118,9 @@ def main() -> None:
     raw_rate = raw_fetch_count / raw_elapsed
     print(f"sync: {args.n} messages in {elapsed:.1f} s with {args.workers} parsing processes "
           f"and {args.writers} writers")
+    # Where the CPU went during the sync (python: this process and the parse processes).
+    print("cpu seconds during the sync: "
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items()))
     print(f"peak_rss_mb: {sync_peak:.0f}")
     print(f"sync_messages_per_s: {sync_rate:.0f}")
     print(f"raw_fetch_messages_per_s: {raw_rate:.0f}")
