@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
+from imap_tools.utils import encode_folder
 
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
@@ -424,6 +425,28 @@ def test_folders_with_special_use_and_since(
     dovecot.append(imap_user.user, imap_user.password, "Projects/Acme", make_message())
     result = run_once(make_sync(db_dsn, dovecot, imap_user, folders=("Projects/Acme",)))
     assert result.imported == 1
+
+
+def test_folder_with_a_non_ascii_name(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    # "Aufträge" (orders) travels as modified UTF-7 (RFC 3501 5.1.3): "Auftr&AOQ-ge".
+    name = "Aufträge/Müller & Söhne"
+    with dovecot.login(imap_user.user, imap_user.password) as imap:
+        encoded = encode_folder(name)
+        assert imap.create(encoded)[0] == "OK"
+        assert imap.append(encoded, "()", None, make_message(subject="PO 4711"))[0] == "OK"
+    with ImapConnection(account_for(dovecot, imap_user.user),
+                        Credential(AuthMethod.PASSWORD, imap_user.password)) as imap:
+        assert name in {f.name for f in imap.list_folders()}
+    result = run_once(make_sync(db_dsn, dovecot, imap_user, folders=(name,)))
+    assert result.error is None and result.imported == 1
+    row = conn.execute("SELECT loc_mailbox FROM xtmail.location").fetchone()
+    assert row == (name,)
+    # The next pass finds it unchanged (STATUS with the encoded name).
+    again = run_once(make_sync(db_dsn, dovecot, imap_user, folders=(name,)))
+    assert [f.skipped for f in again.folders] == ["unchanged"]
 
 
 def test_missing_folder_is_a_config_error(
