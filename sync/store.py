@@ -393,19 +393,21 @@ def _contacts_for(
     """
     names: dict[str, str] = {}
     creatable: set[str] = set()
+    allowed: dict[str, bool] = {}  # may_create once per address, not once per occurrence
     for p in messages:
+        may = policy.create_contacts and not (policy.exclude_bulk and p.is_bulk)
         for _, addr, name in p.addresses:
             key = addr.lower()
             if name and not names.get(key):
                 names[key] = name
             else:
                 names.setdefault(key, name)
-            if (
-                policy.create_contacts
-                and not (policy.exclude_bulk and p.is_bulk)
-                and policy.may_create(key)
-            ):
-                creatable.add(key)
+            if may:
+                ok = allowed.get(key)
+                if ok is None:
+                    ok = allowed[key] = policy.may_create(key)
+                if ok:
+                    creatable.add(key)
     matched = match_contacts(conn, sorted(names))
     contact_of = {addr: min(ids) for addr, ids in matched.items()}
     to_create = sorted(creatable - contact_of.keys())
