@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 #: First key of our advisory locks ("xtml"): keeps them apart from other applications' locks.
 LOCK_CLASS = 0x78746D6C
 DEFAULT_BATCH = 250
+#: Messages up to this size are not asked their exact size when batches are cut.
+SMALL_MESSAGE = 64 * 1024
 #: Database connections storing a folder's batches side by side (see FolderSync).
 DEFAULT_WRITERS = 2
 #: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
@@ -262,17 +264,17 @@ def unlock_folder(conn: psycopg.Connection, account: str, folder: str) -> None:
 
 def _chunks(
     uids: Sequence[int], size: int, sizes: dict[int, int] | None = None,
-    max_bytes: int = BATCH_BYTES,
+    max_bytes: int = BATCH_BYTES, unknown: int = 0,
 ) -> list[Sequence[int]]:
-    """Batches of at most ``size`` UIDs and, by the messages' ``sizes``, ``max_bytes`` (a
-    larger message is a batch of its own)."""
-    if not sizes:
+    """Batches of at most ``size`` UIDs and, by the messages' ``sizes`` (``unknown`` for a
+    UID without one), ``max_bytes`` (a larger message is a batch of its own)."""
+    if sizes is None:
         return [uids[i : i + size] for i in range(0, len(uids), size)]
     chunks: list[Sequence[int]] = []
     current: list[int] = []
     held = 0
     for uid in uids:
-        length = sizes.get(uid, 0)
+        length = sizes.get(uid, unknown)
         if current and (len(current) >= size or held + length > max_bytes):
             chunks.append(current)
             current, held = [], 0
@@ -371,8 +373,14 @@ class FolderSync:
                 uids = [uid for uid in uids if uid not in done_above]
         total = len(uids)
         self.listener.progress(self.account, self.folder, 0, total)
-        sizes = self.imap.sizes(uids) if len(uids) > 1 else None
-        chunks = _chunks(uids, self.batch_size, sizes, self.batch_bytes)
+        # Sizes of the large messages only; the others count as SMALL_MESSAGE, so that 250
+        # of them still make one batch (250 x 64 KiB is just under 16 MiB).
+        sizes: dict[int, int] | None = None
+        if len(uids) > 1:
+            wanted = set(uids)
+            large = [u for u in self.imap.uids_larger(last, SMALL_MESSAGE) if u in wanted]
+            sizes = self.imap.sizes(large) if large else {}
+        chunks = _chunks(uids, self.batch_size, sizes, self.batch_bytes, SMALL_MESSAGE)
         if chunks:
             self._import(chunks, selected, last, final_last, result)
         if not chunks and (state is None or rescan or final_last != state.last_uid

@@ -281,6 +281,8 @@ def test_chunks_by_count_and_bytes() -> None:
     # A UID without a size (expunged meanwhile) weighs nothing; no sizes: by count alone.
     assert _chunks([1, 2, 8], 5, sizes, 15) == [[1], [2, 8]]
     assert _chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    # Messages not asked their size count as `unknown` (the small-message bound).
+    assert _chunks([1, 2, 3, 4, 5], 9, {}, 25, unknown=10) == [[1, 2], [3, 4], [5]]
 
 
 def test_watermark_vouches_only_for_committed_runs() -> None:
