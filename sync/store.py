@@ -242,8 +242,7 @@ def _write(
         ties += _resolve_references(conn, [(eml_id, p.refs) for eml_id, p in new])
         ties += [(eml_id, code, doc_id) for eml_id in new_ids
                  for code, doc_id in job.extra_ties]
-        insert_ties(conn, ties)
-        _inherit_reply_ties(conn, new)
+        insert_ties(conn, ties + _inherited_ties(conn, new, ties))
         answered = _pass_ties_to_stored_replies(
             conn, {eml_id: p.message_id for eml_id, p in new if p.message_id}
         )
@@ -609,45 +608,62 @@ def _resolve_references(
     return ties
 
 
-_INHERIT = """
-INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
-SELECT DISTINCT m.msg_eml_id, pa.emlassc_type, pa.emlassc_assc_id
-  FROM xtmail.msg m
-  JOIN xtmail.msg p
-    ON p.msg_message_id = ANY(m.msg_references || m.msg_in_reply_to)
-   AND p.msg_eml_id <> m.msg_eml_id
+# The document ties (not contact ties) of the stored messages carrying these Message-IDs.
+_PARENT_TIES = """
+SELECT p.msg_message_id, p.msg_eml_id, pa.emlassc_type, pa.emlassc_assc_id
+  FROM xtmail.msg p
   JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
- WHERE m.msg_eml_id = ANY(%s::int[]) AND {new}
-ON CONFLICT DO NOTHING
+ WHERE p.msg_message_id = ANY(%s::text[])
 """
 
 
-def _inherit_reply_ties(
-    conn: psycopg.Connection, new: Sequence[tuple[int, PreparedMessage]]
-) -> None:
-    """Rule 3: a reply gets the document ties of the stored messages it answers.
+def _inherited_ties(
+    conn: psycopg.Connection,
+    new: Sequence[tuple[int, PreparedMessage]],
+    ties: Sequence[tuple[int, str, int]],
+) -> list[tuple[int, str, int]]:
+    """Rule 3: a reply gets the document ties of the messages it answers.
 
-    Contact ties are not inherited: those come from the reply's own addresses. Only
-    messages that answer something are looked at; the pass is repeated for the replies to
-    messages of this same batch, so that a chain arriving together (reply to a reply)
-    passes ties all the way down.
+    Contact ties are not inherited: those come from the reply's own addresses. The parents
+    are stored messages (one lookup by Message-ID for the whole batch) and messages of this
+    batch, whose ties are ``ties``; repeated so that a chain arriving together (reply to a
+    reply) passes ties all the way down. Returns the ties to add.
     """
-    replies = [(eml_id, p) for eml_id, p in new if p.in_reply_to or p.references]
-    if not replies:
-        return
-    in_batch = {p.message_id for _, p in new if p.message_id}
-    chained = [
-        eml_id for eml_id, p in replies
-        if p.in_reply_to in in_batch or not in_batch.isdisjoint(p.references)
-    ]
-    query = sql.SQL(_INHERIT).format(
-        new=_tie_is_new(conn, "m.msg_eml_id", "pa.emlassc_type", "pa.emlassc_assc_id")
-    )
-    ids = [eml_id for eml_id, _ in replies]
-    for _ in range(8):
-        if conn.execute(query, (ids,)).rowcount == 0 or not chained:
+    answers = {eml_id: (*p.references, *((p.in_reply_to,) if p.in_reply_to else ()))
+               for eml_id, p in new if p.in_reply_to or p.references}
+    if not answers:
+        return []
+    new_ids = {eml_id for eml_id, _ in new}
+    stored: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+    wanted = sorted({mid for mids in answers.values() for mid in mids})
+    for mid, parent, code, assc in conn.execute(_PARENT_TIES, (wanted,)):
+        if parent not in new_ids:  # this batch's messages: their ties are ``ties``
+            stored[mid].append((parent, code, assc))
+    in_batch: dict[str, list[int]] = defaultdict(list)
+    for eml_id, p in new:
+        if p.message_id:
+            in_batch[p.message_id].append(eml_id)
+    held: dict[int, set[tuple[str, int]]] = defaultdict(set)  # document ties per new message
+    for eml_id, code, assc in ties:
+        if code != registry.CONTACT.code:
+            held[eml_id].add((code, assc))
+    added: list[tuple[int, str, int]] = []
+    for _ in range(8):  # a chain of replies within one batch; deeper ones are absurd
+        before = len(added)
+        for eml_id, mids in answers.items():
+            mine = held[eml_id]
+            for mid in mids:
+                gained = {(code, assc) for parent, code, assc in stored.get(mid, ())
+                          if parent != eml_id}
+                for parent in in_batch.get(mid, ()):
+                    if parent != eml_id:
+                        gained |= held[parent]
+                for code, assc in gained - mine:
+                    mine.add((code, assc))
+                    added.append((eml_id, code, assc))
+        if len(added) == before:
             break
-        ids = chained
+    return added
 
 
 _TIES_DOWN = """
