@@ -174,34 +174,31 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
         if key not in seen:
             seen.add(key)
             unique_refs.append(key)
-    # Every text the database gets goes through _storable: one malformed header must not
-    # make PostgreSQL refuse the batch (the raw bytes keep the original).
     attachments = [
-        {"filename": _storable_or_none(a.filename), "content_type": _storable(a.content_type),
-         "size": a.size}
+        {"filename": a.filename, "content_type": a.content_type, "size": a.size}
         for a in parsed.attachments
     ]
     return PreparedMessage(
         hash=identity_hash(raw),
         date=parsed.date,
-        subject=_storable(parsed.subject),
-        body=_storable(parsed.body_text),
-        message_id=_storable_or_none(parsed.message_id),
-        in_reply_to=_storable_or_none(parsed.in_reply_to),
-        references=tuple(map(_storable, parsed.references)),
-        reply_to=_storable(", ".join(a.addr for a in parsed.reply_to)) or None,
-        list_id=_storable_or_none(parsed.list_id),
+        subject=_no_nul(parsed.subject),
+        body=_no_nul(parsed.body_text),
+        message_id=parsed.message_id,
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        reply_to=", ".join(a.addr for a in parsed.reply_to) or None,
+        list_id=parsed.list_id,
         is_bulk=parsed.is_bulk,
         size=len(raw),
         attachments_json=json.dumps(attachments, ensure_ascii=False),
-        defects=tuple(map(_storable, parsed.defects)),
-        addresses=tuple((k, _storable(a), _storable(n)) for k, a, n in addresses),
+        defects=parsed.defects,
+        addresses=tuple((k, _no_nul(a), _no_nul(n)) for k, a, n in addresses),
         refs=tuple(unique_refs),
-        search=_storable(search_document(
+        search=search_document(
             parsed.subject,
             " ".join(f"{a[1]} {a[2]}" for a in addresses),
             parsed.body_text,
-        )),
+        ),
     )
 
 
@@ -260,24 +257,9 @@ def search_query(text: str) -> str | None:
     return " & ".join(terms)
 
 
-def _storable(text: str) -> str:
-    """``text`` as PostgreSQL and psycopg take it: text cannot hold NUL (nor jsonb
-    ``\\u0000``), and lone surrogates do not encode. Both become U+FFFD."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-    return text
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _storable_or_none(text: str | None) -> str | None:
-    return None if text is None else _storable(text)
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; the raw bytes (bytea) keep the original.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _prepare_args(args: tuple[bytes, datetime | None]) -> PreparedMessage:

@@ -117,7 +117,8 @@ class _Context:
         self.hint: str | None = None
 
     def note(self, text: str) -> None:
-        self.defects.append(text)
+        # Notes quote what they found (a content type, a charset label): storable text only.
+        self.defects.append(_clean(text))
 
 
 # --------------------------------------------------------------------------- text decoding
@@ -734,7 +735,7 @@ def _attach(out: _Body, entity: _Entity, ctx: _Context) -> None:
         # RFC 2047 words inside a quoted filename are against the rules and everywhere.
         filename = _clean(_fold(_decode_words(_unraw(filename, "filename", ctx), "filename", ctx)))
     size = _decoded_size(entity, f"attachment {filename or entity.ctype}", ctx)
-    out.attachments.append(Attachment(filename or None, entity.ctype, size))
+    out.attachments.append(Attachment(filename or None, _clean(entity.ctype), size))
 
 
 def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: bool) -> None:

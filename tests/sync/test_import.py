@@ -370,15 +370,13 @@ def test_reply_inherits_hand_ties_of_every_parent_sharing_the_id(
     order = add_document(conn, "cohead", "cohead_number", "77")
     policy = ImportPolicy(create_contacts=False)
     one = import_one(conn, make_message(message_id="<same@x>", subject="one"), policy)
-    two = import_one(conn, make_message(message_id="<same@x>", subject="two [xtref:S-77]"),
-                     policy)
+    import_one(conn, make_message(message_id="<same@x>", subject="two [xtref:S-77]"), policy)
     store.insert_ties(conn, [(one, "Q", quote)])  # attached by hand
     selfish = make_message(message_id="<self@x>", references="<self@x>", subject="me")
     reply = make_message(message_id="<r-same@x>", in_reply_to="<same@x>", subject="RE")
     result = Importer(conn, policy).import_batch([Incoming(selfish), Incoming(reply)])
     assert ties_of(conn, result.eml_ids[0]) == set()
     assert ties_of(conn, result.eml_ids[1]) == {("Q", quote), ("S", order)}
-    assert two != one
 
 
 def test_reply_chain_inside_one_batch(conn: psycopg.Connection) -> None:

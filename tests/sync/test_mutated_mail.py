@@ -2,7 +2,7 @@
 
 A fixed seed makes the damage the same in every run. Fuzzing this way found a charset label
 with a NUL that threw the parser off (mime._codec_for) and a NUL in a Content-Type that made
-PostgreSQL refuse a whole batch (importer._storable).
+PostgreSQL refuse a whole batch (mime._attach now cleans it like every text it returns).
 """
 
 from __future__ import annotations
