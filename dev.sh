@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 SYSTEM_PACKAGES_RUN=(postgresql postgresql-contrib libegl1 libgl1 libxkbcommon0 libfontconfig1
-  libfreetype6 libglib2.0-0 libdbus-1-3 libx11-6 libxcb1 python3-venv)
+  libfreetype6 libglib2.0-0 libdbus-1-3 libx11-6 libxcb1 python3-venv
+  gcc python3-dev)  # gcc and the headers build the optional C text loops (sync/_speedups.c)
 SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl designer-qt6
   python3-pyqt6.qtdesigner poppler-utils)
 
@@ -54,7 +55,8 @@ make_venv() {
     "$(python_bin)" -m venv "$VENV"
   fi
   local stamp="$VENV/.installed-$extras"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+     || [ sync/_speedups.c -nt "$stamp" ]; then
     log "installing xtmail${extras:+[$extras]} into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
     touch "$stamp"

@@ -84,6 +84,8 @@ def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if entry.name == str(os.getpid()):
+            name = "this process"  # apart from the other Python processes (parse workers)
         fields = stat[stat.rindex(")") + 2 :].split()
         used[entry.name] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return used

@@ -31,6 +31,8 @@ from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datet
 from html import unescape as unescape_html
 from typing import Any, TypeAlias
 
+from .textops import newlines_to_lf
+
 __all__ = ["Address", "Attachment", "ParsedMessage", "html_to_text", "parse_message"]
 
 log = logging.getLogger(__name__)
@@ -725,8 +727,7 @@ def _part_text(entity: _Entity, kind: str, ctx: _Context) -> str:
             charset = sniffed.group(1).decode("ascii").lower()
     if ctx.hint is None:
         ctx.hint = charset
-    text = _decode_bytes(data, charset, what, ctx)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return newlines_to_lf(_decode_bytes(data, charset, what, ctx))
 
 
 def _attach(out: _Body, entity: _Entity, ctx: _Context) -> None:
@@ -856,7 +857,7 @@ def html_to_text(html: str) -> str:
         # libxml2 silently drops what is nested deeper than 256 elements, and some broken
         # markup converts to nothing: the text without its tags is better than no body.
         text = _strip_tags(cleaned)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    text = newlines_to_lf(text).replace("\xa0", " ")
     text = _TRAILING_SPACE.sub("\n", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
 

@@ -34,7 +34,10 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
     code = "import importlib, sys\n" + "".join(
         f"m = importlib.import_module({name!r}); assert 'site-packages' in m.__file__, m\n"
         for name in MODULES
-    ) + "from xtmail.sync.schema import migrations; assert len(migrations()) >= 3\n"
+    ) + "from xtmail.sync.schema import migrations; assert len(migrations()) >= 3\n" + (
+        # The wheel carries the compiled text loops, not only their Python fallback.
+        "from xtmail.sync import textops; assert textops.COMPILED\n"
+    )
     subprocess.run([str(python), "-c", code], check=True, cwd=tmp_path)
     help_text = subprocess.run(
         [str(env_dir / "bin" / "xtmail"), "--help"], check=True, cwd=tmp_path,

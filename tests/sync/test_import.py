@@ -17,7 +17,6 @@ from xtmail.sync.importer import (
     ImportPolicy,
     Incoming,
     Location,
-    _crlf_to_lf,
     identity_hash,
     prepare,
 )
@@ -500,19 +499,6 @@ _HASHED = (b"Received: from a by b\r\nFrom: Ann <ann@example.com>\r\nSubject: He
 ])
 def test_identity_hash_is_fixed(raw: bytes, expected: str) -> None:
     assert identity_hash(raw) == expected
-
-
-@pytest.mark.parametrize("data", [
-    b"", b"a\r\nb\r\n", b"a\rb\r\n", b"\r\r\n", b"\r\n\r", b"\n\r\n", b"x\r", b"\r",
-])
-def test_crlf_to_lf_is_bytes_replace(data: bytes) -> None:
-    assert _crlf_to_lf(data) == data.replace(b"\r\n", b"\n")
-
-
-def test_crlf_to_lf_is_bytes_replace_on_the_corpus(corpus_files: list[Path]) -> None:
-    for path in corpus_files:
-        raw = path.read_bytes()
-        assert _crlf_to_lf(raw) == raw.replace(b"\r\n", b"\n"), path.name
 
 
 def test_parallel_writers_store_what_one_writer_stores(db_dsn: str, tmp_path: Path) -> None:
