@@ -62,12 +62,19 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
+# Servers whose worker processes come and go during a run: their ended workers' CPU time
+# counts for them.
+_REAPING_SERVERS = frozenset({"postgres", "dovecot"})
+
+
 def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
     """Process id -> (program name, CPU seconds (user + system) used so far), for every
     process, read from /proc; empty where there is none.
 
     Take it before and after a run and subtract (:func:`cpu_used`): processes started in
-    between count from zero, processes that ended in between are missed.
+    between count from zero; processes that ended in between are missed, except the
+    workers of PostgreSQL and Dovecot, which count for their server once it has waited for
+    them (at once).
     """
     import os
 
@@ -87,7 +94,13 @@ def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
         if entry.name == str(os.getpid()):
             name = "this process"  # apart from the other Python processes (parse workers)
         fields = stat[stat.rindex(")") + 2 :].split()
-        used[entry.name] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        seconds = int(fields[11]) + int(fields[12])  # utime + stime
+        if name in _REAPING_SERVERS:
+            # cutime + cstime: its children that ended and were waited for (a database
+            # backend closed during the run). Only for the servers: other processes' ended
+            # children have nothing to do with the run.
+            seconds += int(fields[13]) + int(fields[14])
+        used[entry.name] = (name, seconds / tick)
     return used
 
 

@@ -171,10 +171,13 @@ class _Source:
     cond: sql.Composable
     estimate: float
     reliable: bool = True
+    #: The same condition written to find every row through an index, where ``cond`` is
+    #: the form that tests one message's rows (None: ``cond`` serves both).
+    find: sql.Composable | None = None
 
     def ids(self) -> sql.Composable:
         return sql.SQL("SELECT {c} AS id FROM {t} WHERE {cond}").format(
-            c=self.id_col, t=self.table, cond=self.cond)
+            c=self.id_col, t=self.table, cond=self.find or self.cond)
 
     def test(self) -> sql.Composable:
         """Whether message ``e`` is found. OFFSET 0 keeps this one probe per message: without
@@ -211,10 +214,11 @@ class _Planner:
             plan = json.loads(plan)
         return float(plan[0]["Plan"]["Plan Rows"])
 
-    async def source(self, table: str, id_col: str, cond: str, *, reliable: bool = True
-                     ) -> _Source:
+    async def source(self, table: str, id_col: str, cond: str, *, reliable: bool = True,
+                     find: str | None = None) -> _Source:
         return _Source(sql.SQL(table), sql.SQL(id_col), sql.SQL(cond),
-                       await self.estimate(table, cond), reliable)
+                       await self.estimate(table, find or cond), reliable,
+                       sql.SQL(find) if find else None)
 
     async def text_group(self, text: str, total: float) -> _Group | None:
         params = self.params
@@ -248,11 +252,18 @@ class _Planner:
                 # ending the same way, and the trigram scan for one is slow: ".example.com"
                 # holds trigrams found in most addresses.
                 params["addr"] = fragment
-                cond = "lower(emladdr_addr) = lower(%(addr)s)"
+                sources.append(await self.source("xtbatch.emladdr", "emladdr_eml_id",
+                                                 "lower(emladdr_addr) = lower(%(addr)s)"))
             else:
+                # The distinct addresses holding the fragment (trigram index, migration
+                # 0006), then their rows; a single message's rows are tested directly.
                 params["pat"] = _like_pattern(fragment)
-                cond = "lower(emladdr_addr) LIKE lower(%(pat)s)"
-            sources.append(await self.source("xtbatch.emladdr", "emladdr_eml_id", cond))
+                sources.append(await self.source(
+                    "xtbatch.emladdr", "emladdr_eml_id",
+                    "lower(emladdr_addr) LIKE lower(%(pat)s)",
+                    find="lower(emladdr_addr) = ANY(ARRAY(SELECT x.addr FROM xtmail.address x"
+                         " WHERE x.addr LIKE lower(%(pat)s)))",
+                ))
         return tuple(sources) or None
 
     async def contact_group(self, contact_id: int) -> _Group:

@@ -191,3 +191,36 @@ def test_unreachable_database_is_reported(capsys: pytest.CaptureFixture[str]) ->
                  "connect_timeout=2"])
     assert code == 2
     assert "cannot reach the database" in capsys.readouterr().err
+
+
+def test_the_address_list_holds_every_stored_address(empty_db_dsn: str) -> None:
+    """xtmail.address (0006), which the address-substring search reads: filled from the
+    addresses stored before the migration, then by every writer of xtbatch.emladdr."""
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        conn.execute(
+            """CREATE SCHEMA xtbatch;
+               CREATE TABLE xtbatch.eml (eml_id serial PRIMARY KEY, eml_hash text NOT NULL
+                   UNIQUE, eml_date timestamptz, eml_subj text, eml_body text, eml_msg bytea,
+                   eml_status char(1));
+               CREATE TABLE xtbatch.emladdr (emladdr_id serial PRIMARY KEY,
+                   emladdr_eml_id integer NOT NULL, emladdr_type text NOT NULL,
+                   emladdr_addr text NOT NULL, emladdr_name text);
+               INSERT INTO xtbatch.eml (eml_hash) VALUES ('a'), ('b');
+               INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr)
+               VALUES (1, 'FROM', 'Ada@Example.com'), (1, 'TO', 'sales@ourco.example'),
+                      (2, 'FROM', 'ada@example.com')"""
+        )
+        migrate(conn)
+
+        def listed() -> list[str]:
+            return [r[0] for r in conn.execute("SELECT addr FROM xtmail.address ORDER BY 1")]
+
+        assert listed() == ["ada@example.com", "sales@ourco.example"]
+        # A writer that is not xtmail (xTuple Connect): plain INSERT and UPDATE statements.
+        conn.execute("""INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr)
+                        VALUES (2, 'TO', 'SALES@ourco.example'), (2, 'CC', 'Bob@B.example'),
+                               (2, 'BCC', 'bob@b.example')""")
+        conn.execute("UPDATE xtbatch.emladdr SET emladdr_addr = 'Carol@C.example' "
+                     "WHERE emladdr_type = 'BCC'")
+        assert listed() == ["ada@example.com", "bob@b.example", "carol@c.example",
+                            "sales@ourco.example"]
