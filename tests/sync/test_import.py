@@ -413,6 +413,24 @@ def test_parent_stored_after_its_replies_passes_its_ties_down(conn: psycopg.Conn
     assert result.imported == 1
 
 
+def test_batch_reply_to_a_stored_reply_gains_ties_the_batch_passed_down(
+    conn: psycopg.Connection,
+) -> None:
+    """A stored reply gains a new parent's ties in the same batch as a reply to that stored
+    reply: the new reply gets them too, and the batch's announced ties say so."""
+    so = add_document(conn, "cohead", "cohead_number", "4343")
+    policy = ImportPolicy(create_contacts=False)
+    middle = make_message(message_id="<m@x>", in_reply_to="<p@x>", subject="RE: it")
+    middle_id = import_one(conn, middle, policy)
+    parent = make_message(message_id="<p@x>", subject="Order [xtref:S-4343]")
+    last = make_message(message_id="<l@x>", in_reply_to="<m@x>", subject="RE: RE: it")
+    result = Importer(conn, policy).import_batch([Incoming(parent), Incoming(last)])
+    parent_id, last_id = result.eml_ids
+    for eml in (parent_id, middle_id, last_id):
+        assert ties_of(conn, eml) == {("S", so)}
+        assert result.ties[eml] == [("S", so)]
+
+
 # -- concurrency -----------------------------------------------------------------------------------
 
 
