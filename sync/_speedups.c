@@ -167,6 +167,72 @@ distinct_words(PyObject *module, PyObject *text)
     return words;
 }
 
+PyDoc_STRVAR(mapped_words_doc,
+"mapped_words(text, table, /)\n--\n\n"
+"The distinct words of ``text`` after mapping each character through ``table`` (256\n"
+"bytes: the Latin-1 character each Latin-1 character becomes), in order of first\n"
+"appearance; ``None`` where ``text`` holds a character above U+00FF.");
+
+/* The search index's words in one pass: lower case and separators are a table lookup per
+ * character (the table is built in Python from str.lower and the separator set), instead
+ * of str.lower, str.translate and a join, each making a copy of the body. */
+static PyObject *
+mapped_words(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "mapped_words() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *text = args[0], *table_bytes = args[1];
+    if (!PyUnicode_Check(text) || !PyBytes_Check(table_bytes)
+        || PyBytes_GET_SIZE(table_bytes) != 256) {
+        PyErr_SetString(PyExc_TypeError, "mapped_words() expects str and 256 bytes");
+        return NULL;
+    }
+    const unsigned char *map = (const unsigned char *)PyBytes_AS_STRING(table_bytes);
+    for (int ch = 0; ch < 128; ch++) {
+        if (map[ch] >= 128) {
+            PyErr_SetString(PyExc_ValueError, "mapped_words(): the table maps ASCII beyond it");
+            return NULL;
+        }
+    }
+    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const Py_UCS1 *src = PyUnicode_1BYTE_DATA(text);
+    /* The mapped text as a canonical str (ASCII where it is), so that the words cut from it
+     * are canonical too. The table maps ASCII to ASCII (textops checks), so ASCII text is
+     * mapped straight into its copy; other Latin-1 text may become ASCII or not. */
+    PyObject *mapped;
+    if (PyUnicode_IS_ASCII(text)) {
+        mapped = PyUnicode_New(n, 127);
+        if (mapped == NULL)
+            return NULL;
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(mapped);
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = map[src[i]];
+    }
+    else {
+        Py_UCS1 *buffer = PyMem_Malloc((size_t)n);
+        if (buffer == NULL)
+            return PyErr_NoMemory();
+        unsigned char high = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            buffer[i] = map[src[i]];
+            high |= buffer[i];
+        }
+        mapped = PyUnicode_New(n, (high & 0x80) ? 255 : 127);
+        if (mapped != NULL)
+            memcpy(PyUnicode_1BYTE_DATA(mapped), buffer, (size_t)n);
+        PyMem_Free(buffer);
+        if (mapped == NULL)
+            return NULL;
+    }
+    PyObject *words = distinct_words(module, mapped);
+    Py_DECREF(mapped);
+    return words;
+}
+
 /* -- line endings ------------------------------------------------------------------------ */
 
 /* How many CR LF pairs `s[0:n]` holds, starting from its first CR at `cr`. */
@@ -298,6 +364,7 @@ newlines_to_lf(PyObject *module, PyObject *text)
 
 static PyMethodDef methods[] = {
     {"distinct_words", distinct_words, METH_O, distinct_words_doc},
+    {"mapped_words", (PyCFunction)(void (*)(void))mapped_words, METH_FASTCALL, mapped_words_doc},
     {"crlf_to_lf", crlf_to_lf, METH_O, crlf_to_lf_doc},
     {"newlines_to_lf", newlines_to_lf, METH_O, newlines_to_lf_doc},
     {NULL, NULL, 0, NULL},

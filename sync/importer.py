@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .mime import parse_message
 from .refs import find_references
-from .textops import crlf_to_lf, distinct_words
+from .textops import crlf_to_lf, distinct_words, mapped_words
 
 if TYPE_CHECKING:
     # Only for annotations: the settings and the preferences page import this module, and
@@ -202,6 +202,9 @@ _SEPARATORS = str.maketrans(
         " ",
     )
 )
+# The same for the Latin-1 characters, as a table of 256 bytes for textops.mapped_words:
+# each one's _separated(), always one Latin-1 character (ord() fails at import otherwise).
+_LATIN1_SEPARATED = bytes(ord(chr(i).lower().translate(_SEPARATORS)) for i in range(256))
 _SEARCH_TEXT_LIMIT = 200_000
 _MAX_LEXEME = 100
 
@@ -215,9 +218,10 @@ def search_lexemes(*texts: str) -> list[str]:
     both sides always agree on what a word is. No positions are kept: the Attach dialog
     matches words and prefixes, not phrases.
     """
-    words = distinct_words(
-        " ".join(_separated(text[:_SEARCH_TEXT_LIMIT]) for text in texts)
-    )
+    joined = " ".join(text[:_SEARCH_TEXT_LIMIT] for text in texts)
+    words = mapped_words(joined, _LATIN1_SEPARATED)
+    if words is None:  # a character above U+00FF: str.lower's rules, and a copy per step
+        words = distinct_words(_separated(joined))
     # max() runs in C; the filter is a Python loop, needed only when a long word exists.
     if words and max(map(len, words)) > _MAX_LEXEME:
         words = [w for w in words if len(w) <= _MAX_LEXEME]

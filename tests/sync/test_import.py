@@ -596,3 +596,27 @@ def test_a_prepared_message_survives_the_trip_from_a_parsing_process(
         prepared = prepare(path.read_bytes())
         data = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
         assert pickle.loads(data) == prepared  # noqa: S301 - bytes this test just made
+
+
+# -- values the COPY literals must carry unchanged ------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [
+    [], [""], ["NULL"], ["a,b", "{c}", " d "], ['q"uote', "back\\slash", '\\"both'],
+    ["\u00e9t\u00e9", "\u4e2d\u6587", "tab\there"],
+])
+def test_text_array_literal_reads_back_as_the_same_list(
+    conn: psycopg.Connection, values: list[str]
+) -> None:
+    assert conn.execute("SELECT %s::text[]", (store._text_array(values),)).fetchone() == (values,)
+
+
+def test_odd_message_ids_and_defects_are_stored_as_written(conn: psycopg.Connection) -> None:
+    refs = ['<a"b@x>', "<c\\d@x>", "<{e},f@x>"]
+    raw = make_message(references=" ".join(refs), extra="Content-Transfer-Encoding: bogus")
+    eml = import_one(conn, raw)
+    stored, defects = conn.execute(
+        "SELECT msg_references, msg_defects FROM xtmail.msg WHERE msg_eml_id = %s", (eml,)
+    ).fetchone()
+    assert stored == [r.strip("<>") for r in refs]
+    assert any("bogus" in d for d in defects), defects

@@ -63,6 +63,52 @@ def test_distinct_words_with_many_words_and_long_ones() -> None:
     assert textops.distinct_words(" \n\t ") == []
 
 
+LATIN1 = "".join(map(chr, range(256)))
+
+
+def random_table(seed: int) -> bytes:
+    """A table as mapped_words takes: any Latin-1 character for each, ASCII to ASCII."""
+    rng = random.Random(seed)
+    return bytes([rng.randrange(128) for _ in range(128)] + [rng.randrange(256)
+                                                           for _ in range(128)])
+
+
+@pytest.mark.parametrize("alphabet", [
+    "aB c\t\n.,",                                      # ASCII
+    "aB \xa0\x85\xc9\xe9\xdf\xb5\xab\x1c",             # Latin-1 letters, spaces, separators
+    LATIN1,                                             # every Latin-1 character
+    "ab \u20ac\u2019",                                  # wider: None from both
+    "ab \U0001f600",
+])
+def test_mapped_words_match_python(alphabet: str) -> None:
+    tables = [importer._LATIN1_SEPARATED, random_table(6), random_table(7)]
+    for index, text in enumerate(random_texts(5, 20_000, alphabet)):
+        table = tables[index % len(tables)]
+        assert textops.mapped_words(text, table) == textops.py_mapped_words(text, table), (
+            repr(text))
+
+
+@pytest.mark.parametrize("mapped_words", [textops.mapped_words, textops.py_mapped_words])
+def test_mapped_words_are_the_search_words_of_latin1_text(
+    mapped_words: Callable[[str, bytes], list[str] | None],
+) -> None:
+    # The search index's words by one table lookup per character are those of str.lower
+    # and the separator table, for every Latin-1 character; wider text is left to them.
+    for text in [LATIN1, *random_texts(8, 5_000, LATIN1 + "   ", longest=60)]:
+        assert mapped_words(text, importer._LATIN1_SEPARATED) == textops.distinct_words(
+            importer._separated(text)), repr(text)
+    assert mapped_words("na\u00efve \u2019quote\u2019", importer._LATIN1_SEPARATED) is None
+    assert mapped_words("", importer._LATIN1_SEPARATED) == []
+
+
+@pytest.mark.parametrize("mapped_words", [textops.mapped_words, textops.py_mapped_words])
+def test_mapped_words_refuses_a_table_taking_ascii_beyond(
+    mapped_words: Callable[[str, bytes], list[str] | None],
+) -> None:
+    with pytest.raises(ValueError, match="maps ASCII beyond"):
+        mapped_words("abc", bytes([200] * 256))
+
+
 @pytest.mark.parametrize("alphabet", ["ab\r\n", "a\r\n\xe9", "a\r\n\u20ac", "a\r\n\U0001f600"])
 def test_newlines_to_lf_match_python(alphabet: str) -> None:
     for text in random_texts(3, 20_000, alphabet, longest=16):
@@ -105,6 +151,10 @@ def test_wrong_types_are_refused() -> None:
         textops.crlf_to_lf("text")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expects str"):
         textops.newlines_to_lf(b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expects str and 256 bytes"):
+        textops.mapped_words("text", b"short")
+    with pytest.raises(TypeError, match="expects str and 256 bytes"):
+        textops.mapped_words(b"bytes", bytes(256))  # type: ignore[arg-type]
 
 
 def test_prepared_messages_do_not_depend_on_the_extension(
@@ -113,6 +163,12 @@ def test_prepared_messages_do_not_depend_on_the_extension(
     raws = [path.read_bytes() for path in corpus_files] + mutated(corpus_files, 300, seed=5)
     received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # for messages without a date
     with_c = [importer.prepare(raw, received) for raw in raws]
+    # The search words without the Latin-1 table: str.lower and str.translate for all text.
+    with monkeypatch.context() as patch:
+        patch.setattr(importer, "mapped_words", lambda text, table: None)
+        for raw, fast in zip(raws, with_c, strict=True):
+            assert importer.prepare(raw, received).search == fast.search
+    monkeypatch.setattr(importer, "mapped_words", textops.py_mapped_words)
     monkeypatch.setattr(importer, "distinct_words", textops.py_distinct_words)
     monkeypatch.setattr(importer, "crlf_to_lf", textops.py_crlf_to_lf)
     monkeypatch.setattr(mime, "newlines_to_lf", textops.py_newlines_to_lf)
