@@ -21,10 +21,14 @@ from xtmail.sync.schema import migrate  # noqa: E402
 
 
 @contextmanager
-def fresh_database(sales_orders: int = 500) -> Iterator[str]:
-    """A throwaway server with a migrated database holding contacts and sales orders."""
+def fresh_database(sales_orders: int = 500, *, durable: bool = False) -> Iterator[str]:
+    """A throwaway server with a migrated database holding contacts and sales orders.
+
+    ``durable``: the server flushes every commit to disk as a production server does;
+    otherwise it is the test suite's fast server (no fsync, asynchronous commits).
+    """
     with tempfile.TemporaryDirectory(prefix="xtmail-bench-") as folder:
-        server = LocalPostgres(Path(folder), fast=True)
+        server = LocalPostgres(Path(folder), fast=not durable)
         server.start()
         try:
             with psycopg.connect(server.dsn(), autocommit=True) as admin:

@@ -9,6 +9,9 @@ so that the machine's drift (other load, thermal state, page cache) falls on bot
 A single run on a shared 2-core machine varies by about 10 %; a change smaller than that
 needs this.
 
+``--same-script`` runs the candidate's benchmark for both (a benchmark changed along with
+the code, or given options the base's does not know).
+
 A revision is unpacked with ``git archive`` into a temporary folder and its C extension
 built there; the code is put first on ``sys.path`` through a small ``xtmail`` package of
 links, so the installed (editable) package does not interfere. Prints every run's figures,
@@ -86,6 +89,9 @@ def main() -> None:
     parser.add_argument("candidate", nargs="?", help="default: the working tree")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--script", default="bench/sync_throughput.py")
+    parser.add_argument("--same-script", action="store_true",
+                        help="run the candidate's benchmark script (and its helpers) for "
+                        "both versions: only the xtmail code differs")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="xtmail-compare-") as tmp:
@@ -101,7 +107,8 @@ def main() -> None:
         for round_no in range(args.rounds):
             order = ["base", "candidate"] if round_no % 2 == 0 else ["candidate", "base"]
             for name in order:
-                figures = run(trees[name], paths[name], args.script, extra)
+                tree = trees["candidate"] if args.same_script else trees[name]
+                figures = run(tree, paths[name], args.script, extra)
                 results[name].append(figures)
                 print(f"round {round_no + 1} {name}: "
                       + ", ".join(f"{k} {v:g}" for k, v in figures.items()), flush=True)
