@@ -139,6 +139,36 @@ def assert_finished_state(conn: psycopg.Connection, account: str, last_uid: int)
     assert state is not None and state[0] == last_uid and state[1] is not None
 
 
+def test_batches_commit_without_waiting_for_the_disk_flush(
+    dovecot: DovecotServer, seeded: ImapAccount, db_dsn: str, conn: psycopg.Connection
+) -> None:
+    """The sync's writer sessions, every one of them, commit asynchronously (a lost commit
+    loses its folder state with it); no other session changes."""
+    # (The test server commits asynchronously throughout; what matters is who set it.)
+    setting = "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+    opened: list[psycopg.Connection] = []
+    relaxed: list[str] = []
+
+    def connect() -> psycopg.Connection:
+        new = psycopg.connect(db_dsn, autocommit=True)
+        opened.append(new)
+        return new
+
+    class Watching(SyncListener):
+        def progress(self, account: str, folder: str, done: int, total: int) -> None:
+            if done:  # a batch has committed: every writer session is set up by now
+                relaxed[:] = [str(c.execute(setting).fetchone()) for c in opened if not c.closed]
+
+    settings = SyncSettings(account=account_for(dovecot, seeded.user), batch_size=10)
+    sync = AccountSync(settings, StaticCredentials(Credential(AuthMethod.PASSWORD,
+                                                              seeded.password)),
+                       connect, listener=Watching(), writers=2)
+    assert run_once(sync).imported == 40
+    assert relaxed == ["('off', 'session')", "('off', 'session')"]
+    other = conn.execute(setting).fetchone()
+    assert other is not None and other[1] != "session"
+
+
 def test_uid_set_compresses_ranges() -> None:
     assert uid_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
     assert uid_set([5]) == "5"
