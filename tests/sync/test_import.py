@@ -620,3 +620,33 @@ def test_odd_message_ids_and_defects_are_stored_as_written(conn: psycopg.Connect
     ).fetchone()
     assert stored == [r.strip("<>") for r in refs]
     assert any("bogus" in d for d in defects), defects
+
+
+# -- plans made while the mail table was small ------------------------------------------------
+
+
+def eml_sequential_scans(conn: psycopg.Connection) -> int:
+    conn.execute("SELECT pg_stat_force_next_flush()")  # this session's counts, flushed when idle
+    row = conn.execute(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'xtbatch.eml'::regclass"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_tiny_first_batch_leaves_no_table_scanning_plans(conn: psycopg.Connection) -> None:
+    """The foreign-key checks of the rows stored with each message (addresses, details)
+    probe xtbatch.eml's primary key even when the session's plans were made while the
+    table held a few messages: without replanning, they scanned the whole table once per
+    row for the rest of the session (until autovacuum analyzed it again)."""
+    importer = Importer(conn, ImportPolicy(create_contacts=False))
+    conn.execute("ANALYZE xtbatch.eml")  # empty, as autovacuum or a restore leaves it
+    first = [Incoming(make_message(subject=f"first {i}")) for i in range(25)]
+    assert importer.import_batch(first).imported == 25
+    later = [Incoming(make_message(subject=f"later {i}", sender=f"p{i}@example.org"))
+             for i in range(2000)]
+    before = eml_sequential_scans(conn)
+    for start in range(0, len(later), 250):
+        assert importer.import_batch(later[start:start + 250]).imported == 250
+    # About three checks a message: a scan each would be 6,000.
+    assert eml_sequential_scans(conn) - before < 100
