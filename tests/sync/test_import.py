@@ -478,6 +478,11 @@ def test_store_helpers_resolve_documents(conn: psycopg.Connection) -> None:
     cust = add_document(conn, "custinfo", "cust_number", "TTOYS")
     assert store.resolve_documents(conn, "C", ["ttoys", "NONE"]) == {"ttoys": cust}
     assert store.resolve_documents(conn, "INCDT", ["12a"]) == {}
+    incident = add_document(conn, "incdt", "incdt_number", 4711)
+    # Integer numbers as integers: leading zeros name the same one, and numbers too large
+    # for any column name none (no error).
+    assert store.resolve_documents(conn, "INCDT", ["4711", "04711", "9" * 30, "4712"]) == {
+        "4711": incident, "04711": incident}
     assert store.split_name("", "john.smith@x") == ("John", "Smith")
     assert store.split_name("Doe, Jane", "j@x") == ("Jane", "Doe")
     assert store.split_name("Jane van Doe", "j@x") == ("Jane van", "Doe")
