@@ -76,6 +76,8 @@ LOCK_CLASS = 0x78746D6C
 DEFAULT_BATCH = 250
 #: Messages up to this size are not asked their exact size when batches are cut.
 SMALL_MESSAGE = 64 * 1024
+#: Batches at least this long are parsed in two halves (FolderSync._parse_later).
+PARSE_SPLIT = 64
 #: Database connections storing a folder's batches side by side (see FolderSync).
 DEFAULT_WRITERS = 2
 #: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
@@ -453,14 +455,19 @@ class FolderSync:
                     store.put(index, pending.popleft())
             finally:
                 for waiting in pending:
-                    if waiting.parsing is not None:
-                        waiting.parsing.cancel()
+                    for part in waiting.parsing:
+                        part.cancel()
                 store.close()
 
-    def _parse_later(self, fetched: list[FetchedMessage]) -> Future[list[PreparedMessage]] | None:
+    def _parse_later(self, fetched: list[FetchedMessage]) -> list[Future[list[PreparedMessage]]]:
+        """The batch's parse, in halves so that two workers share it: the first batch (all
+        the writers wait for) is ready in half the time."""
         if self.executor is None or not fetched:
-            return None
-        return self.executor.submit(prepare_batch, [(m.raw, m.internal_date) for m in fetched])
+            return []
+        args = [(m.raw, m.internal_date) for m in fetched]
+        cut = len(args) // 2 if len(args) >= PARSE_SPLIT else len(args)
+        return [self.executor.submit(prepare_batch, part)
+                for part in (args[:cut], args[cut:]) if part]
 
 
 class _Watermark:
@@ -576,8 +583,8 @@ class _BatchWriters:
                      m.internal_date)
             for m in batch.fetched
         ]
-        if batch.parsing is not None:
-            prepared = batch.parsing.result()
+        if batch.parsing:
+            prepared = [p for part in batch.parsing for p in part.result()]
         else:
             prepared = prepare_many(items) if items else []
         written: list[FolderState] = []
@@ -616,7 +623,7 @@ class _Pending:
     """A fetched batch on its way through the pipeline, its parse maybe under way."""
 
     fetched: list[FetchedMessage]
-    parsing: Future[list[PreparedMessage]] | None
+    parsing: list[Future[list[PreparedMessage]]]  # in order; empty: parse when stored
 
 
 def prepare_batch(
