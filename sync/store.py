@@ -623,39 +623,36 @@ def resolve_documents(
     """Visible document number -> id for one document type (unknown numbers left out)."""
     doc = registry.by_code(code)
     number = sql.Identifier(doc.number_column or doc.key)
-    found: dict[str, int] = {}
+    # The numbers as the column holds them -> as the mail wrote them.
+    as_written: dict[int | str, list[str]] = defaultdict(list)
     if doc.number_is_integer:
         # Compared as integers, so that the column's index serves ("007" is 7); numbers
         # beyond bigint name no document.
-        written: dict[int, list[str]] = defaultdict(list)
         for n in numbers:
             if n.isascii() and n.isdigit() and int(n) < 2**63:
-                written[int(n)].append(n)
-        if not written:
-            return {}
-        query = sql.SQL(
-            "SELECT {number}, {key} FROM {table} WHERE {number} = ANY(%s::int8[])"
-        ).format(number=number, key=sql.Identifier(doc.key), table=sql.Identifier(doc.table))
-        args: list[int] | list[str] = sorted(written)
+                as_written[int(n)].append(n)
+        query = sql.SQL("SELECT {number}, {key} FROM {table} WHERE {number} = ANY(%s::int8[])")
     else:
-        wanted = list(numbers)
-        if not wanted:
-            return {}
+        for n in numbers:
+            as_written[n].append(n)
         query = sql.SQL(
-            "SELECT {number}::text, {key} FROM {table} WHERE {number}::text = ANY(%s)"
-        ).format(number=number, key=sql.Identifier(doc.key), table=sql.Identifier(doc.table))
-        args = list(wanted)
+            "SELECT {number}::text, {key} FROM {table} WHERE {number}::text = ANY(%s)")
+    if not as_written:
+        return {}
+    found: dict[str, int] = {}
     try:
         with conn.transaction():
-            for num, doc_id in conn.execute(query, (args,)):
-                if doc.number_is_integer:
-                    for as_written in written[int(num)]:
-                        found[as_written] = doc_id
-                else:
-                    found[num] = doc_id
+            rows = conn.execute(
+                query.format(number=number, key=sql.Identifier(doc.key),
+                             table=sql.Identifier(doc.table)),
+                (list(as_written),),
+            )
+            for num, doc_id in rows:
+                for written in as_written.get(num, ()):
+                    found[written] = doc_id
             if not doc.number_is_integer:
                 # Numbers are matched case-insensitively as a fallback ("s-50123", "ttoys").
-                rest = [n for n in wanted if n not in found]
+                rest = [n for n in numbers if n not in found]
                 if rest:
                     query_ci = sql.SQL(
                         "SELECT upper({number}), {key} FROM {table} "
