@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 VENV=.venv
 SYSTEM_PACKAGES_RUN=(postgresql postgresql-contrib libegl1 libgl1 libxkbcommon0 libfontconfig1
   libfreetype6 libglib2.0-0 libdbus-1-3 libx11-6 libxcb1 python3-venv
-  gcc python3-dev)  # gcc and the headers build the optional C text loops (sync/_speedups.c)
+  gcc python3-dev)  # gcc and the headers build the optional C text loops (sync/mail/_speedups.c)
 SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl designer-qt6
   python3-pyqt6.qtdesigner poppler-utils)
 
@@ -56,7 +56,7 @@ make_venv() {
   fi
   local stamp="$VENV/.installed-$extras"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-     || [ sync/_speedups.c -nt "$stamp" ]; then
+     || [ sync/mail/_speedups.c -nt "$stamp" ]; then
     log "installing xtmail${extras:+[$extras]} into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
     touch "$stamp"
@@ -67,7 +67,7 @@ mypy_tree() {
   # The import name xtmail maps to several top-level folders; mypy reads a symlinked tree.
   local tree=build/mypy/xtmail
   mkdir -p "$tree"
-  for pkg in sync widgets dialogs designer_plugins; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
+  for pkg in sync widgets dialogs designer_plugins app; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
   echo build/mypy
 }
 
@@ -86,6 +86,8 @@ case "${1:-}" in
     "$VENV/bin/ruff" check .
     log "mypy"
     MYPYPATH="$(mypy_tree)" "$VENV/bin/mypy" -p xtmail
+    log "import layers (lint-imports)"
+    "$VENV/bin/lint-imports" --no-cache
     log "pytest"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

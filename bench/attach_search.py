@@ -8,7 +8,7 @@ of a subject, a body and the addresses and names, in the format the importer wri
 (distinct lower-case words, no positions). Words follow a Zipf curve over a 60,000-word
 vocabulary whose most common words are real business words, so a query meets the whole
 range from "order" (in most messages) to words found a few dozen times. Then it runs Q
-queries (default 200) through ``xtmail.sync.search.search_messages``: single words (common,
+queries (default 200) through ``xtmail.sync.db.search.search_messages``: single words (common,
 middle, rare), prefixes being typed, two words, address fragments, full addresses and
 contact filters. The last lines are ``p50_ms: X`` and ``p95_ms: Y``.
 """
@@ -28,7 +28,7 @@ import psycopg
 
 from bench.common import fresh_database
 from bench.messages import KNOWN_CONTACTS, WORDS
-from xtmail.sync.search import search_messages
+from xtmail.sync.db.search import search_messages
 
 VOCABULARY = 60_000
 BODIES = 100_000  # distinct body texts; each message takes one, plus its own subject/addresses

@@ -16,8 +16,8 @@ if str(REPO) not in sys.path:
 import psycopg  # noqa: E402
 
 from bench.messages import KNOWN_CONTACTS, contact_address  # noqa: E402
-from xtmail.sync.localpg import LocalPostgres  # noqa: E402
-from xtmail.sync.schema import migrate  # noqa: E402
+from xtmail.app.localpg import LocalPostgres  # noqa: E402
+from xtmail.sync.db.schema import migrate  # noqa: E402
 
 
 @contextmanager

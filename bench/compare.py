@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # The top-level folders that make up the xtmail package (pyproject.toml's package-dir).
-PACKAGES = ("sync", "widgets", "dialogs", "designer_plugins")
+PACKAGES = ("sync", "widgets", "dialogs", "designer_plugins", "app")
 
 
 def unpack(revision: str, into: Path) -> Path:

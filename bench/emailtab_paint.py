@@ -39,7 +39,7 @@ from PyQt6.QtWidgets import QApplication
 
 from bench.common import fresh_database, peak_rss_mb
 from bench.messages import KNOWN_CONTACTS, WORDS
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.email_tab import EmailTab
 
 ORDER_NUMBER = "50000"

@@ -30,9 +30,9 @@ from PyQt6.QtWidgets import QApplication
 from bench.common import fresh_database
 from bench.messages import generate
 from tests.servers.dovecot import DovecotServer
-from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.service import SyncService, parse_pool
-from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.service import SyncService, parse_pool
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
 
 USER, PASSWORD = "gui", "bench-password"
 INTERVAL_MS = 5

@@ -22,9 +22,9 @@ import psycopg
 from bench.common import fresh_database
 from tests.servers.dovecot import DovecotServer
 from tests.sync.mail import make_message
-from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import AccountSync
-from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.imap.account import AccountSync
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
 
 USER, PASSWORD = "idle", "bench-password"
 

@@ -22,7 +22,7 @@ import psycopg
 
 from bench.common import fresh_database, peak_rss_mb
 from bench.messages import generate
-from xtmail.sync.bulk import import_paths
+from xtmail.sync.files import import_paths
 
 
 def main() -> None:

@@ -24,10 +24,11 @@ import psycopg
 
 from bench.common import fresh_database
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
-from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import AccountSync, FolderState, write_state
-from xtmail.sync.imap import ImapConnection
-from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.db.folder_state import FolderState, write_state
+from xtmail.sync.imap.account import AccountSync
+from xtmail.sync.imap.connection import ImapConnection
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
 
 PASSWORD = "bench-password"  # noqa: S105 (a throwaway test server)
 

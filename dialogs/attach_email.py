@@ -4,14 +4,14 @@ Decisions (docs/attach_dialog.md):
 
 * Searching starts 250 ms after the last keystroke (a single-shot QTimer restarted on each
   edit); Enter in the search box searches at once. Every search is a database query
-  (:func:`xtmail.sync.search.search_messages`), never rows hidden in the view.
+  (:func:`xtmail.sync.db.search.search_messages`), never rows hidden in the view.
 * Only the newest answer counts: starting a search cancels the one under way, and a
   generation number drops any answer that still arrives for an older one.
 * The dialog owns its tasks and cancels them when it closes (STYLE.md 5). It is opened with
   ``open()``; ``exec()`` inside a coroutine would break the qasync loop (FACTS.md).
 * Up to 200 results, newest first; the status line says when there are more.
 * The contact chooser is a line edit completing from
-  :func:`xtmail.sync.search.search_contacts` (name, number or any address); its list
+  :func:`xtmail.sync.db.search.search_contacts` (name, number or any address); its list
   button offers the document's own contacts.
 
 psycopg is not imported at module load: the search module is imported when a search runs.
@@ -58,13 +58,12 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from xtmail.sync import registry
 from xtmail.sync.errors import XtmailError
+from xtmail.sync.mail import registry
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
 
-    from xtmail.sync.mailstore import ContactRow, MessageRow
+    from xtmail.sync.values import ContactRow, MessageRow
 
 __all__ = [
     "AttachEmailDialog",
@@ -95,16 +94,19 @@ _AnyIndex = QModelIndex | QPersistentModelIndex
 
 
 class AttachStore(Protocol):
-    """What the dialog needs of the store: :class:`xtmail.sync.mailstore.MailStore`."""
-
-    @property
-    def connection(self) -> AsyncConnection[Any]: ...
+    """What the dialog needs of the store: :class:`xtmail.sync.db.mailstore.MailStore`."""
 
     async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int: ...
 
     async def document_number(self, code: str, doc_id: int) -> str | None: ...
 
     async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]: ...
+
+    async def search_messages(
+        self, text: str, *, contact_id: int | None = None, limit: int = 200
+    ) -> list[MessageRow]: ...
+
+    async def search_contacts(self, text: str, limit: int = 50) -> list[ContactRow]: ...
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -248,7 +250,7 @@ _ATTACH_AGAIN = "Press Attach to try again."
 class AttachEmailDialog(QDialog):
     """Choose messages from the database and tie them to one document.
 
-    ``store`` is a :class:`xtmail.sync.mailstore.MailStore` (or anything with the
+    ``store`` is a :class:`xtmail.sync.db.mailstore.MailStore` (or anything with the
     :class:`AttachStore` methods); ``code`` and ``doc_id`` name the document, as in
     ``xtbatch.emlassc``. All three can also be set later (:meth:`setStore`,
     :meth:`setDocument`). Open it with ``open()``.
@@ -628,11 +630,8 @@ class AttachEmailDialog(QDialog):
             del self._tasks[purpose]
 
     async def _search(self, generation: int, text: str, contact_id: int | None) -> None:
-        from xtmail.sync.search import search_messages
-
         store = self._require_store()
-        rows = await search_messages(store.connection, text, contact_id=contact_id,
-                                     limit=self._limit + 1)
+        rows = await store.search_messages(text, contact_id=contact_id, limit=self._limit + 1)
         if generation != self._generation:
             return  # a newer search started meanwhile
         shown = rows[: self._limit]
@@ -645,10 +644,8 @@ class AttachEmailDialog(QDialog):
         self._start("contacts", self._find_contacts, self._contact_edit.text())
 
     async def _find_contacts(self, text: str) -> None:
-        from xtmail.sync.search import search_contacts
-
         store = self._require_store()
-        rows = await search_contacts(store.connection, text)
+        rows = await store.search_contacts(text)
         if text != self._contact_edit.text() or self._contact is not None:
             return  # typed on or chose meanwhile
         self._contacts.setRows(rows)

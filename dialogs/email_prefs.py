@@ -1,8 +1,8 @@
 """The Email page of User Preferences: account, folders, "synchronize while running", status.
 
-The page edits :class:`~xtmail.sync.settings.SyncSettings`, persisted with ``QSettings``
+The page edits :class:`~xtmail.sync.imap.settings.SyncSettings`, persisted with ``QSettings``
 (never the password, which goes to the keyring), drives a
-:class:`~xtmail.sync.service.SyncService` (Start Now, Stop, folder changes applied at once)
+:class:`~xtmail.sync.imap.service.SyncService` (Start Now, Stop, folder changes applied at once)
 and shows its progress, last sync time and last error. Network calls (Test Connection)
 run in a worker thread; the page stays responsive.
 """
@@ -37,9 +37,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from xtmail.sync.credentials import Credential, KeyringCredentials
 from xtmail.sync.errors import CertificateError, XtmailError
-from xtmail.sync.settings import (
+from xtmail.sync.imap.credentials import Credential, KeyringCredentials
+from xtmail.sync.imap.settings import (
     AccountSettings,
     AuthMethod,
     Security,
@@ -49,8 +49,8 @@ from xtmail.sync.settings import (
 )
 
 if TYPE_CHECKING:
-    from xtmail.sync.imap import FolderInfo
-    from xtmail.sync.service import SyncService
+    from xtmail.sync.imap.connection import FolderInfo
+    from xtmail.sync.imap.service import SyncService
 
 #: Lists the folders of an account (blocking; runs in a worker thread).
 FolderLister = Callable[[AccountSettings, Credential], "list[FolderInfo]"]
@@ -59,7 +59,7 @@ _NAME_ROLE = Qt.ItemDataRole.UserRole
 
 
 def list_folders(account: AccountSettings, credential: Credential) -> list[FolderInfo]:
-    from xtmail.sync.imap import ImapConnection
+    from xtmail.sync.imap.connection import ImapConnection
 
     with ImapConnection(account, credential) as imap:
         return [f for f in imap.list_folders() if f.selectable or f.name]

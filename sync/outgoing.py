@@ -19,9 +19,10 @@ from email.utils import format_datetime, make_msgid
 
 import psycopg
 
-from . import store
-from .errors import ConfigError, XtmailError
-from .importer import Importer, ImportPolicy, Incoming
+from xtmail.sync.db import writer
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.errors import ConfigError, XtmailError
+from xtmail.sync.values import ImportPolicy, Incoming
 
 
 def record_sent_mail(
@@ -37,14 +38,14 @@ def record_sent_mail(
     document must exist. Recording the same message twice stores it once.
     """
     for code, doc_id in ties:
-        store.check_document(conn, code, doc_id)
+        writer.check_document(conn, code, doc_id)
     result = Importer(conn, policy).import_batch(
         [Incoming(raw)], source="erp", extra_ties=ties
     )
     eml_id = result.eml_ids[0]
     if not result.new[0] and ties:
         # Already stored (sent twice, or imported first): still make sure of the ties.
-        store.insert_ties(conn, [(eml_id, code, doc_id) for code, doc_id in ties])
+        writer.insert_ties(conn, [(eml_id, code, doc_id) for code, doc_id in ties])
     return eml_id
 
 

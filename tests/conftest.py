@@ -15,7 +15,7 @@ import pytest
 from tests.qtsupport import memory_keyring, qloop, run_until  # noqa: F401 - fixtures
 from tests.servers.conftest_snippet import dovecot, imap_user  # noqa: F401 - fixtures
 from tests.servers.postgres import TestDatabases, start_server
-from xtmail.sync.localpg import LocalPostgres
+from xtmail.app.localpg import LocalPostgres
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus" / "mikel-mail"

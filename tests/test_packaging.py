@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-MODULES = ["xtmail.sync.cli", "xtmail.sync.schema", "xtmail.sync.registry",
+MODULES = ["xtmail.app.cli", "xtmail.sync.db.schema", "xtmail.sync.mail.registry",
            "xtmail.widgets", "xtmail.dialogs", "xtmail.designer_plugins"]
 
 
@@ -34,7 +34,7 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
     code = "import importlib, sys\n" + "".join(
         f"m = importlib.import_module({name!r}); assert 'site-packages' in m.__file__, m\n"
         for name in MODULES
-    ) + "from xtmail.sync.schema import migrations; assert len(migrations()) >= 3\n" + (
+    ) + "from xtmail.sync.db.schema import migrations; assert len(migrations()) >= 3\n" + (
         # The wheel carries the compiled text loops, not only their Python fallback.
         "from xtmail.sync import textops; assert textops.COMPILED\n"
     )

@@ -51,7 +51,7 @@ from typing import Final
 from urllib.parse import quote
 
 from xtmail.sync.errors import XtmailError
-from xtmail.sync.refs import Reference, compose_subject
+from xtmail.sync.mail.refs import Reference, compose_subject
 
 __all__ = [
     "SHORTENED_NOTICE",

@@ -25,9 +25,9 @@ from PyQt6.QtCore import Qt, QUrl, pyqtSignal
 from PyQt6.QtGui import QKeyEvent
 from PyQt6.QtWidgets import QLabel, QWidget
 
-from xtmail.sync import registry
 from xtmail.sync.errors import XtmailError
-from xtmail.sync.refs import Reference
+from xtmail.sync.mail import registry
+from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.compose import is_safe_address, mailto_url, new_draft
 from xtmail.widgets.desktop import Desktop, SystemDesktop
 

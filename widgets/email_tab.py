@@ -76,9 +76,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from xtmail.sync import registry
 from xtmail.sync.errors import XtmailError
-from xtmail.sync.refs import Reference
+from xtmail.sync.mail import registry
+from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.compose import (
     Draft,
     MessageInfo,
@@ -101,7 +101,8 @@ from xtmail.widgets.message_model import CC, DATE, FROM, TO, MessageListModel
 if TYPE_CHECKING:
     from PyQt6.QtPrintSupport import QPrinter
 
-    from xtmail.sync.mailstore import MailStore, MessageDetail
+    from xtmail.sync.db.mailstore import MailStore
+    from xtmail.sync.values import MessageDetail
 
 __all__ = [
     "AttachDialogFactory",

@@ -41,7 +41,7 @@ from PyQt6.QtCore import (
 from PyQt6.QtGui import QFont
 
 if TYPE_CHECKING:
-    from xtmail.sync.mailstore import MessageRow
+    from xtmail.sync.values import MessageRow
 
 __all__ = [
     "COLUMNS",
@@ -77,7 +77,7 @@ _ITEM_FLAGS: Final = (
 
 
 class MessageSource(Protocol):
-    """What the model reads: :class:`xtmail.sync.mailstore.MailStore` satisfies it."""
+    """What the model reads: :class:`xtmail.sync.db.mailstore.MailStore` satisfies it."""
 
     async def messages_for(
         self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0

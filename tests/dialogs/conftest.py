@@ -21,8 +21,9 @@ import pytest
 import qasync
 
 from tests.sync.mail import make_message
-from xtmail.sync.importer import Importer, ImportPolicy, Incoming
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.values import ImportPolicy, Incoming
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pytestqt.qtbot import QtBot
 from tests.dialogs.conftest import DialogMail
 from tests.qtsupport import RunUntil
 from xtmail.dialogs import AttachEmailDialog
-from xtmail.sync import search
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db import search
+from xtmail.sync.db.mailstore import MailStore
 
 REPO = Path(__file__).resolve().parents[2]
 #: The completer's list is a popup window; the offscreen platform cannot raise it or let it

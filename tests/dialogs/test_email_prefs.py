@@ -18,10 +18,15 @@ from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.xtuple import refuse_new_contacts
 from xtmail.dialogs.email_prefs import EmailPreferencesPage
-from xtmail.sync.credentials import KeyringCredentials
-from xtmail.sync.engine import Backoff
-from xtmail.sync.service import SyncService
-from xtmail.sync.settings import AccountSettings, Security, SyncSettings, load_settings
+from xtmail.sync.imap.account import Backoff
+from xtmail.sync.imap.credentials import KeyringCredentials
+from xtmail.sync.imap.service import SyncService
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    Security,
+    SyncSettings,
+    load_settings,
+)
 
 
 @pytest.fixture

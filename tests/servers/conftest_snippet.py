@@ -1,6 +1,6 @@
 """Dovecot fixtures, to be imported into ``tests/conftest.py``::
 
-    from tests.servers.conftest_snippet import dovecot, imap_user  # noqa: F401
+    from tests.servers.conftest_snippet import dovecot, imap_user    # noqa: F401
 
 ``dovecot`` is one server per test session (XOAUTH2 enabled); ``imap_user`` gives each test
 its own account on it, so tests never see each other's mail.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 
-from xtmail.sync.localpg import LocalPostgres
-from xtmail.sync.schema import migrate
+from xtmail.app.localpg import LocalPostgres
+from xtmail.sync.db.schema import migrate
 
 TEMPLATE = "xtmail_template"
 

@@ -1,4 +1,4 @@
-"""IMAP sync against a real Dovecot and a real PostgreSQL (xtmail.sync.imap, .engine)."""
+"""IMAP sync against a real Dovecot and a real PostgreSQL (xtmail.sync.imap.connection, .engine)."""
 
 from __future__ import annotations
 
@@ -18,30 +18,24 @@ from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.mail import make_message
 from tests.sync.xtuple import refuse_new_contacts
-from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import (
-    AccountResult,
-    AccountSync,
-    Backoff,
-    FolderState,
-    SyncListener,
-    _chunks,
-    _Watermark,
-)
+from xtmail.sync.db.folder_state import FolderState
 from xtmail.sync.errors import (
     AuthenticationFailed,
     CertificateError,
     TransientImapError,
     XtmailError,
 )
-from xtmail.sync.imap import (
+from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff
+from xtmail.sync.imap.connection import (
     _INTERNALDATE,
     FolderStatus,
     ImapConnection,
     _internal_date,
     uid_set,
 )
-from xtmail.sync.settings import AccountSettings, AuthMethod, Security, SyncSettings
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.folder_sync import SyncListener, _chunks, _Watermark
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, Security, SyncSettings
 
 
 class Recorder(SyncListener):

@@ -10,16 +10,11 @@ import pytest
 
 from tests.sync.mail import make_message
 from tests.sync.xtuple import refuse_new_contacts
-from xtmail.sync import store
-from xtmail.sync.cli import main
-from xtmail.sync.importer import (
-    Importer,
-    ImportPolicy,
-    Incoming,
-    Location,
-    identity_hash,
-    prepare,
-)
+from xtmail.app.cli import main
+from xtmail.sync.db import writer
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.mail.prepare import identity_hash, prepare
+from xtmail.sync.values import ImportPolicy, Incoming, Location
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -175,7 +170,7 @@ def test_a_batch_the_database_refuses_is_stored_one_by_one(conn: psycopg.Connect
         prepared[1], attachments_json='[{"filename": "a\\u0000b"}]')
     items = [Incoming(raw, Location("poison", "INBOX", 1, i + 1)) for i, raw in enumerate(raws)]
     states: list[int] = []
-    result = store.write_batch(conn, items, prepared, policy=ImportPolicy(), source="imap",
+    result = writer.write_batch(conn, items, prepared, policy=ImportPolicy(), source="imap",
                                on_state=lambda c: states.append(len(states)))
     assert result.new == [True, True, True] and len(set(result.eml_ids)) == 3
     assert states == [0]  # the caller's state, once, with the last message
@@ -370,7 +365,7 @@ def test_reply_inherits_hand_ties_of_every_parent_sharing_the_id(
     policy = ImportPolicy(create_contacts=False)
     one = import_one(conn, make_message(message_id="<same@x>", subject="one"), policy)
     import_one(conn, make_message(message_id="<same@x>", subject="two [xtref:S-77]"), policy)
-    store.insert_ties(conn, [(one, "Q", quote)])  # attached by hand
+    writer.insert_ties(conn, [(one, "Q", quote)])  # attached by hand
     selfish = make_message(message_id="<self@x>", references="<self@x>", subject="me")
     reply = make_message(message_id="<r-same@x>", in_reply_to="<same@x>", subject="RE")
     result = Importer(conn, policy).import_batch([Incoming(selfish), Incoming(reply)])
@@ -476,16 +471,16 @@ def test_two_importers_at_once_never_double_anything(db_dsn: str) -> None:
 
 def test_store_helpers_resolve_documents(conn: psycopg.Connection) -> None:
     cust = add_document(conn, "custinfo", "cust_number", "TTOYS")
-    assert store.resolve_documents(conn, "C", ["ttoys", "NONE"]) == {"ttoys": cust}
-    assert store.resolve_documents(conn, "INCDT", ["12a"]) == {}
+    assert writer.resolve_documents(conn, "C", ["ttoys", "NONE"]) == {"ttoys": cust}
+    assert writer.resolve_documents(conn, "INCDT", ["12a"]) == {}
     incident = add_document(conn, "incdt", "incdt_number", 4711)
     # Integer numbers as integers: leading zeros name the same one, and numbers too large
     # for any column name none (no error).
-    assert store.resolve_documents(conn, "INCDT", ["4711", "04711", "9" * 30, "4712"]) == {
+    assert writer.resolve_documents(conn, "INCDT", ["4711", "04711", "9" * 30, "4712"]) == {
         "4711": incident, "04711": incident}
-    assert store.split_name("", "john.smith@x") == ("John", "Smith")
-    assert store.split_name("Doe, Jane", "j@x") == ("Jane", "Doe")
-    assert store.split_name("Jane van Doe", "j@x") == ("Jane van", "Doe")
+    assert writer.split_name("", "john.smith@x") == ("John", "Smith")
+    assert writer.split_name("Doe, Jane", "j@x") == ("Jane", "Doe")
+    assert writer.split_name("Jane van Doe", "j@x") == ("Jane van", "Doe")
 
 
 def test_ties_stay_single_without_our_unique_index(conn: psycopg.Connection) -> None:
@@ -497,7 +492,7 @@ def test_ties_stay_single_without_our_unique_index(conn: psycopg.Connection) -> 
     reply = make_message(message_id="<u2@x>", in_reply_to="<u1@x>", subject="RE [xtref:S-777]")
     parent_id = import_one(conn, parent)
     reply_id = import_one(conn, reply)
-    assert store.insert_ties(conn, [(parent_id, "S", so), (reply_id, "S", so)]) == 0
+    assert writer.insert_ties(conn, [(parent_id, "S", so), (reply_id, "S", so)]) == 0
     assert count(
         conn,
         "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' AND emlassc_assc_id = %s",
@@ -525,7 +520,7 @@ def test_identity_hash_is_fixed(raw: bytes, expected: str) -> None:
 
 
 def test_parallel_writers_store_what_one_writer_stores(db_dsn: str, tmp_path: Path) -> None:
-    from xtmail.sync.bulk import import_paths
+    from xtmail.sync.files import import_paths
 
     for i in range(30):
         (tmp_path / f"{i:02}.eml").write_bytes(make_message(
@@ -543,7 +538,7 @@ def test_parallel_writers_store_what_one_writer_stores(db_dsn: str, tmp_path: Pa
 
 
 def test_a_failing_writer_stops_the_import_with_its_error(db_dsn: str, tmp_path: Path) -> None:
-    from xtmail.sync.bulk import import_paths
+    from xtmail.sync.files import import_paths
 
     for i in range(12):
         (tmp_path / f"{i:02}.eml").write_bytes(make_message(subject=f"Failing {i}"))
@@ -560,7 +555,7 @@ def test_a_failing_writer_stops_the_import_with_its_error(db_dsn: str, tmp_path:
 
 
 def test_a_refused_extra_writer_leaves_the_import_on_one(db_dsn: str, tmp_path: Path) -> None:
-    from xtmail.sync.bulk import import_paths
+    from xtmail.sync.files import import_paths
 
     for i in range(9):
         (tmp_path / f"{i:02}.eml").write_bytes(make_message(subject=f"Limit {i}"))
@@ -576,7 +571,7 @@ def test_a_refused_extra_writer_leaves_the_import_on_one(db_dsn: str, tmp_path: 
 
 
 def test_import_batches_are_bounded_by_bytes_too() -> None:
-    from xtmail.sync.bulk import ImportSummary, _batches
+    from xtmail.sync.files import ImportSummary, _batches
 
     items = [Incoming(b"x" * n) for n in (10, 10, 500, 10, 10, 10, 10)]
     batches = _batches(iter(items), 3, ImportSummary(), max_bytes=100)
@@ -613,7 +608,7 @@ def test_a_prepared_message_survives_the_trip_from_a_parsing_process(
 def test_text_array_literal_reads_back_as_the_same_list(
     conn: psycopg.Connection, values: list[str]
 ) -> None:
-    assert conn.execute("SELECT %s::text[]", (store._text_array(values),)).fetchone() == (values,)
+    assert conn.execute("SELECT %s::text[]", (writer._text_array(values),)).fetchone() == (values,)
 
 
 def test_odd_message_ids_and_defects_are_stored_as_written(conn: psycopg.Connection) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from xtmail.sync import localpg
+from xtmail.app import localpg
+from xtmail.app.localpg import LocalPostgres, find_bindir
+from xtmail.sync.db.schema import migrate
 from xtmail.sync.errors import ConfigError
-from xtmail.sync.localpg import LocalPostgres, find_bindir
-from xtmail.sync.schema import migrate
 
 
 def test_embedded_postgres_is_the_fallback_and_runs_our_schema(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from xtmail.sync import mime
-from xtmail.sync.mime import Address, Attachment, ParsedMessage, html_to_text, parse_message
+from xtmail.sync.mail import mime
+from xtmail.sync.mail.mime import Address, Attachment, ParsedMessage, html_to_text, parse_message
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "mikel-mail"
 CORPUS_FILES = sorted(CORPUS.glob("*.eml"))
@@ -254,7 +254,7 @@ def test_charset_label_with_a_nul_is_an_unknown_charset(
     # Found by fuzzing: codecs.lookup() raises ValueError for a NUL, and the whole message
     # fell back to the raw reading (no MIME at all).
     raw = make("Content-Type: text/plain; charset=\"utf\x00-8\"", body="Grüße")
-    with caplog.at_level(logging.ERROR, logger="xtmail.sync.mime"):
+    with caplog.at_level(logging.ERROR, logger="xtmail.sync.mail.mime"):
         parsed = parse_message(raw)
     assert parsed.body_text == "Grüße"
     assert not caplog.records

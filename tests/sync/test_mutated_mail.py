@@ -14,7 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from xtmail.sync.importer import Importer, Incoming, Location, prepare
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.mail.prepare import prepare
+from xtmail.sync.values import Incoming, Location
 
 # Fragments that hit the parser's special cases: NUL, bare CR and LF, encoded words, BOMs,
 # boundaries, parameters, quoted-printable soft breaks, absurd dates, base64, UTF-16.
@@ -47,7 +49,7 @@ def mutated(corpus_files: list[Path], count: int, seed: int) -> list[bytes]:
 def test_damaged_mail_is_parsed_without_the_fallback(
     corpus_files: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="xtmail.sync.mime"):
+    with caplog.at_level(logging.ERROR, logger="xtmail.sync.mail.mime"):
         for raw in mutated(corpus_files, 600, seed=1):
             prepare(raw)
     assert not caplog.records, caplog.records[0].getMessage()

@@ -1,10 +1,10 @@
-"""Document references and reply/forward subjects (xtmail.sync.refs)."""
+"""Document references and reply/forward subjects (xtmail.sync.mail.refs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from xtmail.sync.refs import (
+from xtmail.sync.mail.refs import (
     Reference,
     add_reference,
     compose_subject,
@@ -13,7 +13,7 @@ from xtmail.sync.refs import (
     normalize_subject,
     reply_subject,
 )
-from xtmail.sync.registry import DOCUMENT_TYPES, DocumentType
+from xtmail.sync.mail.registry import DOCUMENT_TYPES, DocumentType
 
 S_50123 = Reference("S", "50123")
 

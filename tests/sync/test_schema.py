@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from xtmail.sync import registry
-from xtmail.sync.cli import main
+from xtmail.app.cli import main
+from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.errors import PermissionDenied
-from xtmail.sync.schema import migrate, migrations
+from xtmail.sync.mail import registry
 
 
 def _catalog(conn: psycopg.Connection) -> list[tuple[object, ...]]:
@@ -185,7 +185,7 @@ def test_role_without_privileges_gets_a_clear_error(
 
 
 def test_unreachable_database_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    from xtmail.sync.localpg import free_port
+    from xtmail.app.localpg import free_port
 
     code = main(["init-db", "--dsn", f"host=127.0.0.1 port={free_port()} dbname=x "
                  "connect_timeout=2"])

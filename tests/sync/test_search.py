@@ -12,9 +12,9 @@ import pytest
 
 from tests.servers.postgres import TestDatabases
 from tests.sync.mail import make_message
-from xtmail.sync import search
-from xtmail.sync.importer import Importer, ImportPolicy, Incoming
-from xtmail.sync.mailstore import ContactRow, MessageRow
+from xtmail.sync.db import search
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.values import ContactRow, ImportPolicy, Incoming, MessageRow
 
 T = TypeVar("T")
 

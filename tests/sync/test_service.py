@@ -16,10 +16,10 @@ from PyQt6.QtCore import QTimer
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.mail import make_message
-from xtmail.sync.credentials import Credential, StaticCredentials
-from xtmail.sync.engine import Backoff
-from xtmail.sync.service import SyncService, parse_pool
-from xtmail.sync.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.imap.account import Backoff
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.service import SyncService, parse_pool
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
 
 T = TypeVar("T")
 

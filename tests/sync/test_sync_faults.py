@@ -15,10 +15,10 @@ from tests.qtsupport import MemoryKeyring
 from tests.servers.conftest_snippet import ImapAccount
 from tests.servers.dovecot import DovecotServer, iter_generated_messages
 from tests.sync.xtuple import refuse_new_contacts
-from xtmail.sync import cli
+from xtmail.app import cli
 
 MESSAGES = 1500
-RUNNER = "import sys; from xtmail.sync.cli import main; sys.exit(main())"
+RUNNER = "import sys; from xtmail.app.cli import main; sys.exit(main())"
 
 
 def sync_args(server: DovecotServer, account: ImapAccount, dsn: str, *extra: str) -> list[str]:

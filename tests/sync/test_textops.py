@@ -1,4 +1,4 @@
-"""The C text loops (sync/_speedups.c) give exactly what their Python versions give.
+"""The C text loops (sync/mail/_speedups.c) give exactly what their Python versions give.
 
 Random text of every string width and every character str.split() and the line-ending
 rules care about, then the real corpus, then whole prepared messages: the search words, the
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sync.test_mutated_mail import mutated
-from xtmail.sync import importer, mime, textops
+from xtmail.sync.mail import mime, prepare, textops, words
 
 # Every character str.split() splits on, and a few that look like separators but are not.
 WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
@@ -35,7 +35,7 @@ def test_the_c_versions_are_built() -> None:
     # What CI measures and what the installed product runs. Without a C compiler the
     # Python versions take over; dev.sh installs gcc and the Python headers.
     assert textops.COMPILED, (
-        "xtmail.sync._speedups is not built: install a C compiler and the Python headers "
+        "xtmail.sync.mail._speedups is not built: install a C compiler and the Python headers "
         "(apt-get install gcc python3-dev) and reinstall (pip install -e .)"
     )
 
@@ -81,7 +81,7 @@ def random_table(seed: int) -> bytes:
     "ab \U0001f600",
 ])
 def test_mapped_words_match_python(alphabet: str) -> None:
-    tables = [importer._LATIN1_SEPARATED, random_table(6), random_table(7)]
+    tables = [words._LATIN1_SEPARATED, random_table(6), random_table(7)]
     for index, text in enumerate(random_texts(5, 20_000, alphabet)):
         table = tables[index % len(tables)]
         assert textops.mapped_words(text, table) == textops.py_mapped_words(text, table), (
@@ -95,10 +95,10 @@ def test_mapped_words_are_the_search_words_of_latin1_text(
     # The search index's words by one table lookup per character are those of str.lower
     # and the separator table, for every Latin-1 character; wider text is left to them.
     for text in [LATIN1, *random_texts(8, 5_000, LATIN1 + "   ", longest=60)]:
-        assert mapped_words(text, importer._LATIN1_SEPARATED) == textops.distinct_words(
-            importer._separated(text)), repr(text)
-    assert mapped_words("na\u00efve \u2019quote\u2019", importer._LATIN1_SEPARATED) is None
-    assert mapped_words("", importer._LATIN1_SEPARATED) == []
+        assert mapped_words(text, words._LATIN1_SEPARATED) == textops.distinct_words(
+            words._separated(text)), repr(text)
+    assert mapped_words("na\u00efve \u2019quote\u2019", words._LATIN1_SEPARATED) is None
+    assert mapped_words("", words._LATIN1_SEPARATED) == []
 
 
 @pytest.mark.parametrize("mapped_words", [textops.mapped_words, textops.py_mapped_words])
@@ -162,16 +162,16 @@ def test_prepared_messages_do_not_depend_on_the_extension(
 ) -> None:
     raws = [path.read_bytes() for path in corpus_files] + mutated(corpus_files, 300, seed=5)
     received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # for messages without a date
-    with_c = [importer.prepare(raw, received) for raw in raws]
+    with_c = [prepare.prepare(raw, received) for raw in raws]
     # The search words without the Latin-1 table: str.lower and str.translate for all text.
     with monkeypatch.context() as patch:
-        patch.setattr(importer, "mapped_words", lambda text, table: None)
+        patch.setattr(words, "mapped_words", lambda text, table: None)
         for raw, fast in zip(raws, with_c, strict=True):
-            assert importer.prepare(raw, received).search == fast.search
-    monkeypatch.setattr(importer, "mapped_words", textops.py_mapped_words)
-    monkeypatch.setattr(importer, "distinct_words", textops.py_distinct_words)
-    monkeypatch.setattr(importer, "crlf_to_lf", textops.py_crlf_to_lf)
+            assert prepare.prepare(raw, received).search == fast.search
+    monkeypatch.setattr(words, "mapped_words", textops.py_mapped_words)
+    monkeypatch.setattr(words, "distinct_words", textops.py_distinct_words)
+    monkeypatch.setattr(prepare, "crlf_to_lf", textops.py_crlf_to_lf)
     monkeypatch.setattr(mime, "newlines_to_lf", textops.py_newlines_to_lf)
     for raw, fast in zip(raws, with_c, strict=True):
-        slow = importer.prepare(raw, received)
+        slow = prepare.prepare(raw, received)
         assert dataclasses.astuple(fast) == dataclasses.astuple(slow)

@@ -23,8 +23,9 @@ import qasync
 from PyQt6.QtCore import QUrl
 
 from tests.sync.mail import make_message
-from xtmail.sync.importer import Importer, Incoming
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.values import Incoming
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pytest
 
 from xtmail.sync.errors import XtmailError
-from xtmail.sync.refs import Reference
+from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.compose import (
     SHORTENED_NOTICE,
     Draft,

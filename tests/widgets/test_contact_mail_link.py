@@ -9,7 +9,7 @@ from PyQt6.QtCore import QPoint, Qt
 from pytestqt.qtbot import QtBot
 
 from tests.widgets.conftest import RecordingDesktop
-from xtmail.sync.refs import Reference
+from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.contact_mail_link import ContactMailLink
 
 pytestmark = pytest.mark.qt_log_ignore("^This plugin does not support")

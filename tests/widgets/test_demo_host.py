@@ -10,9 +10,9 @@ from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
 from tests.qtsupport import RunUntil
-from xtmail.sync.mailstore import MailStore
-from xtmail.sync.sample_data import seed
-from xtmail.widgets.demo_host import DemoMainWindow
+from xtmail.app.demo_host import DemoMainWindow
+from xtmail.app.sample_data import seed
+from xtmail.sync.db.mailstore import MailStore
 
 
 def test_demo_opens_a_sales_order_and_shows_its_mail(
@@ -64,7 +64,7 @@ def test_demo_opens_a_sales_order_and_shows_its_mail(
 def test_offscreen_noise_is_dropped_and_other_messages_pass(qtlog: Any) -> None:
     from PyQt6.QtCore import qInfo, qInstallMessageHandler, qWarning
 
-    from xtmail.widgets.demo_host import quiet_offscreen_warnings
+    from xtmail.app.demo_host import quiet_offscreen_warnings
 
     previous = quiet_offscreen_warnings()
     try:

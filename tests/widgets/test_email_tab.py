@@ -24,7 +24,7 @@ from pytestqt.qtbot import QtBot
 from tests.qtsupport import RunUntil
 from tests.sync.mail import make_message
 from tests.widgets.conftest import MailData, RecordingDesktop
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.desktop import PrivateFiles
 from xtmail.widgets.email_tab import EmailTab
 from xtmail.widgets.message_model import VIA_CONTACT_TOOLTIP, ViaContactRole

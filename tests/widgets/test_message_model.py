@@ -12,7 +12,7 @@ from pytestqt.modeltest import ModelTester
 
 from tests.sync.mail import make_message
 from tests.widgets.conftest import MailData
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.message_model import (
     COLUMNS,
     VIA_CONTACT_TOOLTIP,

@@ -10,7 +10,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.qtsupport import RunUntil
 from tests.widgets.conftest import MailData
-from xtmail.sync.mailstore import MailStore
+from xtmail.sync.db.mailstore import MailStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

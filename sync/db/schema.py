@@ -14,7 +14,7 @@ from importlib import resources
 
 import psycopg
 
-from .errors import MigrationError, PermissionDenied
+from xtmail.sync.errors import MigrationError, PermissionDenied
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant distinct from other advisory-lock users of the database.
@@ -31,7 +31,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """All shipped migrations, in version order."""
     found = []
-    for entry in resources.files("xtmail.sync.migrations").iterdir():
+    for entry in resources.files("xtmail.sync.db.migrations").iterdir():
         match = _FILE_RE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

@@ -24,16 +24,14 @@ import logging
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from . import registry
-from .errors import DatabaseError, PermissionDenied
-
-if TYPE_CHECKING:
-    from .importer import BatchResult, ImportPolicy, Incoming, PreparedMessage
+from xtmail.sync.errors import DatabaseError, PermissionDenied
+from xtmail.sync.mail import registry
+from xtmail.sync.mail.prepare import prepare_many
+from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, PreparedMessage
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +192,6 @@ def _write_one_by_one(
     through something it cannot hold). Store the messages one by one, so that the others
     go in as usual; one still refused is kept by its raw bytes without its parsed fields,
     and its defects say why. A folder never sticks on one message."""
-    from .importer import BatchResult
 
     log.warning("the database refused a batch of %d (%s); storing its messages one by one",
                 len(items), error.diag.message_primary)
@@ -238,7 +235,6 @@ def _write(
     job: _Job,
     on_state: OnState,
 ) -> BatchResult:
-    from .importer import BatchResult
 
     result = BatchResult()
     if not items:
@@ -829,3 +825,37 @@ def check_document(conn: psycopg.Connection, code: str, doc_id: int) -> None:
     ).fetchone()
     if row is None:
         raise DatabaseError(f"There is no {doc.label} with id {doc_id}.")
+
+
+class Importer:
+    """Writes prepared messages, one transaction per batch, and applies the association rules.
+
+    ``conn`` is a psycopg connection in autocommit mode; the importer opens its own
+    transactions. ``on_state`` lets the caller write its progress marker (a folder's last
+    UID) inside the same transaction as the messages it covers.
+    """
+
+    def __init__(self, conn: psycopg.Connection, policy: ImportPolicy | None = None) -> None:
+        self.conn = conn
+        self.policy = policy or ImportPolicy()
+
+    def import_batch(
+        self,
+        items: Sequence[Incoming],
+        prepared: Sequence[PreparedMessage] | None = None,
+        *,
+        source: str = "imap",
+        extra_ties: Sequence[tuple[str, int]] = (),
+        on_state: Callable[[psycopg.Connection], None] | None = None,
+    ) -> BatchResult:
+        if prepared is None:
+            prepared = prepare_many(items)
+        return write_batch(
+            self.conn,
+            items,
+            prepared,
+            policy=self.policy,
+            source=source,
+            extra_ties=extra_ties,
+            on_state=on_state,
+        )

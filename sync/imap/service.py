@@ -1,6 +1,6 @@
 """``SyncService``: the sync engine on the host application's qasync event loop.
 
-The engine (:mod:`xtmail.sync.engine`) blocks — imap-tools calls, the sync psycopg
+The engine (:mod:`xtmail.sync.imap.folder_sync`) blocks — imap-tools calls, the sync psycopg
 connection, parsing — so it runs in worker threads the service owns; parsing can go further
 out, to a process pool. The GUI thread only receives signals: the engine's listener calls
 hop onto the loop with ``call_soon_threadsafe`` and are emitted there.
@@ -22,10 +22,11 @@ from typing import Any
 import psycopg
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from .credentials import CredentialProvider
-from .engine import AccountResult, AccountSync, Backoff, ConnectDb, SyncListener
-from .errors import XtmailError
-from .settings import SyncSettings
+from xtmail.sync.errors import XtmailError
+from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff, ConnectDb
+from xtmail.sync.imap.credentials import CredentialProvider
+from xtmail.sync.imap.folder_sync import SyncListener
+from xtmail.sync.imap.settings import SyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class SyncService(QObject):
         progressChanged(str account, str folder, int done, int total): a batch was stored.
         statusChanged(str text): what the service is doing now, one line for a status area.
         errorOccurred(str kind, str message): ``kind`` is one of
-            :data:`xtmail.sync.engine.ERROR_KINDS`, or ``"warning"`` when the sync goes on
+            :data:`xtmail.sync.imap.account.ERROR_KINDS`, or ``"warning"`` when the sync goes on
             but the user should act (contacts not created for want of a privilege, a
             message kept by its raw bytes only); the message says what to do.
         messagesImported(dict): new messages, eml_id -> list of (document code, id) ties;

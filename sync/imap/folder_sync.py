@@ -34,45 +34,35 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 
 import psycopg
 
-from .credentials import CredentialProvider
-from .errors import (
-    AuthenticationFailed,
-    CertificateError,
-    ConfigError,
-    DatabaseError,
-    DatabaseUnavailable,
-    ImapError,
-    TransientImapError,
+from xtmail.sync.db.folder_state import (
+    FolderState,
+    read_state,
+    relax_commit,
+    stored_uids_above,
+    try_lock_folder,
+    unlock_folder,
+    write_state,
+)
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.errors import (
     XtmailError,
 )
-from .imap import FetchedMessage, FolderStatus, ImapConnection
-from .importer import (
-    BATCH_BYTES,
-    Importer,
-    ImportPolicy,
-    Incoming,
-    Location,
-    PreparedMessage,
-    extra_writers,
-    prepare,
-    prepare_many,
-)
-from .settings import AccountSettings, SyncSettings
+from xtmail.sync.imap.connection import FetchedMessage, FolderStatus, ImapConnection
+from xtmail.sync.mail.prepare import prepare_many
+from xtmail.sync.pipeline import BATCH_BYTES, extra_writers, prepare_batch
+from xtmail.sync.values import ImportPolicy, Incoming, Location, PreparedMessage
 
 log = logging.getLogger(__name__)
 
-#: First key of our advisory locks ("xtml"): keeps them apart from other applications' locks.
-LOCK_CLASS = 0x78746D6C
 DEFAULT_BATCH = 250
 #: Messages up to this size are not asked their exact size when batches are cut.
 SMALL_MESSAGE = 64 * 1024
@@ -80,15 +70,6 @@ SMALL_MESSAGE = 64 * 1024
 PARSE_SPLIT = 64
 #: Database connections storing a folder's batches side by side (see FolderSync).
 DEFAULT_WRITERS = 2
-#: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
-OTHER_FOLDERS_EVERY = 30.0
-
-
-@dataclass
-class FolderState:
-    uidvalidity: int
-    last_uid: int
-    highestmodseq: int | None
 
 
 @dataclass
@@ -103,24 +84,6 @@ class FolderResult:
     skipped: str | None = None
     rescanned: bool = False
     ties: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
-
-
-@dataclass
-class AccountResult:
-    """One pass over an account; ``error`` is set when the account had to stop."""
-
-    account: str
-    folders: list[FolderResult] = field(default_factory=list)
-    error: XtmailError | None = None
-    retries: int = 0
-
-    @property
-    def imported(self) -> int:
-        return sum(f.imported for f in self.folders)
-
-    @property
-    def already_present(self) -> int:
-        return sum(f.already_present for f in self.folders)
 
 
 class SyncListener:
@@ -139,130 +102,13 @@ class SyncListener:
         """New messages were committed: eml_id -> [(document type code, id)]."""
 
     def error(self, kind: str, error: XtmailError) -> None:
-        """Something went wrong; ``kind`` is one of :data:`ERROR_KINDS`."""
+        """Something went wrong; ``kind`` is one of :data:`xtmail.sync.imap.account.ERROR_KINDS`."""
 
     def warning(self, text: str) -> None:
         """The sync goes on, but the user should know and may act: contacts could not be
         created (a missing privilege), a message was kept by its raw bytes only. Each text
         is reported once per pass over a folder."""
 
-
-#: The ``kind`` reported with an error: what the user must look at.
-ERROR_KINDS = ("authentication", "certificate", "config", "network", "database")
-
-
-def error_kind(error: BaseException) -> str:
-    if isinstance(error, AuthenticationFailed):
-        return "authentication"
-    if isinstance(error, CertificateError):
-        return "certificate"
-    if isinstance(error, ConfigError):
-        return "config"
-    if isinstance(error, DatabaseError | psycopg.Error):
-        return "database"
-    return "network"
-
-
-class Backoff:
-    """Exponential backoff with full-range jitter, capped: 1, 2, 4 ... 60 s (±25 %).
-
-    Jitter spreads the reconnects of many clients after a server restart.
-    """
-
-    def __init__(
-        self, initial: float = 1.0, factor: float = 2.0, cap: float = 60.0, jitter: float = 0.25
-    ) -> None:
-        self.initial, self.factor, self.cap, self.jitter = initial, factor, cap, jitter
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.initial * self.factor ** self.attempt)
-        self.attempt += 1
-        return max(0.0, delay * (1 + random.uniform(-self.jitter, self.jitter)))  # noqa: S311
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-# -- folder state ------------------------------------------------------------------------------
-
-def read_state(conn: psycopg.Connection, account: str, folder: str) -> FolderState | None:
-    row = conn.execute(
-        """SELECT fs_uidvalidity, fs_last_uid, fs_highestmodseq FROM xtmail.folder_state
-            WHERE fs_account = %s AND fs_mailbox = %s""",
-        (account, folder),
-    ).fetchone()
-    if row is None:
-        return None
-    return FolderState(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None)
-
-
-def write_state(
-    conn: psycopg.Connection,
-    account: str,
-    folder: str,
-    state: FolderState,
-    *,
-    drop_other_uidvalidity: bool = False,
-    advance_only: bool = False,
-) -> None:
-    """Upsert the folder's state; call inside the transaction that stored its messages.
-
-    ``advance_only`` never lowers the stored last UID: batches committing out of order each
-    write the mark they can vouch for, and a later commit may vouch for less.
-    """
-    if drop_other_uidvalidity:
-        conn.execute(
-            """DELETE FROM xtmail.location
-                WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity <> %s""",
-            (account, folder, state.uidvalidity),
-        )
-    conn.execute(
-        """INSERT INTO xtmail.folder_state (fs_account, fs_mailbox, fs_uidvalidity, fs_last_uid,
-                                            fs_highestmodseq)
-           VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (fs_account, fs_mailbox) DO UPDATE
-              SET fs_uidvalidity = EXCLUDED.fs_uidvalidity,
-                  fs_last_uid = CASE WHEN %s THEN GREATEST(folder_state.fs_last_uid,
-                                                           EXCLUDED.fs_last_uid)
-                                     ELSE EXCLUDED.fs_last_uid END,
-                  fs_highestmodseq = EXCLUDED.fs_highestmodseq,
-                  fs_updated_at = now()""",
-        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq, advance_only),
-    )
-
-
-def stored_uids_above(
-    conn: psycopg.Connection, account: str, folder: str, uidvalidity: int, last_uid: int
-) -> set[int]:
-    """UIDs above ``last_uid`` whose messages are stored: batches that committed ahead of an
-    earlier one that did not (the process was killed, or the pass stopped)."""
-    rows = conn.execute(
-        """SELECT loc_uid FROM xtmail.location
-            WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity = %s
-              AND loc_uid > %s""",
-        (account, folder, uidvalidity, last_uid),
-    ).fetchall()
-    return {int(r[0]) for r in rows}
-
-
-def _lock_args(account: str, folder: str) -> tuple[int, str]:
-    return LOCK_CLASS, f"{account}\x1f{folder}"
-
-
-def try_lock_folder(conn: psycopg.Connection, account: str, folder: str) -> bool:
-    """Session-level lock: held until unlocked or the connection (the process) ends."""
-    row = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", _lock_args(account, folder)
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def unlock_folder(conn: psycopg.Connection, account: str, folder: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", _lock_args(account, folder))
-
-
-# -- one folder --------------------------------------------------------------------------------
 
 def _chunks(
     uids: Sequence[int], size: int, sizes: dict[int, int] | None = None,
@@ -285,18 +131,6 @@ def _chunks(
     if current:
         chunks.append(current)
     return chunks
-
-
-def relax_commit(conn: psycopg.Connection) -> None:
-    """Commit batches without waiting for the server to flush them to disk.
-
-    A sync can lose its last batches only together with their folder state (one
-    transaction), so a server that crashes before writing them out makes the next pass
-    fetch those messages again: nothing lost, nothing doubled. Without the wait, a batch's
-    commit costs no disk flush (milliseconds each on real disks; docs/sync.md). The rest of
-    the server keeps its durable commits, and so do all other sessions.
-    """
-    conn.execute("SET synchronous_commit = off")
 
 
 class FolderSync:
@@ -626,13 +460,6 @@ class _Pending:
     parsing: list[Future[list[PreparedMessage]]]  # in order; empty: parse when stored
 
 
-def prepare_batch(
-    args: list[tuple[bytes, datetime | None]],
-) -> list[PreparedMessage]:
-    """Parse one batch in a worker process (module-level so that it pickles)."""
-    return [prepare(raw, when) for raw, when in args]
-
-
 def _never() -> bool:
     return False
 
@@ -645,233 +472,3 @@ def _unchanged(state: FolderState, status: FolderStatus) -> bool:
     return status.uidnext - 1 <= state.last_uid
 
 
-# -- one account -------------------------------------------------------------------------------
-
-ConnectDb = Callable[[], psycopg.Connection]
-
-
-class AccountSync:
-    """Synchronizes an account's folders with reconnects, pauses and a stop flag.
-
-    ``connect_db`` returns a new autocommit psycopg connection (``writers`` of them store a
-    folder's batches side by side during a pass). ``retry_limit`` bounds the
-    consecutive failed attempts of one pass (None: retry until stopped, for services).
-    ``stop`` ends waits and passes early (between batches).
-    """
-
-    def __init__(
-        self,
-        settings: SyncSettings,
-        credentials: CredentialProvider,
-        connect_db: ConnectDb,
-        *,
-        executor: Executor | None = None,
-        listener: SyncListener | None = None,
-        stop: threading.Event | None = None,
-        backoff: Backoff | None = None,
-        retry_limit: int | None = None,
-        writers: int = DEFAULT_WRITERS,
-        other_folders_every: float = OTHER_FOLDERS_EVERY,
-        batch_bytes: int = BATCH_BYTES,
-    ) -> None:
-        self.settings = settings
-        self.batch_bytes = batch_bytes
-        self.writers = writers
-        self.other_folders_every = other_folders_every
-        self.credentials = credentials
-        self.connect_db = connect_db
-        self.executor = executor
-        self.listener = listener or SyncListener()
-        self.stop = stop or threading.Event()
-        self.backoff = backoff or Backoff()
-        self.retry_limit = retry_limit
-        self._imap: ImapConnection | None = None
-        self._db: psycopg.Connection | None = None
-        self._reconnect = False
-        #: Set to interrupt a wait (IDLE or polling sleep) without stopping: "sync now".
-        self.wake = threading.Event()
-
-    @property
-    def account(self) -> AccountSettings:
-        return self.settings.account
-
-    # -- connections ------------------------------------------------------------------------
-    def request_reconnect(self) -> None:
-        """Reconnect before the next folder (the account settings changed). Thread-safe."""
-        self._reconnect = True
-
-    def _imap_connection(self) -> ImapConnection:
-        if self._reconnect:
-            self._reconnect = False
-            self._drop_imap()
-        if self._imap is None:
-            self.listener.status(f"Connecting to {self.account.host}")
-            self._imap = ImapConnection(self.account, self.credentials.credential(self.account))
-        return self._imap
-
-    def _db_connection(self) -> psycopg.Connection:
-        if self._db is not None and not self._db.closed:
-            return self._db
-        try:
-            db = self.connect_db()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"The database cannot be reached: {exc}".strip(),
-                hint="Synchronization resumes when the database is back.",
-            ) from exc
-        # psycopg prepares a statement after 5 runs; PostgreSQL's generic plan for the
-        # store's unnest(array) joins (contact matching) then estimates 10 rows and takes
-        # seconds per batch instead of milliseconds. Custom plans every time.
-        db.prepare_threshold = None
-        self._db = db
-        return db
-
-    def _drop_imap(self) -> None:
-        imap, self._imap = self._imap, None
-        if imap is not None:
-            imap.close()
-
-    def _drop_db(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            db.close()
-
-    def close(self) -> None:
-        self._drop_imap()
-        self._drop_db()
-
-    # -- passes -----------------------------------------------------------------------------
-    def run_once(self, folders: Sequence[str] | None = None) -> AccountResult:
-        """One pass over ``folders`` (default: the configured ones), retrying faults."""
-        settings = self.settings
-        result = AccountResult(self.account.key)
-        for folder in folders if folders is not None else settings.folders:
-            if self.stop.is_set():
-                break
-            folder_result = self._sync_folder(folder, result)
-            if result.error is not None:
-                break
-            if folder_result is not None:
-                result.folders.append(folder_result)
-        return result
-
-    def _sync_folder(self, folder: str, result: AccountResult) -> FolderResult | None:
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                db = self._db_connection()
-                imap = self._imap_connection()
-                self.listener.status(f"Synchronizing {folder}")
-                outcome = FolderSync(
-                    db, imap, self.account.key, folder,
-                    policy=self.settings.policy(),
-                    executor=self.executor,
-                    batch_size=self.settings.batch_size,
-                    since=self.settings.since,
-                    listener=self.listener,
-                    should_stop=self.stop.is_set,
-                    connect=self.connect_db,
-                    writers=self.writers,
-                    batch_bytes=self.batch_bytes,
-                ).run()
-                self.backoff.reset()
-                return outcome
-            except (AuthenticationFailed, CertificateError, ConfigError) as exc:
-                self._drop_imap()
-                result.error = exc
-                self.listener.error(error_kind(exc), exc)
-                return None
-            except (TransientImapError, DatabaseUnavailable, psycopg.OperationalError) as exc:
-                error: XtmailError
-                if isinstance(exc, psycopg.OperationalError):
-                    error = DatabaseUnavailable(
-                        f"The database connection failed: {exc}".strip(),
-                        hint="Synchronization resumes when the database is back.",
-                    )
-                else:
-                    error = exc
-                if isinstance(error, DatabaseUnavailable):
-                    self._drop_db()
-                else:
-                    self._drop_imap()
-                failures += 1
-                result.retries += 1
-                delay = self.backoff.next()
-                if self.retry_limit is not None and failures > self.retry_limit:
-                    result.error = error
-                    self.listener.error(error_kind(error), error)
-                    return None
-                what = ("paused: the database is unreachable" if isinstance(
-                    error, DatabaseUnavailable) else "connection lost")
-                self.listener.status(f"{folder}: {what}; retrying in {delay:.1f} s ({error})")
-                if self.stop.wait(delay):
-                    return None
-            except (ImapError, DatabaseError) as exc:
-                self._drop_imap()
-                result.error = exc
-                self.listener.error(error_kind(exc), exc)
-                return None
-            except psycopg.Error as exc:
-                self._drop_db()
-                error = DatabaseError(f"The database refused the import: {exc}")
-                result.error = error
-                self.listener.error("database", error)
-                return None
-        return None
-
-    def wait_for_change(self, timeout: float) -> None:
-        """Block until new mail may have arrived: IDLE on the first folder where the server
-        offers it, else sleep; ``timeout``, ``stop`` or ``wake`` end the wait early.
-
-        IDLE watches one folder. With more folders configured it ends after
-        ``other_folders_every`` seconds at most, so that the next pass sees the others too:
-        for an unchanged folder that pass costs one STATUS (about 2 ms).
-        """
-        folders = self.settings.folders
-        self.wake.clear()
-        try:
-            imap = self._imap_connection() if folders else None
-            if imap is not None and imap.supports_idle:
-                imap.examine(folders[0])
-                if len(folders) > 1:
-                    timeout = min(timeout, self.other_folders_every)
-                imap.idle(timeout, _AnyEvent(self.stop, self.wake))
-                return
-        except (TransientImapError, ImapError) as exc:
-            # The next pass reconnects with backoff and reports persistent trouble.
-            log.info("IDLE failed, falling back to a pause: %s", exc)
-            self._drop_imap()
-        except ConfigError:
-            pass
-        _AnyEvent(self.stop, self.wake).wait(timeout)
-
-    def watch(self, on_pass: Callable[[AccountResult], None] | None = None) -> None:
-        """Pass after pass until ``stop`` is set or the account hits a stopping error."""
-        while not self.stop.is_set():
-            result = self.run_once()
-            if on_pass is not None:
-                on_pass(result)
-            if result.error is not None:
-                return
-            self.wait_for_change(self.settings.poll_interval)
-
-
-class _AnyEvent(threading.Event):
-    """Looks set as soon as any of its events is set (for IDLE's stop check)."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        super().__init__()
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        step = 0.1
-        waited = 0.0
-        while not self.is_set():
-            if timeout is not None and waited >= timeout:
-                return False
-            self._events[0].wait(step)
-            waited += step
-        return True

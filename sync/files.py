@@ -19,19 +19,11 @@ from pathlib import Path
 
 import psycopg
 
-from .errors import ConfigError
-from .importer import (
-    BATCH_BYTES,
-    BatchResult,
-    Importer,
-    ImportPolicy,
-    Incoming,
-    Location,
-    PreparedMessage,
-    extra_writers,
-    prepare_many,
-    prepare_raw,
-)
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.errors import ConfigError
+from xtmail.sync.mail.prepare import prepare_many, prepare_raw
+from xtmail.sync.pipeline import BATCH_BYTES, extra_writers
+from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, Location, PreparedMessage
 
 FILE_ACCOUNT = "file"
 

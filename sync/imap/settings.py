@@ -3,7 +3,7 @@
 The dataclasses import nothing from Qt so that the headless engine and the CLI use them
 too; only :func:`load_settings` and :func:`save_settings` touch Qt, and they import it when
 called. Passwords are never part of these settings: they live in the keyring
-(:mod:`xtmail.sync.credentials`).
+(:mod:`xtmail.sync.imap.credentials`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
-from .importer import ImportPolicy
+from xtmail.sync.errors import ConfigError
+from xtmail.sync.values import ImportPolicy
 
 if TYPE_CHECKING:
     from PyQt6.QtCore import QSettings

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from xtmail.sync.registry import DOCUMENT_TYPES, find
+from xtmail.sync.mail.registry import DOCUMENT_TYPES, find
 
 __all__ = [
     "Reference",

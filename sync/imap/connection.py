@@ -32,15 +32,20 @@ from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.errors import MailboxLoginError, MailboxStarttlsError
 from imap_tools.utils import encode_folder
 
-from .credentials import Credential
-from .errors import (
+from xtmail.sync.errors import (
     AuthenticationFailed,
     CertificateError,
     ConfigError,
     ImapError,
     TransientImapError,
 )
-from .settings import AccountSettings, AuthMethod, Security, normalize_fingerprint
+from xtmail.sync.imap.credentials import Credential
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    AuthMethod,
+    Security,
+    normalize_fingerprint,
+)
 
 SPECIAL_USE = frozenset({
     "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash",

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from .errors import XtmailError
+from xtmail.sync.errors import XtmailError
 
 if TYPE_CHECKING:
-    from .credentials import CredentialProvider
-    from .importer import ImportPolicy
-    from .localpg import LocalPostgres
-    from .settings import SyncSettings
+    from xtmail.app.localpg import LocalPostgres
+    from xtmail.sync.imap.credentials import CredentialProvider
+    from xtmail.sync.imap.settings import SyncSettings
+    from xtmail.sync.values import ImportPolicy
 
 
 def _cmd_init_db(args: argparse.Namespace) -> int:
-    from .schema import migrate
+    from xtmail.sync.db.schema import migrate
 
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         applied = migrate(conn)
@@ -34,8 +34,8 @@ def _cmd_init_db(args: argparse.Namespace) -> int:
 def _cmd_local_db(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .localpg import LocalPostgres
-    from .schema import migrate
+    from xtmail.app.localpg import LocalPostgres
+    from xtmail.sync.db.schema import migrate
 
     server = LocalPostgres(Path(args.folder) / "pg", port=args.port)
     server.start()
@@ -64,7 +64,7 @@ def _positive(text: str) -> int:
 
 
 def _policy(args: argparse.Namespace) -> ImportPolicy:
-    from .importer import ImportPolicy
+    from xtmail.sync.values import ImportPolicy
 
     return ImportPolicy.build(
         own_addresses=args.own_address or (),
@@ -78,7 +78,7 @@ def _policy(args: argparse.Namespace) -> ImportPolicy:
 def _cmd_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .bulk import check_paths, import_paths
+    from xtmail.sync.files import check_paths, import_paths
 
     paths = check_paths(args.paths)
     with (
@@ -133,8 +133,13 @@ EXIT_INTERRUPTED = 130  # Ctrl+C / SIGTERM: committed batches are kept
 def _sync_settings(args: argparse.Namespace) -> SyncSettings:
     from datetime import date
 
-    from .errors import ConfigError
-    from .settings import AccountSettings, AuthMethod, Security, SyncSettings
+    from xtmail.sync.errors import ConfigError
+    from xtmail.sync.imap.settings import (
+        AccountSettings,
+        AuthMethod,
+        Security,
+        SyncSettings,
+    )
 
     try:
         since = date.fromisoformat(args.since) if args.since else None
@@ -167,9 +172,13 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
 def _sync_credentials(args: argparse.Namespace) -> CredentialProvider:
     import os
 
-    from .credentials import Credential, KeyringCredentials, StaticCredentials
-    from .errors import ConfigError
-    from .settings import AuthMethod
+    from xtmail.sync.errors import ConfigError
+    from xtmail.sync.imap.credentials import (
+        Credential,
+        KeyringCredentials,
+        StaticCredentials,
+    )
+    from xtmail.sync.imap.settings import AuthMethod
 
     for option, var, method in (("--token-env", args.token_env, AuthMethod.XOAUTH2),
                                 ("--password-env", args.password_env, AuthMethod.PASSWORD)):
@@ -191,13 +200,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .engine import AccountResult, AccountSync, Backoff, SyncListener
-    from .errors import (
+    from xtmail.sync.errors import (
         AuthenticationFailed,
         CertificateError,
         ConfigError,
         DatabaseError,
     )
+    from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff
+    from xtmail.sync.imap.folder_sync import SyncListener
 
     settings = _sync_settings(args)
     credentials = _sync_credentials(args)
@@ -358,9 +368,9 @@ def _prepare_demo_database(args: argparse.Namespace) -> tuple[str, LocalPostgres
     """The demo's DSN, and the private server if this call started it (to stop at exit)."""
     from pathlib import Path
 
-    from .localpg import LocalPostgres
-    from .sample_data import seed
-    from .schema import migrate
+    from xtmail.app.localpg import LocalPostgres
+    from xtmail.app.sample_data import seed
+    from xtmail.sync.db.schema import migrate
 
     started = None
     if args.dsn:
@@ -407,7 +417,7 @@ def _run_demo(args: argparse.Namespace, dsn: str) -> int:
             args.quit_after = 3.0
     from PyQt6.QtCore import QSettings
 
-    from xtmail.widgets.demo_host import quiet_offscreen_warnings, run
+    from xtmail.app.demo_host import quiet_offscreen_warnings, run
 
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         quiet_offscreen_warnings()

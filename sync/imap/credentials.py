@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import ConfigError
-from .settings import AccountSettings, AuthMethod
+from xtmail.sync.errors import ConfigError
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod
 
 KEYRING_SERVICE = "xtmail"
 

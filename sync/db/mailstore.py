@@ -11,61 +11,14 @@ without a database driver.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from . import registry
-from .errors import DatabaseError, DatabaseUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    """One line of an Email tab."""
-
-    eml_id: int
-    date: datetime | None
-    sender: str
-    to: str
-    cc: str
-    subject: str
-    #: True when the message is listed because it is tied to one of the document's contacts
-    #: (CRM Account, Customer, Vendor, Employee), not to the document itself.
-    via_contact: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDetail:
-    eml_id: int
-    date: datetime | None
-    subject: str
-    body: str
-    from_: tuple[tuple[str, str], ...] = ()
-    to: tuple[tuple[str, str], ...] = ()
-    cc: tuple[tuple[str, str], ...] = ()
-    reply_to: tuple[tuple[str, str], ...] = ()
-    attachments: tuple[dict[str, object], ...] = field(default=())
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRow:
-    cntct_id: int
-    number: str
-    name: str
-    email: str
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRow:
-    """A document in a list of records (the demo host's main window)."""
-
-    doc_id: int
-    number: str
-    contact_name: str
-    contact_email: str
+from xtmail.sync.errors import DatabaseError, DatabaseUnavailable
+from xtmail.sync.mail import registry
+from xtmail.sync.values import ContactRow, DocumentRow, MessageDetail, MessageRow
 
 
 def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
@@ -119,6 +72,23 @@ class MailStore:
 
     async def close(self) -> None:
         await self.connection.close()
+
+    # -- search (the Attach dialog) ----------------------------------------------------------
+    async def search_messages(
+        self, text: str, *, contact_id: int | None = None, limit: int = 200
+    ) -> list[MessageRow]:
+        """The newest ``limit`` messages matching ``text`` (see :mod:`xtmail.sync.db.search`),
+        restricted to ``contact_id``'s mail when given."""
+        from xtmail.sync.db import search
+
+        return await search.search_messages(self.connection, text, contact_id=contact_id,
+                                            limit=limit)
+
+    async def search_contacts(self, text: str, limit: int = 50) -> list[ContactRow]:
+        """Contacts whose name, number or any address contains every word of ``text``."""
+        from xtmail.sync.db import search
+
+        return await search.search_contacts(self.connection, text, limit)
 
     # -- documents -----------------------------------------------------------------------------
     async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]:

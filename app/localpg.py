@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import ConfigError, DatabaseUnavailable
+from xtmail.sync.errors import ConfigError, DatabaseUnavailable
 
 INSTALL_HINT = (
     "Install the PostgreSQL server: 'apt-get install postgresql postgresql-contrib' "

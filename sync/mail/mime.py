@@ -31,7 +31,7 @@ from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datet
 from html import unescape as unescape_html
 from typing import Any, TypeAlias
 
-from .textops import newlines_to_lf
+from xtmail.sync.mail.textops import newlines_to_lf
 
 __all__ = ["Address", "Attachment", "ParsedMessage", "html_to_text", "parse_message"]
 

@@ -35,8 +35,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .importer import search_query
-from .mailstore import ContactRow, MessageRow
+from xtmail.sync.mail.words import search_query
+from xtmail.sync.values import ContactRow, MessageRow
 
 __all__ = [
     "ContactRow", "MessageRow", "address_fragment", "message_query", "search_contacts",

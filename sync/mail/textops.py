@@ -63,9 +63,14 @@ crlf_to_lf: Callable[[bytes], bytes]
 newlines_to_lf: Callable[[str], str]
 
 try:
-    from ._speedups import crlf_to_lf, distinct_words, mapped_words, newlines_to_lf
+    from xtmail.sync.mail._speedups import (
+        crlf_to_lf,
+        distinct_words,
+        mapped_words,
+        newlines_to_lf,
+    )
 except ImportError:  # built without a C compiler: the same results, more slowly
-    log.debug("xtmail.sync._speedups is not built; using the Python text loops")
+    log.debug("xtmail.sync.mail._speedups is not built; using the Python text loops")
     distinct_words, mapped_words, crlf_to_lf, newlines_to_lf = (
         py_distinct_words, py_mapped_words, py_crlf_to_lf, py_newlines_to_lf,
     )

@@ -14,7 +14,8 @@ from email.utils import format_datetime
 
 import psycopg
 
-from .importer import Importer, ImportPolicy, Incoming
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.values import ImportPolicy, Incoming
 
 OWN_ADDRESS = "you@ourcompany.example"
 

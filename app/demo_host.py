@@ -37,14 +37,15 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from xtmail.sync import registry
-from xtmail.sync.refs import Reference
+from xtmail.sync.mail import registry
+from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.contact_mail_link import ContactMailLink
 from xtmail.widgets.email_tab import EmailTab
 
 if TYPE_CHECKING:
-    from xtmail.sync.mailstore import DocumentRow, MailStore
-    from xtmail.sync.service import SyncService
+    from xtmail.sync.db.mailstore import MailStore
+    from xtmail.sync.imap.service import SyncService
+    from xtmail.sync.values import DocumentRow
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class DemoMainWindow(QMainWindow):
         return [w for w in self._windows if _alive(w)]
 
     def _own_addresses(self) -> tuple[str, ...]:
-        from xtmail.sync.settings import load_settings
+        from xtmail.sync.imap.settings import load_settings
 
         settings = load_settings(self._settings)
         own = list(settings.own_addresses)
@@ -336,10 +337,10 @@ def run(
     import qasync
     from PyQt6.QtWidgets import QApplication
 
-    from xtmail.sync.credentials import KeyringCredentials
-    from xtmail.sync.mailstore import MailStore
-    from xtmail.sync.service import SyncService
-    from xtmail.sync.settings import load_settings
+    from xtmail.sync.db.mailstore import MailStore
+    from xtmail.sync.imap.credentials import KeyringCredentials
+    from xtmail.sync.imap.service import SyncService
+    from xtmail.sync.imap.settings import load_settings
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(["xtmail-demo"])

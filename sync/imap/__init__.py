@@ -1,0 +1,2 @@
+"""IMAP: the connection, folder sync, the account loop, the Qt sync service, settings and
+credentials."""
