@@ -1,12 +1,12 @@
-/* Optional C versions of three hot loops of the import engine (xtmail.sync.textops).
+/* Optional C versions of three hot loops of the import engine (xtmail.sync.mail.textops).
  *
  * Each function returns exactly what its pure-Python twin in textops.py returns; the tests
  * compare the two on random and real text. Where this module is not built (no C compiler),
  * textops uses the Python versions: the same results, slower. Why these three: they are
- * where preparing a message spent its time once the MIME walk was tuned (docs/sync.md,
- * "Measured"): splitting a body into distinct words creates an object for every word in
- * Python, and str.replace / bytes.replace take 24 us on a 14 KB body for what a memchr
- * loop does in 3.
+ * where preparing a message spent its time once the MIME walk was tuned (profiles in
+ * docs/benchmarks.md): splitting a body into distinct words creates an object for every
+ * word in Python, and str.replace / bytes.replace are several times slower than a memchr
+ * loop.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -4,12 +4,12 @@
 `ParsedMessage.defects` and the best reading of it is returned, because one malformed mail
 must not stop a folder from syncing.
 
-The raw bytes are only read, never re-serialised (FACTS.md: Python re-serialises only about
-a third of real messages byte-identically).
+The raw bytes are only read, never re-serialised: Python's email package re-serialises
+many real messages differently from how they arrived.
 
-Speed: FACTS.md measured Python's parser at 300-700 messages/s with policy `default` and
-about 4,000 small ones with compat32, which still reads every body line in Python. Here the
-MIME structure is walked on bytes (boundaries found with bytes.find), header fields are
+Speed: Python's parser with policy `default` is far too slow for bulk sync, and compat32
+still reads every body line in Python (docs/benchmarks.md has the figures). Here the MIME
+structure is walked on bytes (boundaries found with bytes.find), header fields are
 split by compat32's rules, compat32 `Message` objects parse only the Content-Type and
 Content-Disposition parameters (RFC 2231 included), and header values are decoded here.
 """

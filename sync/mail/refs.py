@@ -1,8 +1,8 @@
 """Document references (``[xtref:S-50123]``) and reply/forward subject prefixes.
 
 A reference ties mail to an ERP document: mail started from the ERP carries its document's
-token once, at the end of the subject, and replies come back carrying it (DESIGN.md,
-"Document references"). Pure functions: no database, no Qt.
+token once, at the end of the subject, and replies come back carrying it
+(docs/architecture.md). Pure functions: no database, no Qt.
 
 Decisions:
 

@@ -28,11 +28,6 @@ class DocumentType:
     number_is_integer: bool = False
     shows_contact_mail: bool = False
 
-    @property
-    def number_expr(self) -> str:
-        """SQL expression (on ``table``) giving the visible number as text."""
-        return f"{self.number_column or self.key}::text"
-
 
 CONTACT = DocumentType("T", "Contact", "cntct", "cntct_id", "cntct_number", ("cntct_id",))
 CRM_ACCOUNT = DocumentType(

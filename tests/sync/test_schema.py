@@ -224,3 +224,16 @@ def test_the_address_list_holds_every_stored_address(empty_db_dsn: str) -> None:
                      "WHERE emladdr_type = 'BCC'")
         assert listed() == ["ada@example.com", "bob@b.example", "carol@c.example",
                             "sales@ourco.example"]
+
+
+def test_assc_log_holds_only_what_people_did(conn: psycopg.Connection) -> None:
+    """Attach and Detach are the only actions recorded; the rule column never written is gone."""
+    columns = {r[0] for r in conn.execute(
+        """SELECT column_name FROM information_schema.columns
+            WHERE table_schema = 'xtmail' AND table_name = 'assc_log'""")}
+    assert "al_rule" not in columns
+    conn.execute("INSERT INTO xtmail.assc_log (al_eml_id, al_type, al_assc_id, al_action) "
+                 "VALUES (1, 'S', 1, 'detach')")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO xtmail.assc_log (al_eml_id, al_type, al_assc_id, al_action) "
+                     "VALUES (1, 'S', 1, 'auto')")
