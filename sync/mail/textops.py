@@ -5,10 +5,11 @@ distinct words of its body (for the search index), and two line-ending conversio
 Python the first creates an object for every word of the body and, before that, copies the
 body twice to lower-case it and turn separators into spaces (``mapped_words`` does both by
 one table lookup per character); ``str.replace`` / ``bytes.replace`` are slow on long bodies
-for what a ``memchr`` loop does. ``_speedups.c`` does the same in C; it is built by ``pip install`` where a C compiler
-and the Python headers are present (``dev.sh`` installs them). Where it is not built, the
-Python versions below give the same results, more slowly; ``COMPILED`` says which are in
-use, and the tests compare both on random and real text. Figures: docs/benchmarks.md.
+for what a ``memchr`` loop does. ``_speedups.c`` does the same in C; it is built by
+``pip install`` where a C compiler and the Python headers are present (``dev.sh`` installs
+them). Where it is not built, the Python versions below give the same results, more slowly;
+``COMPILED`` says which are in use, and the tests compare both on random and real text.
+Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
