@@ -29,7 +29,7 @@ from PyQt6.QtWidgets import QApplication
 
 from bench.common import fresh_database
 from bench.messages import generate
-from tests.servers.dovecot import DovecotServer
+from tests.helpers.dovecot import DovecotServer
 from xtmail.sync.imap.credentials import Credential, StaticCredentials
 from xtmail.sync.imap.service import SyncService, parse_pool
 from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings

@@ -23,7 +23,7 @@ import common  # noqa: F401  # puts the repo on sys.path
 import psycopg
 
 from bench.common import fresh_database
-from tests.servers.dovecot import DovecotServer, iter_generated_messages
+from tests.helpers.dovecot import DovecotServer, iter_generated_messages
 from xtmail.sync.db.folder_state import FolderState, write_state
 from xtmail.sync.imap.account import AccountSync
 from xtmail.sync.imap.connection import ImapConnection

@@ -20,8 +20,8 @@ import common  # noqa: F401  # puts the repo on sys.path
 import psycopg
 
 from bench.common import fresh_database, peak_rss_mb
-from tests.servers.dovecot import DovecotServer
-from tests.sync.mail import make_message
+from tests.helpers.dovecot import DovecotServer
+from tests.helpers.mail import make_message
 from xtmail.sync.imap.account import AccountSync
 from xtmail.sync.imap.credentials import Credential, StaticCredentials
 from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings

@@ -29,7 +29,7 @@ import psycopg
 
 from bench.common import cpu_seconds_by_program, cpu_used, fresh_database, peak_rss_mb
 from bench.messages import generate
-from tests.servers.dovecot import DovecotServer
+from tests.helpers.dovecot import DovecotServer
 from xtmail.sync.imap.account import AccountSync
 from xtmail.sync.imap.credentials import Credential, StaticCredentials
 from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings

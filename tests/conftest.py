@@ -1,24 +1,53 @@
-"""Fixtures shared by all tests: real PostgreSQL and real Dovecot on free loopback ports."""
+"""Every fixture of the test suite, defined once.
+
+Servers: real PostgreSQL and real Dovecot on free loopback ports, one each per session.
+
+* ``db_dsn`` / ``empty_db_dsn`` / ``conn``: a fresh migrated (or empty) database per test.
+* ``dovecot`` / ``imap_user``: the session's Dovecot, and a fresh account on it per test.
+
+Qt (widgets, dialogs, the sync service):
+
+* ``qloop``: a qasync event loop on pytest-qt's QApplication, set as the current loop.
+  Drive asynchronous work with ``qloop.run_until_complete(...)`` or ``run_until``; do not
+  use ``qtbot.wait*`` while database work is under way: those spin a Qt loop in which
+  qasync would run the tasks without a running asyncio loop.
+* ``run_until(predicate, timeout=10.0, message="")``: runs the loop until ``predicate()``
+  holds.
+* ``memory_keyring``: an in-memory keyring backend, installed for the test.
+* ``mail_store``: a ``MailStore`` on the test's database.
+* ``mail_data``: writes contacts, documents and imported mail with the real importer.
+* ``sample_mail``: four imported messages, a sales order and Ada's contact id.
+* ``recording_desktop``: a desktop that records the URLs handed to it instead of starting
+  programs (the OS boundary, not a server).
+
+The classes behind them live in ``tests/helpers``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 # Qt must be told before any QApplication exists (pytest-qt creates it lazily).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import keyring
 import psycopg
 import pytest
+import qasync
+from PyQt6.QtWidgets import QApplication
 
-from tests.qtsupport import memory_keyring, qloop, run_until  # noqa: F401 - fixtures
-from tests.servers.conftest_snippet import dovecot, imap_user  # noqa: F401 - fixtures
-from tests.servers.postgres import TestDatabases, start_server
+from tests.helpers.dovecot import DovecotServer, ImapAccount
+from tests.helpers.maildata import MailData, RecordingDesktop, SampleMail
+from tests.helpers.postgres import TestDatabases, start_server
+from tests.helpers.qt import MemoryKeyring, RunUntil, loop_runner
 from xtmail.app.localpg import LocalPostgres
+from xtmail.sync.db.mailstore import MailStore
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "mikel-mail"
+# -- PostgreSQL
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +80,105 @@ def empty_db_dsn(databases: TestDatabases) -> Iterator[str]:
 def conn(db_dsn: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_dsn, autocommit=True) as connection:
         yield connection
+
+
+# -- Dovecot
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A running Dovecot for the whole session; fails (never skips) if it is not installed."""
+    server = DovecotServer(tmp_path_factory.mktemp("dovecot"), oauth2=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def imap_user(dovecot: DovecotServer) -> ImapAccount:
+    """A fresh account with an empty INBOX, so tests never see each other's mail."""
+    account = ImapAccount(f"user-{secrets.token_hex(6)}", secrets.token_urlsafe(12))
+    dovecot.add_user(account.user, account.password)
+    return account
+
+
+# -- Qt and qasync
+
+
+@pytest.fixture
+def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
+    """A qasync loop for this test; tasks still pending at the end are cancelled."""
+    qapp.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        # Widgets deleted with deleteLater() go now, while their loop still exists.
+        QApplication.sendPostedEvents(None, 0)
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def run_until(qloop: qasync.QEventLoop) -> RunUntil:
+    return loop_runner(qloop)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+# -- mail in the database, for the views
+
+
+@pytest.fixture
+def mail_store(
+    db_dsn: str, qloop: qasync.QEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MailStore]:
+    """A ``MailStore`` on the test's database, on the qasync loop, dates in UTC."""
+    # libpq reads PGTZ: dates come back in UTC whatever the machine's zone, so tests can
+    # compare attribution lines ("On 2026-03-02 10:00 +0000, ...") literally.
+    monkeypatch.setenv("PGTZ", "UTC")
+    store = qloop.run_until_complete(MailStore.connect(db_dsn))
+    try:
+        yield store
+    finally:
+        if not store.connection.closed:
+            qloop.run_until_complete(store.close())
+
+
+@pytest.fixture
+def mail_data(conn: psycopg.Connection) -> MailData:
+    return MailData(conn)
+
+
+@pytest.fixture
+def sample_mail(mail_data: MailData) -> SampleMail:
+    return mail_data.sample()
+
+
+@pytest.fixture
+def recording_desktop() -> RecordingDesktop:
+    return RecordingDesktop()
+
+
+# -- message corpus
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus" / "mikel-mail"
 
 
 @pytest.fixture(scope="session")

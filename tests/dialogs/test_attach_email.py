@@ -15,8 +15,8 @@ from PyQt6.QtCore import QItemSelectionModel, Qt
 from PyQt6.QtWidgets import QApplication, QDialog, QLabel, QLineEdit, QTableView, QToolButton
 from pytestqt.qtbot import QtBot
 
-from tests.dialogs.conftest import DialogMail
-from tests.qtsupport import RunUntil
+from tests.helpers.maildata import SampleMail
+from tests.helpers.qt import RunUntil
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync.db import search
 from xtmail.sync.db.mailstore import MailStore
@@ -63,9 +63,9 @@ class Dialog:
 
 
 @pytest.fixture
-def dialog(dlg_store: MailStore, dlg_mail: DialogMail, run_until: RunUntil,
+def dialog(mail_store: MailStore, sample_mail: SampleMail, run_until: RunUntil,
            qloop: qasync.QEventLoop) -> Iterator[Dialog]:
-    widget = AttachEmailDialog(dlg_store, "S", dlg_mail.sales_order)
+    widget = AttachEmailDialog(mail_store, "S", sample_mail.sales_order)
     try:
         yield Dialog(widget, run_until)
     finally:
@@ -86,24 +86,25 @@ def ties(conn: psycopg.Connection, so: int) -> set[int]:
     return {r[0] for r in rows}
 
 
-def test_opened_with_open_lists_the_newest_mail(dialog: Dialog, dlg_mail: DialogMail) -> None:
+def test_opened_with_open_lists_the_newest_mail(dialog: Dialog, sample_mail: SampleMail) -> None:
     dialog.open()
     assert dialog.dialog.isVisible()
     assert dialog.dialog.windowModality() == Qt.WindowModality.WindowModal
-    assert dialog.ids() == [dlg_mail.reply, dlg_mail.quote, dlg_mail.invoice, dlg_mail.newsletter]
+    assert dialog.ids() == [sample_mail.reply, sample_mail.quote, sample_mail.invoice,
+                            sample_mail.newsletter]
     assert dialog.dialog.statusText() == "4 messages"
     dialog.run_until(lambda: "50123" in dialog.dialog.findChild(QLabel, "headingLabel").text())
     assert not dialog.dialog.okButton().isEnabled()
 
 
 def test_typing_searches_once_after_a_pause_and_attach_ties_the_selection(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot, conn: psycopg.Connection
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot, conn: psycopg.Connection
 ) -> None:
     dialog.open()
     qtbot.keyClicks(dialog.search, "ada@exa")
     assert dialog.dialog.searchText() == "ada@exa"
     dialog.wait_searches(2)
-    assert dialog.ids() == [dlg_mail.reply, dlg_mail.invoice]
+    assert dialog.ids() == [sample_mail.reply, sample_mail.invoice]
     assert len(dialog.searches) == 2, "seven keystrokes, one search: the input is debounced"
     assert dialog.dialog.statusText() == "2 messages"
 
@@ -113,7 +114,7 @@ def test_typing_searches_once_after_a_pause_and_attach_ties_the_selection(
              | QItemSelectionModel.SelectionFlag.Rows)
     for row in range(2):
         selection.select(dialog.dialog.resultModel().index(row, 0), flags)
-    assert dialog.dialog.selectedIds() == [dlg_mail.reply, dlg_mail.invoice]
+    assert dialog.dialog.selectedIds() == [sample_mail.reply, sample_mail.invoice]
     assert dialog.dialog.statusText() == "2 messages — 2 selected"
     ok = dialog.dialog.okButton()
     assert ok.isEnabled() and ok.isDefault()
@@ -121,25 +122,25 @@ def test_typing_searches_once_after_a_pause_and_attach_ties_the_selection(
     qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
     dialog.run_until(lambda: not dialog.dialog.isVisible(), message=dialog.dialog.statusText())
     assert dialog.dialog.result() == QDialog.DialogCode.Accepted.value
-    assert dialog.attached == [[dlg_mail.reply, dlg_mail.invoice]]
-    assert ties(conn, dlg_mail.sales_order) == {dlg_mail.reply, dlg_mail.invoice}
+    assert dialog.attached == [[sample_mail.reply, sample_mail.invoice]]
+    assert ties(conn, sample_mail.sales_order) == {sample_mail.reply, sample_mail.invoice}
     log = conn.execute("SELECT al_eml_id, al_action FROM xtmail.assc_log "
                        "WHERE al_type = 'S' AND al_assc_id = %s ORDER BY al_eml_id",
-                       (dlg_mail.sales_order,)).fetchall()
-    assert log == sorted([(dlg_mail.reply, "attach"), (dlg_mail.invoice, "attach")])
+                       (sample_mail.sales_order,)).fetchall()
+    assert log == sorted([(sample_mail.reply, "attach"), (sample_mail.invoice, "attach")])
 
 
 def test_finds_by_subject_word_and_body_word(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot
 ) -> None:
     dialog.open()
     qtbot.keyClicks(dialog.search, "Pallets")
     dialog.wait_searches(2)
-    assert dialog.ids() == [dlg_mail.invoice]
+    assert dialog.ids() == [sample_mail.invoice]
     dialog.search.clear()
     qtbot.keyClicks(dialog.search, "widg")  # a prefix of a word in Bob's body
     dialog.wait_searches(3)
-    assert dialog.ids() == [dlg_mail.quote]
+    assert dialog.ids() == [sample_mail.quote]
     qtbot.keyClicks(dialog.search, "ets nowhere")
     dialog.wait_searches(4)
     assert dialog.ids() == []
@@ -147,14 +148,14 @@ def test_finds_by_subject_word_and_body_word(
 
 
 def test_enter_searches_at_once_and_does_not_attach(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot
 ) -> None:
     dialog.open()
     dialog.dialog.setSearchDelay(60_000)
     qtbot.keyClicks(dialog.search, "zebra")
     qtbot.keyClick(dialog.search, Qt.Key.Key_Return)
     dialog.wait_searches(2)
-    assert dialog.ids() == [dlg_mail.newsletter]
+    assert dialog.ids() == [sample_mail.newsletter]
     dialog.view.selectRow(0)
     qtbot.keyClick(dialog.search, Qt.Key.Key_Enter)
     dialog.wait_searches(3)
@@ -164,7 +165,7 @@ def test_enter_searches_at_once_and_does_not_attach(
 
 @popup_shown
 def test_choosing_a_contact_limits_the_mail(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot
 ) -> None:
     dialog.open()
     chosen: list[int] = []
@@ -174,28 +175,28 @@ def test_choosing_a_contact_limits_the_mail(
     popup = completer.popup()
     assert popup is not None
     dialog.run_until(lambda: dialog.dialog.contactModel().rowCount() == 1 and popup.isVisible())
-    assert dialog.dialog.contactModel().contact(0).cntct_id == dlg_mail.ada
+    assert dialog.dialog.contactModel().contact(0).cntct_id == sample_mail.ada
     qtbot.keyClick(popup, Qt.Key.Key_Down)
     qtbot.keyClick(popup, Qt.Key.Key_Return)
-    assert chosen == [dlg_mail.ada]
-    assert dialog.dialog.contactId() == dlg_mail.ada
+    assert chosen == [sample_mail.ada]
+    assert dialog.dialog.contactId() == sample_mail.ada
     assert dialog.contact.text() == "Ada Lovelace <ada@example.com>"
     dialog.wait_searches(2)
-    assert dialog.ids() == [dlg_mail.reply, dlg_mail.invoice]
+    assert dialog.ids() == [sample_mail.reply, sample_mail.invoice]
     # Words narrow the contact's mail further.
     qtbot.keyClicks(dialog.search, "approved")
     dialog.wait_searches(3)
-    assert dialog.ids() == [dlg_mail.reply]
+    assert dialog.ids() == [sample_mail.reply]
     # Editing the contact's text drops the filter.
     qtbot.keyClick(dialog.contact, Qt.Key.Key_Backspace)
-    assert chosen == [dlg_mail.ada, -1]
+    assert chosen == [sample_mail.ada, -1]
     dialog.wait_searches(4)
-    assert dialog.ids() == [dlg_mail.reply]
+    assert dialog.ids() == [sample_mail.reply]
 
 
 @popup_shown
 def test_contact_found_by_address_and_chosen_with_enter(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot
 ) -> None:
     dialog.open()
     dialog.dialog.setSearchDelay(60_000)  # Enter must not wait for the pause
@@ -203,17 +204,17 @@ def test_contact_found_by_address_and_chosen_with_enter(
     qtbot.keyClick(dialog.contact, Qt.Key.Key_Return)  # the best match, once it is known
     dialog.wait_searches(2)
     assert dialog.contact.text() == "Bob Builder <bob@builder.example>"
-    assert dialog.ids() == [dlg_mail.quote]
+    assert dialog.ids() == [sample_mail.quote]
     assert dialog.dialog.isVisible()
 
 
 @popup_shown
 def test_the_list_button_offers_the_documents_contacts(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot
 ) -> None:
     dialog.open()
     dialog.run_until(lambda: dialog.dialog.contactModel().rowCount() == 1)
-    assert dialog.dialog.contactModel().contact(0).cntct_id == dlg_mail.ada
+    assert dialog.dialog.contactModel().contact(0).cntct_id == sample_mail.ada
     button = dialog.dialog.findChild(QToolButton, "contactListButton")
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     popup = dialog.dialog.contactCompleter().popup()
@@ -222,7 +223,7 @@ def test_the_list_button_offers_the_documents_contacts(
 
 
 def test_escape_cancels_without_attaching(
-    dialog: Dialog, dlg_mail: DialogMail, qtbot: QtBot, conn: psycopg.Connection
+    dialog: Dialog, sample_mail: SampleMail, qtbot: QtBot, conn: psycopg.Connection
 ) -> None:
     dialog.open()
     dialog.view.selectRow(0)
@@ -231,11 +232,11 @@ def test_escape_cancels_without_attaching(
     assert not dialog.dialog.isVisible()
     assert dialog.dialog.result() == QDialog.DialogCode.Rejected.value
     assert not dialog.dialog.isSearching()
-    assert ties(conn, dlg_mail.sales_order) == set()
+    assert ties(conn, sample_mail.sales_order) == set()
 
 
 def test_an_answer_for_an_older_search_is_dropped(
-    dialog: Dialog, dlg_mail: DialogMail, monkeypatch: pytest.MonkeyPatch
+    dialog: Dialog, sample_mail: SampleMail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = search.search_messages
     started: list[str] = []
@@ -253,15 +254,15 @@ def test_an_answer_for_an_older_search_is_dropped(
     dialog.dialog.setSearchText("widgets")
     dialog.wait_searches(2)
     dialog.run_until(lambda: not dialog.dialog.isSearching())
-    assert dialog.ids() == [dlg_mail.quote]
+    assert dialog.ids() == [sample_mail.quote]
     assert dialog.searches == [4, 1], "the older search never reached the list"
 
 
 def test_a_failed_search_says_what_to_do(
-    dialog: Dialog, dlg_store: MailStore, qloop: qasync.QEventLoop
+    dialog: Dialog, mail_store: MailStore, qloop: qasync.QEventLoop
 ) -> None:
     dialog.open()
-    qloop.run_until_complete(dlg_store.connection.close())
+    qloop.run_until_complete(mail_store.connection.close())
     dialog.dialog.setSearchText("invoice")
     dialog.run_until(lambda: not dialog.dialog.isSearching())
     status = dialog.dialog.statusText()

@@ -13,10 +13,9 @@ import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
-from tests.qtsupport import MemoryKeyring
-from tests.servers.conftest_snippet import ImapAccount
-from tests.servers.dovecot import DovecotServer, iter_generated_messages
-from tests.sync.xtuple import refuse_new_contacts
+from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.qt import MemoryKeyring
+from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.dialogs.email_prefs import EmailPreferencesPage
 from xtmail.sync.imap.account import Backoff
 from xtmail.sync.imap.credentials import KeyringCredentials

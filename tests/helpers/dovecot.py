@@ -12,7 +12,7 @@ Dovecot runs unprivileged as that user. Works with Dovecot 2.3 (Debian 12 ``dove
 Only the standard library and the ``dovecot`` and ``openssl`` binaries are used, so
 benchmarks import it with the repository root on ``sys.path``::
 
-    from tests.servers.dovecot import DovecotServer
+    from tests.helpers.dovecot import DovecotServer
 
     with DovecotServer(tmpdir) as server:
         server.add_user("alice", "secret")
@@ -48,12 +48,14 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_HOST",
     "INSTALL_HINT",
     "DovecotError",
     "DovecotServer",
+    "ImapAccount",
     "find_dovecot",
     "imap_quote",
     "imap_utf7",
@@ -77,6 +79,13 @@ MAX_RUN_DIR_LEN = 75
 
 _USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
+
+
+class ImapAccount(NamedTuple):
+    """A user of the test server, unpackable as ``user, password``."""
+
+    user: str
+    password: str
 
 
 class DovecotError(RuntimeError):
@@ -601,7 +610,7 @@ class DovecotServer:
             )
         user = self.mail_user
         config = f"""\
-# Written by tests/servers/dovecot.py for a throwaway test server.
+# Written by tests/helpers/dovecot.py for a throwaway test server.
 base_dir = {self._run_dir}
 state_dir = {self.state_dir}
 instance_name = xtmail-test-{self.root.name}

@@ -1,4 +1,4 @@
-"""The throwaway Dovecot of tests/servers/dovecot.py: TLS, seeding, APPEND, restarts, XOAUTH2."""
+"""The throwaway Dovecot of tests/helpers/dovecot.py: TLS, seeding, APPEND, restarts, XOAUTH2."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.servers import dovecot as dovecot_module
-from tests.servers.conftest_snippet import ImapAccount
-from tests.servers.dovecot import (
+from tests.helpers import dovecot as dovecot_module
+from tests.helpers.dovecot import (
     INSTALL_HINT,
     DovecotServer,
+    ImapAccount,
     imap_quote,
     iter_generated_messages,
 )

@@ -14,10 +14,9 @@ import psycopg
 import pytest
 from imap_tools.utils import encode_folder
 
-from tests.servers.conftest_snippet import ImapAccount
-from tests.servers.dovecot import DovecotServer, iter_generated_messages
-from tests.sync.mail import make_message
-from tests.sync.xtuple import refuse_new_contacts
+from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.mail import make_message
+from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.sync.db.folder_state import FolderState
 from xtmail.sync.errors import (
     AuthenticationFailed,

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.sync.mail import make_message
-from tests.sync.xtuple import refuse_new_contacts
+from tests.helpers.mail import make_message
+from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.app.cli import main
 from xtmail.sync.db import writer
 from xtmail.sync.db.writer import Importer

@@ -8,42 +8,15 @@ PostgreSQL refuse a whole batch (mime._attach now cleans it like every text it r
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.helpers.mail import mutated
 from xtmail.sync.db.writer import Importer
 from xtmail.sync.mail.prepare import prepare
 from xtmail.sync.values import Incoming, Location
-
-# Fragments that hit the parser's special cases: NUL, bare CR and LF, encoded words, BOMs,
-# boundaries, parameters, quoted-printable soft breaks, absurd dates, base64, UTF-16.
-_SNIPPETS = (
-    b"\x00", b"\r", b"\n", b"=?utf-8?b?", b"?=", b"\xff\xfe", b"--", b"boundary=", b";", b'"',
-    b"=\r\n", b"Date: 31 Feb 99999 99:99:99 +9999\r\n",
-    b"Content-Transfer-Encoding: base64\r\n", b"charset=utf-16\r\n",
-)
-
-
-def mutated(corpus_files: list[Path], count: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    originals = [path.read_bytes() for path in corpus_files]
-    out = []
-    for _ in range(count):
-        data = bytearray(rng.choice(originals))
-        for _ in range(rng.randint(1, 30)):
-            at = rng.randrange(len(data)) if data else 0
-            roll = rng.random()
-            if roll < 0.4 and data:
-                data[at] = rng.randrange(256)
-            elif roll < 0.6:
-                data[at:at] = rng.choice(_SNIPPETS)
-            elif data:
-                del data[at : at + rng.randint(1, 200)]
-        out.append(bytes(data))
-    return out
 
 
 def test_damaged_mail_is_parsed_without_the_fallback(

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from tests.servers.postgres import TestDatabases
-from tests.sync.mail import make_message
+from tests.helpers.mail import make_message
+from tests.helpers.postgres import TestDatabases
 from xtmail.sync.db import search
 from xtmail.sync.db.writer import Importer
 from xtmail.sync.values import ContactRow, ImportPolicy, Incoming, MessageRow

@@ -13,9 +13,8 @@ import psycopg
 import qasync
 from PyQt6.QtCore import QTimer
 
-from tests.servers.conftest_snippet import ImapAccount
-from tests.servers.dovecot import DovecotServer, iter_generated_messages
-from tests.sync.mail import make_message
+from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.mail import make_message
 from xtmail.sync.imap.account import Backoff
 from xtmail.sync.imap.credentials import Credential, StaticCredentials
 from xtmail.sync.imap.service import SyncService, parse_pool

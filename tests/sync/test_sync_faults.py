@@ -11,10 +11,9 @@ import time
 import psycopg
 import pytest
 
-from tests.qtsupport import MemoryKeyring
-from tests.servers.conftest_snippet import ImapAccount
-from tests.servers.dovecot import DovecotServer, iter_generated_messages
-from tests.sync.xtuple import refuse_new_contacts
+from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.qt import MemoryKeyring
+from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.app import cli
 
 MESSAGES = 1500

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sync.test_mutated_mail import mutated
+from tests.helpers.mail import mutated
 from xtmail.sync.mail import mime, prepare, textops, words
 
 # Every character str.split() splits on, and a few that look like separators but are not.

@@ -8,7 +8,7 @@ import pytest
 from PyQt6.QtCore import QPoint, Qt
 from pytestqt.qtbot import QtBot
 
-from tests.widgets.conftest import RecordingDesktop
+from tests.helpers.maildata import RecordingDesktop
 from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.contact_mail_link import ContactMailLink
 

@@ -9,7 +9,7 @@ import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
-from tests.qtsupport import RunUntil
+from tests.helpers.qt import RunUntil
 from xtmail.app.demo_host import DemoMainWindow
 from xtmail.app.sample_data import seed
 from xtmail.sync.db.mailstore import MailStore

@@ -21,9 +21,9 @@ from PyQt6.QtPrintSupport import QPrintDialog, QPrinter
 from PyQt6.QtWidgets import QApplication, QDialog, QMessageBox, QToolButton, QWidget
 from pytestqt.qtbot import QtBot
 
-from tests.qtsupport import RunUntil
-from tests.sync.mail import make_message
-from tests.widgets.conftest import MailData, RecordingDesktop
+from tests.helpers.mail import make_message
+from tests.helpers.maildata import MailData, RecordingDesktop
+from tests.helpers.qt import RunUntil
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.desktop import PrivateFiles
 from xtmail.widgets.email_tab import EmailTab

@@ -10,8 +10,8 @@ from PyQt6.QtCore import QPersistentModelIndex, Qt
 from PyQt6.QtGui import QFont
 from pytestqt.modeltest import ModelTester
 
-from tests.sync.mail import make_message
-from tests.widgets.conftest import MailData
+from tests.helpers.mail import make_message
+from tests.helpers.maildata import MailData
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.message_model import (
     COLUMNS,

@@ -8,8 +8,8 @@ from pathlib import Path
 import qasync
 from pytestqt.qtbot import QtBot
 
-from tests.qtsupport import RunUntil
-from tests.widgets.conftest import MailData
+from tests.helpers.maildata import MailData
+from tests.helpers.qt import RunUntil
 from xtmail.sync.db.mailstore import MailStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
