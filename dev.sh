@@ -12,7 +12,11 @@ SYSTEM_PACKAGES_RUN=(postgresql postgresql-contrib libegl1 libgl1 libxkbcommon0 
   libfreetype6 libglib2.0-0 libdbus-1-3 libx11-6 libxcb1 python3-venv
   gcc python3-dev)  # gcc and the headers build the optional C text loops (sync/mail/_speedups.c)
 SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl designer-qt6
-  python3-pyqt6.qtdesigner poppler-utils)
+  python3-pyqt6.qtdesigner poppler-utils
+  # The email package's own test messages (tests/sync/test_corpus.py), for the venv's Python.
+  "libpython$(for py in "$VENV/bin/python" python3; do
+    "$py" -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null && break; done
+  )-testsuite")
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -1,5 +1,6 @@
 """The project's corpus of hard messages (tests/data): each one read as expected, and all of
-them stored with their raw bytes.
+them stored with their raw bytes. Then the email package's own test messages, which Debian
+ships in libpython3.X-testsuite: every one parsed and stored.
 
 Each file in tests/data was written for one difficulty, named in its file name. The
 expectations below are what a user should see. Where xtmail reads a message wrongly today,
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ import psycopg
 import pytest
 
 from xtmail.sync.db.writer import Importer
+from xtmail.sync.mail import mime
 from xtmail.sync.mail.mime import Address, parse_message
 from xtmail.sync.mail.prepare import prepare
 from xtmail.sync.values import Incoming, Location
@@ -491,3 +495,46 @@ def test_the_corpus_is_stored_with_its_raw_bytes(conn: psycopg.Connection) -> No
     for path, raw, eml_id in zip(files, raws, result.eml_ids, strict=True):
         assert bytes(stored[eml_id]) == raw, path.name
 
+
+# -- the email package's test messages
+
+
+def python_test_messages() -> list[Path]:
+    """The msg_*.txt files of the Python that runs the tests, from Debian's test-suite
+    package (bash dev.sh test installs it)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    folder = Path(f"/usr/lib/python{version}/test/test_email/data")
+    files = sorted(folder.glob("msg_*.txt"))
+    assert files, (
+        f"no msg_*.txt in {folder}: the package libpython{version}-testsuite is not "
+        f"installed (bash dev.sh test installs it)"
+    )
+    return files
+
+
+def test_python_test_messages_parse(caplog: pytest.LogCaptureFixture) -> None:
+    for path in python_test_messages():
+        with caplog.at_level(logging.ERROR, logger=mime.__name__):
+            parsed = parse_message(path.read_bytes(), fallback_date=FALLBACK)
+            prepare(path.read_bytes(), FALLBACK)
+        # Nothing raised inside: the raw-reading safety net was not needed.
+        assert not caplog.records, f"{path.name}: {caplog.records[0].getMessage()}"
+        assert not any("internal error" in defect for defect in parsed.defects), path.name
+
+
+def test_python_test_messages_are_stored_with_their_raw_bytes(conn: psycopg.Connection) -> None:
+    files = python_test_messages()
+    raws = [path.read_bytes() for path in files]
+    result = Importer(conn).import_batch(
+        [Incoming(raw, Location("python", "test_email", 1, uid), FALLBACK)
+         for uid, raw in enumerate(raws, start=1)]
+    )
+    assert not result.warnings
+    # Copies of one message share a row; each copy keeps its own bytes with its location.
+    stored = dict(conn.execute(
+        """SELECT l.loc_uid, coalesce(l.loc_raw, e.eml_msg) FROM xtmail.location l
+             JOIN xtbatch.eml e ON e.eml_id = l.loc_eml_id
+            WHERE l.loc_account = 'python'"""
+    ).fetchall())
+    for uid, (path, raw) in enumerate(zip(files, raws, strict=True), start=1):
+        assert bytes(stored[uid]) == raw, path.name
