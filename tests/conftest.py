@@ -176,13 +176,57 @@ def recording_desktop() -> RecordingDesktop:
 
 
 # -- message corpus
+#
+# tests/data holds the project's own hard messages and is always used. A larger corpus of
+# real mail is added with --shared-corpus=PATH (CI passes it); a path that is given but
+# holds no messages stops the run, because a corpus skipped by mistake would look the same
+# as one that passed.
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "mikel-mail"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shared-corpus",
+        metavar="PATH",
+        help="also run the message corpus tests over every .eml file under PATH",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    shared_corpus_files(config)  # a wrong path fails before any test runs
+
+
+def shared_corpus_files(config: pytest.Config) -> list[Path]:
+    option = config.getoption("shared_corpus", None)
+    if option is None:
+        return []
+    root = Path(option)
+    if not root.is_dir():
+        raise pytest.UsageError(f"--shared-corpus={option}: no such folder")
+    files = sorted(root.rglob("*.eml"))
+    if not files:
+        raise pytest.UsageError(f"--shared-corpus={option}: no .eml files in that folder")
+    return files
+
+
+def corpus_paths(config: pytest.Config) -> list[Path]:
+    """tests/data/*.eml, then the shared corpus's messages when one was given."""
+    return sorted(DATA.glob("*.eml")) + shared_corpus_files(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test that takes ``corpus_file`` runs once per corpus message.
+    if "corpus_file" in metafunc.fixturenames:
+        files = corpus_paths(metafunc.config)
+        ids = [
+            path.name if path.parent == DATA else f"shared/{path.name}" for path in files
+        ]
+        metafunc.parametrize("corpus_file", files, ids=ids)
 
 
 @pytest.fixture(scope="session")
-def corpus_files() -> list[Path]:
-    files = sorted(CORPUS.glob("*.eml"))
-    assert files, f"no corpus messages found in {CORPUS}"
+def corpus_files(pytestconfig: pytest.Config) -> list[Path]:
+    files = corpus_paths(pytestconfig)
+    assert files, f"no corpus messages found in {DATA}"
     return files

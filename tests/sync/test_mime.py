@@ -23,9 +23,6 @@ import pytest
 from xtmail.sync.mail import mime
 from xtmail.sync.mail.mime import Address, Attachment, ParsedMessage, html_to_text, parse_message
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "mikel-mail"
-CORPUS_FILES = sorted(CORPUS.glob("*.eml"))
-
 FALLBACK = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
@@ -76,13 +73,12 @@ def _has_text(msg: Message[str, str]) -> bool:
     return isinstance(payload, bytes) and _visible(payload, msg.get_content_subtype())
 
 
-def test_corpus_is_there() -> None:
-    assert len(CORPUS_FILES) >= 1, f"no *.eml in {CORPUS}"
+def test_corpus_is_there(corpus_files: list[Path]) -> None:
+    assert len(corpus_files) >= 1
 
 
-@pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.name for p in CORPUS_FILES])
-def test_corpus_message_parses(path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    raw = path.read_bytes()
+def test_corpus_message_parses(corpus_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = corpus_file.read_bytes()
     with caplog.at_level(logging.ERROR, logger=mime.__name__):
         parsed = parse_message(raw, fallback_date=FALLBACK)
     # The safety net in parse_message must not have been needed.
@@ -105,15 +101,15 @@ def test_corpus_message_parses(path: Path, caplog: pytest.LogCaptureFixture) -> 
         assert "/" in attachment.content_type
 
 
-def test_corpus_highlights() -> None:
-    """A few corpus messages whose reading needed special handling."""
-    if not CORPUS_FILES:
-        pytest.skip("corpus missing")
+def test_corpus_highlights(corpus_files: list[Path]) -> None:
+    """A few shared-corpus messages whose reading needed special handling (tests/data has
+    a case of its own for each)."""
+    by_name = {path.name: path for path in corpus_files}
 
     def load(name: str) -> ParsedMessage:
-        path = CORPUS / name
-        if not path.exists():
-            pytest.skip(f"{name} not in corpus")
+        path = by_name.get(name)
+        if path is None:
+            pytest.skip(f"{name} is in the shared corpus (--shared-corpus), not given")
         return parse_message(path.read_bytes(), fallback_date=FALLBACK)
 
     # Raw UTF-8 in a filename parameter.
