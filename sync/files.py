@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import mailbox
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -19,11 +18,15 @@ from pathlib import Path
 
 import psycopg
 
-from xtmail.sync.db.writer import Importer
 from xtmail.sync.errors import ConfigError
-from xtmail.sync.mail.prepare import prepare_many, prepare_raw
-from xtmail.sync.pipeline import BATCH_BYTES, extra_writers
-from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, Location, PreparedMessage
+from xtmail.sync.pipeline import (
+    BATCH_BYTES,
+    WriterPool,
+    batches,
+    start_parse,
+    writer_connections,
+)
+from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, Location
 
 FILE_ACCOUNT = "file"
 
@@ -155,24 +158,24 @@ def _batches(
     items: Iterable[Incoming | _Failure], size: int, summary: ImportSummary,
     max_bytes: int = BATCH_BYTES,
 ) -> Iterator[list[Incoming]]:
-    """Batches of at most ``size`` messages and about ``max_bytes`` of them: the batch ends
-    with the message that reaches the limit."""
-    batch: list[Incoming] = []
-    held = 0
+    """The pipeline's batches of the messages in ``items``, weighed by their raw bytes; the
+    failures go to ``summary`` as they pass."""
+    return batches(_messages(items, summary), size, max_bytes, _raw_length)
+
+
+def _messages(items: Iterable[Incoming | _Failure], summary: ImportSummary) -> Iterator[Incoming]:
     for item in items:
         if isinstance(item, _Failure):
             if item.skipped:
                 summary.skipped.append(item.what)
             else:
                 summary.failed.append((item.what, item.why))
-            continue
-        batch.append(item)
-        held += len(item.raw)
-        if len(batch) >= size or held >= max_bytes:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
+        else:
+            yield item
+
+
+def _raw_length(item: Incoming) -> int:
+    return len(item.raw)
 
 
 def import_paths(
@@ -185,118 +188,66 @@ def import_paths(
     progress: Callable[[int], object] | None = None,
     connect: Callable[[], psycopg.Connection] | None = None,
     writers: int = 1,
+    batch_bytes: int = BATCH_BYTES,
 ) -> ImportSummary:
     """Import every message under ``paths``; ``progress`` gets the count of each batch done.
 
-    ``workers`` processes parse; ``writers`` connections store batches side by side (the
-    database work of a batch is single-threaded on the server, so a second writer uses the
-    second core). Writers beyond the first are opened with ``connect``; the store's
-    concurrency rules make parallel batches as safe as two importers.
+    Batches hold at most ``batch_size`` messages and ``batch_bytes`` of them. ``workers``
+    processes parse; ``writers`` connections store batches side by side (the database work
+    of a batch is single-threaded on the server, so a second writer uses the second core).
+    Writers beyond the first are opened with ``connect``; the store's concurrency rules make
+    parallel batches as safe as two importers.
     """
     summary = ImportSummary()
     policy = policy or ImportPolicy()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    extra = extra_writers(connect, writers - 1, "import")
-    sink = _Writers([conn, *extra], policy, summary, progress, backlog=max(workers, 1))
+    extra = writer_connections(connect, writers - 1, "import")
+    counter = _Counter(summary, progress)
+    # A writer thread even for one connection: this thread reads (and without worker
+    # processes parses) the next batch while the writer stores one.
+    pool: WriterPool[None] = WriterPool([conn, *extra], policy, source="file",
+                                        on_stored=counter.stored, backlog=max(workers, 1))
     try:
-        batches = _batches(iter_sources(paths), batch_size, summary)
-        if workers <= 1:
-            for batch in batches:
-                parsed: Future[list[PreparedMessage]] = Future()
-                parsed.set_result(prepare_many(batch))
-                sink.put(batch, parsed)
-        else:
-            # Every worker parses a batch while the writers store earlier ones: parsing and
-            # the database overlap, and memory stays bounded by a few batches whatever the
-            # input size.
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for batch in batches:
-                    args = [(item.raw, item.internal_date) for item in batch]
-                    sink.put(batch, pool.submit(prepare_raw, args))
+        messages = _batches(iter_sources(paths), batch_size, summary, batch_bytes)
+        # Every worker parses a batch while the writers store earlier ones: parsing and the
+        # database overlap, and memory stays bounded by a few batches whatever the input size.
+        with ExitStack() as stack:
+            executor = (stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+                        if workers > 1 else None)
+            for batch in messages:
+                parsing = start_parse(executor, [(item.raw, item.internal_date)
+                                                 for item in batch])
+                if executor is None:
+                    parsing.result()  # here, so that the writers only write
+                pool.put(batch, parsing, None)
     except BaseException:
-        sink.abort()
+        pool.abort()
         raise
     else:
-        sink.close()
+        pool.close()
     finally:
         for extra_conn in extra:
             extra_conn.close()
     return summary
 
 
-class _Writers:
-    """Threads that each store parsed batches on their own connection, in arrival order."""
+class _Counter:
+    """Adds each stored batch to the summary (the writer pool calls it one at a time)."""
 
-    def __init__(
-        self,
-        conns: Sequence[psycopg.Connection],
-        policy: ImportPolicy,
-        summary: ImportSummary,
-        progress: Callable[[int], object] | None,
-        backlog: int,
-    ) -> None:
-        self._summary = summary
-        self._progress = progress
-        self._queue: queue.Queue[tuple[list[Incoming], Future[list[PreparedMessage]]] | None]
-        self._queue = queue.Queue(maxsize=backlog)
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-        self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._run, args=(Importer(c, policy),),
-                             name=f"xtmail-writer-{n}", daemon=True)
-            for n, c in enumerate(conns)
-        ]
-        for thread in self._threads:
-            thread.start()
+    def __init__(self, summary: ImportSummary, progress: Callable[[int], object] | None) -> None:
+        self.summary = summary
+        self.progress = progress
 
-    def put(self, batch: list[Incoming], parsed: Future[list[PreparedMessage]]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put((batch, parsed))
-
-    def close(self) -> None:
-        """Wait for every queued batch; re-raise the first error a writer met."""
-        self._join()
-        if self._error is not None:
-            raise self._error
-
-    def abort(self) -> None:
-        """Store nothing more; wait for the batches being written."""
-        with self._lock:
-            self._stopping = True
-        self._join()
-
-    def _join(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
-
-    def _run(self, importer: Importer) -> None:
-        while (job := self._queue.get()) is not None:
-            if self._error is not None or self._stopping:
-                continue  # drain: the caller stops at its next put()
-            batch, parsed = job
-            try:
-                result = importer.import_batch(batch, parsed.result(), source="file")
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                with self._lock:
-                    self._error = self._error or exc
-                continue
-            with self._lock:
-                _count(self._summary, result)
-                if self._progress:
-                    self._progress(len(batch))
-
-
-def _count(summary: ImportSummary, result: BatchResult) -> None:
-    summary.imported += result.imported
-    summary.already_present += result.already_present
-    summary.contacts_created += result.contacts_created
-    for warning in result.warnings:
-        if warning not in summary.warnings:
-            summary.warnings.append(warning)
+    def stored(self, _tag: None, items: Sequence[Incoming], result: BatchResult) -> None:
+        summary = self.summary
+        summary.imported += result.imported
+        summary.already_present += result.already_present
+        summary.contacts_created += result.contacts_created
+        for warning in result.warnings:
+            if warning not in summary.warnings:
+                summary.warnings.append(warning)
+        if self.progress:
+            self.progress(len(items))
 
 
 def check_paths(paths: Sequence[str]) -> list[Path]:

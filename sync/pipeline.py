@@ -1,38 +1,140 @@
-"""The batch pipeline shared by IMAP sync and file import: batches cut by count and bytes,
-parsing in worker processes, and writer connections storing batches side by side."""
+"""The batch pipeline shared by IMAP folder sync and file import.
+
+Messages travel in batches through three stages:
+
+* the batcher (:func:`batches`) cuts a stream into batches by count and by bytes;
+* the parse stage (:func:`start_parse`) parses a batch's (raw, internal date) pairs in worker
+  processes while earlier batches are being stored;
+* the writer pool (:class:`WriterPool`) stores batches side by side, one thread per database
+  connection, each connection opened by :func:`writer_connections` and set up by
+  :func:`configure_writer`.
+
+The callers keep what is theirs: folder sync fetches, and records its folder state inside
+each batch's transaction; file import reads files and counts a summary.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from datetime import datetime
+from typing import Generic, TypeVar
 
 import psycopg
 
-from xtmail.sync.mail.prepare import prepare
-from xtmail.sync.values import PreparedMessage
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.mail.prepare import prepare_raw
+from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, PreparedMessage
 
 log = logging.getLogger(__name__)
 
 #: At most this many bytes of raw mail in one batch (a bigger message is a batch of its
 #: own): a folder of large attachments must not put gigabytes in flight.
 BATCH_BYTES = 16 * 1024 * 1024
+#: Batches at least this long are parsed in two halves (see start_parse).
+PARSE_SPLIT = 64
+
+T = TypeVar("T")
+
+# -- the batcher ------------------------------------------------------------------------------
 
 
-def prepare_batch(
-    args: list[tuple[bytes, datetime | None]],
-) -> list[PreparedMessage]:
-    """Parse one batch in a worker process (module-level so that it pickles)."""
-    return [prepare(raw, when) for raw, when in args]
+def batches(
+    items: Iterable[T], size: int, max_bytes: int, weigh: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """Batches of at most ``size`` items holding at most ``max_bytes`` by ``weigh``.
+
+    A batch ends before the item that would take it past ``max_bytes``, so an item larger
+    than the limit is a batch of its own. ``items`` is read lazily: a batch is handed on as
+    soon as it is full, and the stream never has more than one batch read ahead.
+    """
+    batch: list[T] = []
+    held = 0
+    for item in items:
+        weight = weigh(item)
+        if batch and held + weight > max_bytes:
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += weight
+        if len(batch) >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
-def extra_writers(
+# -- the parse stage --------------------------------------------------------------------------
+
+Pairs = Sequence[tuple[bytes, datetime | None]]
+
+
+class Parsing:
+    """One batch's parse on its way: parts submitted to worker processes, or (without an
+    executor) the pairs, parsed by the first thread that asks for the result."""
+
+    __slots__ = ("_pairs", "_parts", "_prepared")
+
+    def __init__(self, pairs: Pairs, parts: list[Future[list[PreparedMessage]]]) -> None:
+        self._pairs = pairs if not parts else ()
+        self._parts = parts
+        self._prepared: list[PreparedMessage] | None = None
+
+    def result(self) -> list[PreparedMessage]:
+        """The prepared messages in the order of the pairs; blocks until they are parsed."""
+        if self._prepared is None:
+            if not self._parts:
+                self._prepared = prepare_raw(self._pairs)
+                self._pairs = ()
+            elif len(self._parts) == 1:
+                self._prepared = self._parts[0].result()
+            else:
+                self._prepared = [p for part in self._parts for p in part.result()]
+        return self._prepared
+
+    def cancel(self) -> None:
+        """Drop the parts no worker has started (the batch will not be stored)."""
+        for part in self._parts:
+            part.cancel()
+
+
+def start_parse(executor: Executor | None, pairs: Pairs, split_at: int = PARSE_SPLIT) -> Parsing:
+    """Start parsing (raw, internal date) pairs in ``executor``; None leaves the parse to
+    whoever asks for the result.
+
+    A batch of ``split_at`` or more is parsed in two halves, so that two workers share it:
+    the first batch of a pass, which every writer waits for, is ready in half the time.
+    """
+    if executor is None or not pairs:
+        return Parsing(pairs, [])
+    cut = len(pairs) // 2 if len(pairs) >= split_at else len(pairs)
+    return Parsing(pairs, [executor.submit(prepare_raw, part)
+                           for part in (pairs[:cut], pairs[cut:]) if part])
+
+
+# -- writer connections -----------------------------------------------------------------------
+
+
+def configure_writer(conn: psycopg.Connection) -> psycopg.Connection:
+    """Set up a connection that stores batches; returns it."""
+    # psycopg prepares a statement after its fifth run, and PostgreSQL may then switch to a
+    # generic plan. The batch statements join unnest(array) parameters of varying length
+    # (contact matching among them); the generic plan guesses a small row count and is
+    # orders of magnitude slower than a custom one. Custom plans every time.
+    conn.prepare_threshold = None
+    return conn
+
+
+def writer_connections(
     connect: Callable[[], psycopg.Connection] | None, count: int, what: str
 ) -> list[psycopg.Connection]:
     """Up to ``count`` more connections for writers storing batches side by side.
 
     A refused connection (a server at its connection limit) ends the list early: the work
-    goes on with the writers there are. Each gets custom plans only (see ``write_batch``).
+    goes on with the writers there are. ``what`` names the work in the log.
     """
     conns: list[psycopg.Connection] = []
     while connect is not None and len(conns) < count:
@@ -42,6 +144,113 @@ def extra_writers(
             log.info("%s: storing with %d writer(s); another connection was refused: %s",
                      what, len(conns) + 1, exc)
             break
-        conn.prepare_threshold = None
-        conns.append(conn)
+        conns.append(configure_writer(conn))
     return conns
+
+
+# -- the writer pool --------------------------------------------------------------------------
+
+_Job = tuple[Sequence[Incoming], Parsing, T]
+
+
+class WriterPool(Generic[T]):
+    """Stores batches side by side: one :class:`Importer` per connection, each in its own
+    writer thread, taking batches in the order they are put. Batches may commit out of order.
+
+    ``on_state(tag, conn)`` runs inside a batch's transaction, so that a progress marker
+    commits with the messages it covers (or neither does); it may run again if the
+    transaction is retried. ``on_stored(tag, items, result)`` runs after the commit, one call
+    at a time. ``tag`` is what the caller put with the batch.
+
+    ``backlog`` batches may wait for a writer; put() blocks beyond that, which bounds the
+    memory in flight. With ``inline`` and one connection there is no thread: put() stores
+    the batch in the caller's thread.
+
+    The first error a writer meets stops the work: the other writers drain the queue without
+    storing, and put() or close() raises the error in the caller's thread.
+    """
+
+    def __init__(
+        self,
+        conns: Sequence[psycopg.Connection],
+        policy: ImportPolicy,
+        *,
+        source: str,
+        on_stored: Callable[[T, Sequence[Incoming], BatchResult], None],
+        on_state: Callable[[T, psycopg.Connection], None] | None = None,
+        backlog: int = 1,
+        inline: bool = False,
+    ) -> None:
+        self._source = source
+        self._on_stored = on_stored
+        self._on_state = on_state
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._importers = [Importer(conn, policy) for conn in conns]
+        self._queue: queue.Queue[_Job[T] | None] = queue.Queue(maxsize=max(1, backlog))
+        self._threads = [] if inline and len(conns) == 1 else [
+            threading.Thread(target=self._run, args=(importer,), daemon=True,
+                             name=f"xtmail-writer-{n}")
+            for n, importer in enumerate(self._importers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def failed(self) -> bool:
+        """A writer met an error: put nothing more, close() raises it."""
+        return self._error is not None
+
+    def put(self, items: Sequence[Incoming], parsing: Parsing, tag: T) -> None:
+        """Hand a batch over; raises the error a writer met before."""
+        if self._error is not None:
+            raise self._error
+        if not self._threads:
+            self._store(self._importers[0], (items, parsing, tag))
+        else:
+            self._queue.put((items, parsing, tag))
+
+    def close(self) -> None:
+        """Wait until every batch handed over is stored; raise the first error a writer met."""
+        self._join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Store nothing more: the batches being stored finish, the waiting ones are dropped.
+        Safe from any thread, a writer's callback included."""
+        self._stopping = True
+
+    def abort(self) -> None:
+        """Stop, and wait for the batches being stored now."""
+        self.stop()
+        self._join()
+
+    def _join(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def _run(self, importer: Importer) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is not None or self._stopping:
+                job[1].cancel()
+                continue  # drain: the caller stops at its next put()
+            try:
+                self._store(importer, job)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                with self._lock:
+                    self._error = self._error or exc
+
+    def _store(self, importer: Importer, job: _Job[T]) -> None:
+        items, parsing, tag = job
+        on_state = self._on_state
+        result = importer.import_batch(
+            items, parsing.result(), source=self._source,
+            on_state=None if on_state is None else lambda conn: on_state(tag, conn),
+        )
+        with self._lock:
+            self._on_stored(tag, items, result)

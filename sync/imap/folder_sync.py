@@ -33,7 +33,6 @@ folder lets only one process sync a folder at a time; another one skips it and s
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,22 +51,25 @@ from xtmail.sync.db.folder_state import (
     unlock_folder,
     write_state,
 )
-from xtmail.sync.db.writer import Importer
 from xtmail.sync.errors import (
     XtmailError,
 )
 from xtmail.sync.imap.connection import FetchedMessage, FolderStatus, ImapConnection
-from xtmail.sync.mail.prepare import prepare_many
-from xtmail.sync.pipeline import BATCH_BYTES, extra_writers, prepare_batch
-from xtmail.sync.values import ImportPolicy, Incoming, Location, PreparedMessage
+from xtmail.sync.pipeline import (
+    BATCH_BYTES,
+    Parsing,
+    WriterPool,
+    batches,
+    start_parse,
+    writer_connections,
+)
+from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, Location
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 250
 #: Messages up to this size are not asked their exact size when batches are cut.
 SMALL_MESSAGE = 64 * 1024
-#: Batches at least this long are parsed in two halves (FolderSync._parse_later).
-PARSE_SPLIT = 64
 #: Database connections storing a folder's batches side by side (see FolderSync).
 DEFAULT_WRITERS = 2
 
@@ -113,24 +115,11 @@ class SyncListener:
 def _chunks(
     uids: Sequence[int], size: int, sizes: dict[int, int] | None = None,
     max_bytes: int = BATCH_BYTES, unknown: int = 0,
-) -> list[Sequence[int]]:
-    """Batches of at most ``size`` UIDs and, by the messages' ``sizes`` (``unknown`` for a
-    UID without one), ``max_bytes`` (a larger message is a batch of its own)."""
-    if sizes is None:
-        return [uids[i : i + size] for i in range(0, len(uids), size)]
-    chunks: list[Sequence[int]] = []
-    current: list[int] = []
-    held = 0
-    for uid in uids:
-        length = sizes.get(uid, unknown)
-        if current and (len(current) >= size or held + length > max_bytes):
-            chunks.append(current)
-            current, held = [], 0
-        current.append(uid)
-        held += length
-    if current:
-        chunks.append(current)
-    return chunks
+) -> list[list[int]]:
+    """The pipeline's batches of ``uids`` by the messages' server ``sizes`` (``unknown`` for
+    a UID without one; no sizes: by count alone)."""
+    known = sizes or {}
+    return list(batches(uids, size, max_bytes, lambda uid: known.get(uid, unknown)))
 
 
 class FolderSync:
@@ -138,7 +127,7 @@ class FolderSync:
 
     Batches hold at most ``batch_size`` messages and ``batch_bytes`` of them (by the
     server's RFC822.SIZE). ``executor`` parses (a process pool for throughput; None parses
-    in this thread).
+    in the writer that stores the batch).
     ``writers`` connections store batches side by side: ``conn`` and ``writers - 1`` more
     opened with ``connect`` (the database work of a batch runs on one server core, so a
     second writer keeps the second core busy). ``should_stop`` is polled between batches: a
@@ -240,21 +229,25 @@ class FolderSync:
 
     def _import(
         self,
-        chunks: list[Sequence[int]],
+        chunks: list[list[int]],
         selected: FolderStatus,
         last: int,
         final_last: int,
         result: FolderResult,
     ) -> None:
         marks = _Watermark(chunks, selected, last, final_last)
-        conns = [self.conn, *extra_writers(self.connect, min(self.writers, len(chunks)) - 1,
-                                           f"{self.account} {self.folder}")]
+        conns = [self.conn, *writer_connections(
+            self.connect, min(self.writers, len(chunks)) - 1, f"{self.account} {self.folder}")]
         try:
             for conn in conns:
                 relax_commit(conn)
-            store = _BatchWriters(self, conns, selected, marks, result,
-                                  sum(len(chunk) for chunk in chunks))
-            self._feed(chunks, store)
+            ledger = _Ledger(self, marks, result, sum(len(chunk) for chunk in chunks))
+            # One writer stores in this thread: no batch waits in a queue besides the ones
+            # fetched ahead, which bound the memory in flight.
+            pool: WriterPool[int] = WriterPool(
+                conns, self.policy, source="imap", on_stored=ledger.stored,
+                on_state=ledger.on_state, backlog=len(conns), inline=True)
+            self._feed(chunks, selected, pool)
             if marks.complete and not marks.final_written:
                 # The last batches committed side by side, each before the others: none
                 # could vouch for the whole folder. Now that all have, say so.
@@ -265,12 +258,13 @@ class FolderSync:
             for extra in conns[1:]:
                 extra.close()
 
-    def _feed(self, chunks: list[Sequence[int]], store: _BatchWriters) -> None:
+    def _feed(self, chunks: list[list[int]], selected: FolderStatus,
+              pool: WriterPool[int]) -> None:
         # A pipeline: the fetcher thread reads batch n+2 from the network while the parsing
         # processes work on batch n+1 and the writers store batch n. One fetcher thread, so
         # the IMAP connection is used serially. Depth bounds the memory in flight.
         depth = 3 if self.executor is not None else 1
-        pending: deque[_Pending] = deque()
+        pending: deque[tuple[list[FetchedMessage], Parsing]] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="xtmail-fetch") as fetcher:
             fetching: Future[list[FetchedMessage]] | None = fetcher.submit(
                 self.imap.fetch, chunks[0])
@@ -283,25 +277,20 @@ class FolderSync:
                         if next_chunk < len(chunks):
                             fetching = fetcher.submit(self.imap.fetch, chunks[next_chunk])
                             next_chunk += 1
-                        pending.append(_Pending(fetched, self._parse_later(fetched)))
-                    if self.should_stop() or store.failed:
+                        pairs = [(m.raw, m.internal_date) for m in fetched]
+                        pending.append((fetched, start_parse(self.executor, pairs)))
+                    if self.should_stop() or pool.failed:
                         break
-                    store.put(index, pending.popleft())
+                    fetched, parsing = pending.popleft()
+                    uidvalidity = selected.uidvalidity
+                    items = [Incoming(m.raw, Location(self.account, self.folder, uidvalidity,
+                                                      m.uid), m.internal_date)
+                             for m in fetched]
+                    pool.put(items, parsing, index)
             finally:
-                for waiting in pending:
-                    for part in waiting.parsing:
-                        part.cancel()
-                store.close()
-
-    def _parse_later(self, fetched: list[FetchedMessage]) -> list[Future[list[PreparedMessage]]]:
-        """The batch's parse, in halves so that two workers share it: the first batch (all
-        the writers wait for) is ready in half the time."""
-        if self.executor is None or not fetched:
-            return []
-        args = [(m.raw, m.internal_date) for m in fetched]
-        cut = len(args) // 2 if len(args) >= PARSE_SPLIT else len(args)
-        return [self.executor.submit(prepare_batch, part)
-                for part in (args[:cut], args[cut:]) if part]
+                for _, waiting in pending:
+                    waiting.cancel()
+                pool.close()
 
 
 class _Watermark:
@@ -313,7 +302,7 @@ class _Watermark:
     that only makes the mark lag, and the location rows cover the rest.
     """
 
-    def __init__(self, chunks: list[Sequence[int]], selected: FolderStatus, last: int,
+    def __init__(self, chunks: Sequence[Sequence[int]], selected: FolderStatus, last: int,
                  final_last: int) -> None:
         self.ends = [chunk[-1] for chunk in chunks]
         self.uidvalidity = selected.uidvalidity
@@ -349,115 +338,51 @@ class _Watermark:
             self.final_written = True
 
 
-class _BatchWriters:
-    """Stores the batches of one pass: in the caller's thread with one connection, or by
-    one thread per connection. The first error stops the pass and is raised by close()."""
+class _Ledger:
+    """The writer pool's callbacks for one pass: the folder state each batch's transaction
+    writes (by the watermark), and after each commit the result counts and the listener."""
 
-    def __init__(
-        self,
-        sync: FolderSync,
-        conns: Sequence[psycopg.Connection],
-        selected: FolderStatus,
-        marks: _Watermark,
-        result: FolderResult,
-        total: int,
-    ) -> None:
+    def __init__(self, sync: FolderSync, marks: _Watermark, result: FolderResult,
+                 total: int) -> None:
         self.sync = sync
-        self.total = total
-        self.selected = selected
         self.marks = marks
         self.result = result
+        self.total = total
         self.done = 0
         self.warned: set[str] = set()
+        # The watermark is read inside one writer's transaction while another's commit is
+        # recorded: both under this lock.
         self._lock = threading.Lock()
-        self._error: BaseException | None = None
-        self._importers = [Importer(conn, sync.policy) for conn in conns]
-        self._queue: queue.Queue[tuple[int, _Pending] | None] = queue.Queue(maxsize=len(conns))
-        self._threads = [
-            threading.Thread(target=self._run, args=(importer,), daemon=True,
-                             name=f"xtmail-store-{n}")
-            for n, importer in enumerate(self._importers)
-        ] if len(conns) > 1 else []
-        for thread in self._threads:
-            thread.start()
+        self._written: dict[int, FolderState] = {}
 
-    @property
-    def failed(self) -> bool:
-        return self._error is not None
-
-    def put(self, index: int, batch: _Pending) -> None:
-        if not self._threads:
-            self._store(self._importers[0], index, batch)
-        else:
-            self._queue.put((index, batch))
-
-    def close(self) -> None:
-        """Wait for the batches handed over; raise the first error a writer met."""
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def _run(self, importer: Importer) -> None:
-        while (job := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain: the feeder stops at its next batch
-            try:
-                self._store(importer, *job)
-            except BaseException as exc:  # noqa: BLE001 - raised in the feeder's thread
-                with self._lock:
-                    self._error = self._error or exc
-
-    def _store(self, importer: Importer, index: int, batch: _Pending) -> None:
-        sync, selected = self.sync, self.selected
-        items = [
-            Incoming(m.raw, Location(sync.account, sync.folder, selected.uidvalidity, m.uid),
-                     m.internal_date)
-            for m in batch.fetched
-        ]
-        if batch.parsing:
-            prepared = [p for part in batch.parsing for p in part.result()]
-        else:
-            prepared = prepare_many(items) if items else []
-        written: list[FolderState] = []
-
-        def on_state(conn: psycopg.Connection) -> None:
-            with self._lock:
-                state = self.marks.state_with(index)
-            write_state(conn, sync.account, sync.folder, state, advance_only=True)
-            written[:] = [state]
-
-        stored = importer.import_batch(items, prepared, source="imap", on_state=on_state)
+    def on_state(self, index: int, conn: psycopg.Connection) -> None:
+        sync = self.sync
         with self._lock:
-            self.marks.commit(index, written[0])
-            result = self.result
-            result.fetched += len(items)
-            result.imported += stored.imported
-            result.already_present += stored.already_present
-            self.done += len(items)
-            ties: dict[int, list[tuple[str, int]]] = {}
-            if stored.ties or stored.imported:
-                ties = {eml_id: stored.ties.get(eml_id, [])
-                        for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
-                result.ties.update(ties)
-            # Under the lock: listeners see one call at a time, counts in order.
-            if ties:
-                sync.listener.imported(ties)
-            for warning in stored.warnings:
-                if warning not in self.warned:
-                    self.warned.add(warning)
-                    sync.listener.warning(warning)
-            sync.listener.progress(sync.account, sync.folder, self.done, self.total)
+            state = self._written[index] = self.marks.state_with(index)
+        write_state(conn, sync.account, sync.folder, state, advance_only=True)
 
-
-@dataclass
-class _Pending:
-    """A fetched batch on its way through the pipeline, its parse maybe under way."""
-
-    fetched: list[FetchedMessage]
-    parsing: list[Future[list[PreparedMessage]]]  # in order; empty: parse when stored
+    def stored(self, index: int, items: Sequence[Incoming], stored: BatchResult) -> None:
+        # The pool calls this one batch at a time: listeners see one call at a time, and
+        # the counts in order.
+        sync, result = self.sync, self.result
+        with self._lock:
+            self.marks.commit(index, self._written.pop(index))
+        result.fetched += len(items)
+        result.imported += stored.imported
+        result.already_present += stored.already_present
+        self.done += len(items)
+        ties: dict[int, list[tuple[str, int]]] = {}
+        if stored.ties or stored.imported:
+            ties = {eml_id: stored.ties.get(eml_id, [])
+                    for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
+            result.ties.update(ties)
+        if ties:
+            sync.listener.imported(ties)
+        for warning in stored.warnings:
+            if warning not in self.warned:
+                self.warned.add(warning)
+                sync.listener.warning(warning)
+        sync.listener.progress(sync.account, sync.folder, self.done, self.total)
 
 
 def _never() -> bool:

@@ -575,8 +575,9 @@ def test_import_batches_are_bounded_by_bytes_too() -> None:
 
     items = [Incoming(b"x" * n) for n in (10, 10, 500, 10, 10, 10, 10)]
     batches = _batches(iter(items), 3, ImportSummary(), max_bytes=100)
-    # A batch ends with the message that reaches the limit (the input is a stream).
-    assert [[len(i.raw) for i in b] for b in batches] == [[10, 10, 500], [10, 10, 10], [10]]
+    # The pipeline's rule, as in IMAP sync: a batch ends before the message that would take
+    # it past the limit, and a message larger than the limit is a batch of its own.
+    assert [[len(i.raw) for i in b] for b in batches] == [[10, 10], [500], [10, 10, 10], [10]]
 
 
 def test_writers_must_be_positive(db_dsn: str, tmp_path: Path,
