@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from datetime import datetime
 
 from ..values import Incoming, PreparedMessage
@@ -107,21 +106,13 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def _prepare_args(args: tuple[bytes, datetime | None]) -> PreparedMessage:
-    return prepare(*args)
+def prepare_raw(pairs: Sequence[tuple[bytes, datetime | None]]) -> list[PreparedMessage]:
+    """:func:`prepare` over (raw bytes, internal date) pairs: what a parsing process runs,
+    given nothing else of each :class:`Incoming` to pickle. It lives here, not with the
+    pipeline, so that a parsing process imports no database driver."""
+    return [prepare(raw, internal_date) for raw, internal_date in pairs]
 
 
-def prepare_raw(args: Sequence[tuple[bytes, datetime | None]]) -> list[PreparedMessage]:
-    """:func:`prepare` over (raw bytes, internal date) pairs: what a parsing process gets,
-    without the rest of each :class:`Incoming` to pickle."""
-    return [prepare(raw, internal_date) for raw, internal_date in args]
-
-
-def prepare_many(
-    items: Sequence[Incoming], executor: Executor | None = None, chunksize: int = 32
-) -> list[PreparedMessage]:
-    """Prepare a batch, in ``executor`` (a process pool for bulk) when one is given."""
-    args = [(item.raw, item.internal_date) for item in items]
-    if executor is None:
-        return prepare_raw(args)
-    return list(executor.map(_prepare_args, args, chunksize=chunksize))
+def prepare_many(items: Sequence[Incoming]) -> list[PreparedMessage]:
+    """Prepare a batch in this thread, for a caller that stores without the pipeline."""
+    return [prepare(item.raw, item.internal_date) for item in items]
