@@ -240,19 +240,27 @@ def test_an_answer_for_an_older_search_is_dropped(
 ) -> None:
     real = search.search_messages
     started: list[str] = []
+    ended: list[str] = []
+    newer_answered = asyncio.Event()
 
-    async def slow_first(conn: Any, text: str, **kwargs: Any) -> Any:
+    async def held_first(conn: Any, text: str, **kwargs: Any) -> Any:
         started.append(text)
-        if text == "invoice":
-            await asyncio.sleep(0.3)
-        return await real(conn, text, **kwargs)
+        try:
+            if text == "invoice":
+                # Held until the newer search has answered: the older answer comes last.
+                await newer_answered.wait()
+            return await real(conn, text, **kwargs)
+        finally:
+            ended.append(text)
 
-    monkeypatch.setattr(search, "search_messages", slow_first)
+    monkeypatch.setattr(search, "search_messages", held_first)
     dialog.open()
     dialog.dialog.setSearchText("invoice")
     dialog.run_until(lambda: started[-1:] == ["invoice"])
     dialog.dialog.setSearchText("widgets")
     dialog.wait_searches(2)
+    newer_answered.set()
+    dialog.run_until(lambda: "invoice" in ended)
     dialog.run_until(lambda: not dialog.dialog.isSearching())
     assert dialog.ids() == [sample_mail.quote]
     assert dialog.searches == [4, 1], "the older search never reached the list"

@@ -163,15 +163,26 @@ def _pids_in_group(pgid: int) -> list[int]:
     return pids
 
 
-def _service_of(pid: int) -> str | None:
-    """The Dovecot service a process runs ("log", "imap", ...), from its process title."""
+def _title_of(pid: int) -> tuple[str, str] | None:
+    """The Dovecot service a process runs ("log", "imap", ...) and the words its process
+    title shows in brackets (for an IMAP session: user, address, commands in progress)."""
     try:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
     except OSError:
         return None
-    # Dovecot titles its processes "dovecot[-<instance_name>]/<service>".
-    prefix, _, service = argv0.decode(errors="replace").rpartition("/")
-    return service if prefix.startswith("dovecot") else None
+    # Dovecot titles its processes "dovecot[-<instance_name>]/<service>", followed by
+    # " [<what it does>]" under verbose_proctitle.
+    name, _, detail = argv0.decode(errors="replace").partition(" [")
+    prefix, _, service = name.rpartition("/")
+    if not prefix.startswith("dovecot"):
+        return None
+    return service, detail.rstrip("]")
+
+
+def _service_of(pid: int) -> str | None:
+    """The Dovecot service a process runs ("log", "imap", ...), from its process title."""
+    title = _title_of(pid)
+    return title[0] if title is not None else None
 
 
 class _IntrospectionHandler(http.server.BaseHTTPRequestHandler):
@@ -470,6 +481,30 @@ class DovecotServer:
                 raise DovecotError(f"APPEND to {mailbox!r} failed: {typ} {data!r}")
             return int(match.group(2))
 
+    def sessions(self, user: str, *, running: str | None = None) -> int:
+        """How many IMAP sessions ``user`` has logged in now, as the server sees them; with
+        ``running``, only those in the middle of that command (``"IDLE"``)."""
+        if self._proc is None:
+            return 0
+        count = 0
+        for pid in _pids_in_group(self._proc.pid):
+            title = _title_of(pid)
+            if title is None or title[0] != "imap":
+                continue
+            # "<user> <address> <command> ...": the commands the session is running.
+            words = title[1].split()
+            if words[:1] == [user] and (running is None or running in words[2:]):
+                count += 1
+        return count
+
+    def wait_for_idle(self, user: str, *, sessions: int = 1, timeout: float = 10.0) -> None:
+        """Return once ``sessions`` of ``user``'s sessions are in IDLE on the server."""
+        deadline = time.monotonic() + timeout
+        while self.sessions(user, running="IDLE") < sessions:
+            if time.monotonic() > deadline:
+                raise DovecotError(f"{user} did not enter IDLE within {timeout} s")
+            time.sleep(0.005)
+
     def set_uidvalidity_change(self, user: str, mailbox: str) -> None:
         """Force a new UIDVALIDITY for a mailbox, as a server rebuilding its index would.
 
@@ -628,6 +663,9 @@ ssl_key = <{self.tls_dir / "server.key"}
 disable_plaintext_auth = yes
 auth_mechanisms = {mechanisms}
 auth_verbose = yes
+# Process titles show each session's user and the command in progress: tests wait for a
+# client's IDLE or login to reach the server (sessions) instead of sleeping.
+verbose_proctitle = yes
 # Tests fail logins on purpose: no 2 s delay per failure, no growing per-IP penalty.
 auth_failure_delay = 0
 # One passwd-file per user: Dovecot reads a new file at once, where a shared file it would

@@ -564,10 +564,10 @@ def test_database_outage_pauses_and_resumes(
 
 def watch_then_append(
     sync: AccountSync, stop: threading.Event, conn: psycopg.Connection, account: str,
-    stored: int, append: Callable[[], object],
+    stored: int, append: Callable[[], object], dovecot: DovecotServer, user: str,
 ) -> float:
-    """Run ``sync.watch`` in a thread until ``stored`` messages are in, let it settle into
-    its wait, call ``append`` and return the seconds until one more message is stored."""
+    """Run ``sync.watch`` in a thread until ``stored`` messages are in and the server sees
+    its IDLE, call ``append`` and return the seconds until one more message is stored."""
     thread = threading.Thread(target=sync.watch)
     thread.start()
     try:
@@ -575,7 +575,7 @@ def watch_then_append(
         while counts(conn, account)[0] < stored:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(0.3)  # let the watcher enter IDLE
+        dovecot.wait_for_idle(user)
         started = time.monotonic()
         append()
         while counts(conn, account)[0] < stored + 1:
@@ -596,7 +596,8 @@ def test_idle_delivers_new_mail_within_seconds(
     stop = threading.Event()
     sync = make_sync(db_dsn, dovecot, seeded, stop=stop, poll_interval=60.0)
     watch_then_append(sync, stop, conn, key(dovecot, seeded), 40, lambda: dovecot.append(
-        seeded.user, seeded.password, "INBOX", make_message(subject="idle")))
+        seeded.user, seeded.password, "INBOX", make_message(subject="idle")),
+        dovecot, seeded.user)
 
 
 def test_idle_on_inbox_still_sees_other_folders_soon(
@@ -610,7 +611,8 @@ def test_idle_on_inbox_still_sees_other_folders_soon(
     sync.other_folders_every = 1.0
     # Stored within 5 s, not after the 60 s poll interval: IDLE on INBOX ends after 1 s.
     watch_then_append(sync, stop, conn, key(dovecot, seeded), 43, lambda: dovecot.append(
-        seeded.user, seeded.password, "Projects", make_message(subject="later")))
+        seeded.user, seeded.password, "Projects", make_message(subject="later")),
+        dovecot, seeded.user)
 
 
 def test_bare_imap4rev1_server_is_polled(

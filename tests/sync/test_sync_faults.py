@@ -60,21 +60,27 @@ def test_sigkill_at_several_moments_then_resume(
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(MESSAGES, prefix="k"))
     # Three writers: batches commit out of order, so kills land between out-of-order commits.
     args = sync_args(dovecot, imap_user, db_dsn, "--batch-size", "100", "--writers", "3")
-    # 0: killed while connecting or fetching the first batch; then after some batches.
-    kill_points = [0, 1, 350, 800, 1201]
+
+    def logged_in(before: int) -> bool:
+        return dovecot.sessions(imap_user.user) > 0
+
+    def first_batch(before: int) -> bool:
+        return stored(conn) > before
+
+    def some_batches(before: int) -> bool:
+        return stored(conn) >= before + 300
+
+    # Each kill waits for a moment it sees: the server has the login (connecting or on the
+    # first batch), this run committed its first batch, or several.
+    moments = [logged_in, first_batch, some_batches, first_batch, some_batches]
     seen_counts = []
-    for target in kill_points:
+    for reached in moments:
         before = stored(conn)
         proc = start_cli(args, imap_user.password)
         deadline = time.monotonic() + 60
-        if target == 0:
-            # Early: still starting, connecting or on the first batch. (At 0.4 s a pass over
-            # these small messages could already be complete.)
-            time.sleep(0.1)
-        else:
-            while stored(conn) < target and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
+        while not reached(before) and proc.poll() is None:
+            assert time.monotonic() < deadline, f"{reached.__name__} not reached"
+            time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         seen_counts.append((before, stored(conn)))
