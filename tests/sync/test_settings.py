@@ -1,0 +1,213 @@
+"""Account and sync settings: what validation refuses and says, and QSettings round trips."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from PyQt6.QtCore import QSettings
+
+from xtmail.sync.errors import ConfigError
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    AuthMethod,
+    Security,
+    SyncSettings,
+    load_settings,
+    normalize_fingerprint,
+    save_settings,
+)
+
+FINGERPRINT = ":".join(f"{i:02X}" for i in range(0xA0, 0xC0))
+GOOD = AccountSettings(host="imap.example.com", user="ada@example.com")
+
+
+@pytest.fixture
+def ini(tmp_path: Path) -> Path:
+    return tmp_path / "prefs.ini"
+
+
+def saved_and_loaded(path: Path, settings: SyncSettings) -> SyncSettings:
+    """``settings`` written to an INI file and read back through a fresh QSettings."""
+    save_settings(QSettings(str(path), QSettings.Format.IniFormat), settings)
+    return load_settings(QSettings(str(path), QSettings.Format.IniFormat))
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"host": ""}, "Enter the IMAP server's host name"),
+        ({"host": "   "}, "Enter the IMAP server's host name"),
+        ({"host": "imap example.com"}, "must not contain spaces or slashes"),
+        ({"host": "imap.example.com/mail"}, "must not contain spaces or slashes"),
+        ({"user": ""}, "Enter the user name you log in"),
+        ({"port": 65536}, "must be between 1 and 65535"),
+        ({"port": -1}, "must be between 1 and 65535"),
+        ({"ca_file": "/nonexistent/ca.pem"}, "The CA certificate file /nonexistent/ca.pem"),
+        ({"pin_sha256": "12:34"}, "Paste the 64 hexadecimal digits"),
+        ({"pin_sha256": "g" * 64}, "is not a SHA-256 fingerprint"),
+        ({"timeout": 0.0}, "The network timeout must be a positive number"),
+    ],
+)
+def test_a_bad_account_setting_is_refused_saying_what_to_fix(
+    change: dict[str, object], says: str
+) -> None:
+    account = replace(GOOD, **change)  # type: ignore[arg-type]
+    problems = account.problems()
+    assert len(problems) == 1 and says in problems[0], problems
+    with pytest.raises(ConfigError) as caught:
+        account.validate()
+    text = caught.value.user_text()
+    assert says in text
+    assert "Email page of User Preferences" in text
+    # The whole sync refuses to start for the same reason.
+    with pytest.raises(ConfigError, match="settings are incomplete"):
+        SyncSettings(account=account).validate()
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = AccountSettings(port=99999, timeout=-1).problems()
+    assert len(problems) == 4, problems
+    with pytest.raises(ConfigError) as caught:
+        AccountSettings(port=99999, timeout=-1).validate()
+    for problem in problems:
+        assert problem in str(caught.value)
+
+
+def test_unconfigured_settings_do_not_validate() -> None:
+    with pytest.raises(ConfigError, match=r"host name.*user name"):
+        SyncSettings().validate()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"poll_interval": 4.9}, "at least 5 seconds"),
+        ({"batch_size": 0}, "between 1 and 5000"),
+        ({"batch_size": 5001}, "between 1 and 5000"),
+    ],
+)
+def test_bad_sync_settings_are_refused(change: dict[str, object], says: str) -> None:
+    settings = replace(SyncSettings(account=GOOD), **change)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=says):
+        settings.validate()
+
+
+def test_valid_settings_come_back_with_the_fingerprint_normalised(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    spelled = FINGERPRINT.replace(":", " ").lower()
+    settings = SyncSettings(
+        account=replace(GOOD, port=0, ca_file=str(ca), pin_sha256=spelled),
+        poll_interval=5, batch_size=5000,
+    )
+    valid = settings.validate()
+    assert valid.account.pin_sha256 == FINGERPRINT
+    assert valid == replace(settings, account=replace(settings.account, pin_sha256=FINGERPRINT))
+    assert GOOD.validate() is GOOD
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [FINGERPRINT, FINGERPRINT.lower(), FINGERPRINT.replace(":", ""),
+     FINGERPRINT.replace(":", " "), f"  {FINGERPRINT}\n"],
+)
+def test_fingerprints_in_any_spelling_normalise_alike(spelling: str) -> None:
+    assert normalize_fingerprint(spelling) == FINGERPRINT
+
+
+def test_ports_and_account_key() -> None:
+    assert GOOD.effective_port == 993
+    assert replace(GOOD, security=Security.STARTTLS).effective_port == 143
+    assert replace(GOOD, security=Security.NONE).effective_port == 143
+    assert replace(GOOD, port=1993).effective_port == 1993
+    assert GOOD.key == "ada@example.com@imap.example.com"
+
+
+def test_the_login_address_never_becomes_a_contact() -> None:
+    policy = SyncSettings(account=GOOD, own_addresses=("Sales@OurCo.example",)).policy()
+    assert policy.own_addresses == {"sales@ourco.example", "ada@example.com"}
+    assert not policy.may_create("ADA@example.com")
+    # A login that is not an address adds nothing.
+    plain = SyncSettings(account=replace(GOOD, user="ada")).policy()
+    assert plain.own_addresses == frozenset()
+
+
+# -- persistence -----------------------------------------------------------------------------
+
+
+def test_saved_settings_load_back_unchanged(ini: Path) -> None:
+    settings = SyncSettings(
+        account=AccountSettings(
+            host="imap.example.com", user="ada@example.com", port=1993,
+            security=Security.STARTTLS, auth=AuthMethod.XOAUTH2, ca_file="/etc/ca.pem",
+            pin_sha256=FINGERPRINT,
+        ),
+        folders=("INBOX", "Clients/2026", "Entwürfe", "Sales, Europe", "with space"),
+        sync_while_running=True,
+        since=date(2026, 2, 28),
+        poll_interval=45.5,
+        own_addresses=("sales@ourco.example", "ada@example.com"),
+        excluded_domains=("example.net",),
+        exclude_automated=False,
+        exclude_bulk=False,
+    )
+    assert saved_and_loaded(ini, settings) == settings
+
+
+@pytest.mark.parametrize("folders", [("INBOX",), ("Only one, with a comma",), ()])
+def test_folder_lists_of_one_or_none_load_back(ini: Path, folders: tuple[str, ...]) -> None:
+    settings = SyncSettings(account=GOOD, folders=folders)
+    assert saved_and_loaded(ini, settings).folders == folders
+
+
+def test_nothing_saved_loads_the_defaults(ini: Path) -> None:
+    assert load_settings(QSettings(str(ini), QSettings.Format.IniFormat)) == SyncSettings()
+
+
+def test_the_password_is_never_written(ini: Path) -> None:
+    save_settings(QSettings(str(ini), QSettings.Format.IniFormat), SyncSettings(account=GOOD))
+    assert "password=" not in ini.read_text().lower()
+
+
+def test_unreadable_values_fall_back_to_defaults(ini: Path) -> None:
+    ini.write_text(
+        "[xtmail]\n"
+        "email\\host=imap.example.com\n"
+        "email\\security=carrier-pigeon\n"
+        "email\\auth=telepathy\n"
+        "email\\port=nine\n"
+        "email\\since=yesterday\n"
+        "email\\poll_interval=often\n"
+        "email\\exclude_bulk=no\n"
+    )
+    loaded = load_settings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert loaded.account == AccountSettings(host="imap.example.com")
+    assert loaded.since is None
+    assert loaded.poll_interval == SyncSettings().poll_interval
+    assert loaded.exclude_bulk is False
+    assert loaded.folders == ("INBOX",)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: save_settings/load_settings leave out batch_size, create_contacts "
+    "and the account's timeout, although save_settings says it writes everything but the "
+    "password",
+)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SyncSettings(account=GOOD, batch_size=40),
+        SyncSettings(account=GOOD, create_contacts=False),
+        SyncSettings(account=replace(GOOD, timeout=5.0)),
+    ],
+    ids=["batch_size", "create_contacts", "timeout"],
+)
+def test_every_setting_loads_back(ini: Path, settings: SyncSettings) -> None:
+    assert saved_and_loaded(ini, settings) == settings
