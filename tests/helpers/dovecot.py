@@ -50,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+from tests.helpers.tls import make_certificates
+
 __all__ = [
     "DEFAULT_HOST",
     "INSTALL_HINT",
@@ -594,33 +596,10 @@ class DovecotServer:
             tmp.replace(path)
 
     def _make_certificates(self) -> None:
-        ca_key, ca_crt = self.tls_dir / "ca.key", self.tls_dir / "ca.crt"
-        key, crt = self.tls_dir / "server.key", self.tls_dir / "server.crt"
-        alt_names = dict.fromkeys(["DNS:localhost", f"IP:{LOOPBACK}", f"IP:{self.host}"])
-        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
-        self._openssl(
-            "req", "-x509", *newkey, "-keyout", str(ca_key), "-out", str(ca_crt),
-            "-days", "30", "-subj", "/CN=xtmail test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        )  # fmt: skip
-        self._openssl(
-            "req", "-x509", *newkey, "-keyout", str(key), "-out", str(crt),
-            "-CA", str(ca_crt), "-CAkey", str(ca_key), "-days", "30", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=" + ",".join(alt_names),
-            "-addext", "basicConstraints=critical,CA:FALSE",
-            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-            "-addext", "extendedKeyUsage=serverAuth",
-        )  # fmt: skip
-        self.ca_file.chmod(0o644)
-
-    def _openssl(self, *args: str) -> None:
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise DovecotError("openssl is not installed: apt-get install openssl")
-        result = subprocess.run([openssl, *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise DovecotError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+        try:
+            make_certificates(self.tls_dir, ["DNS:localhost", f"IP:{LOOPBACK}", f"IP:{self.host}"])
+        except RuntimeError as exc:
+            raise DovecotError(str(exc)) from exc
 
     def _write_config(self) -> None:
         assert self._run_dir is not None
