@@ -384,14 +384,27 @@ class DovecotServer:
             self._chown(tmp)  # read by the auth process, which runs as the mail user
             if previous is not None:
                 # Dovecot re-reads a passwd-file only if its mtime (in whole seconds) or size
-                # changed, and stats it at most once per second: bump the mtime, let a second
-                # pass.
+                # changed, and stats it at most once per second: bump the mtime, then wait
+                # for the new password to work.
                 mtime = max(time.time_ns(), previous + 1_000_000_000)
                 os.utime(tmp, ns=(mtime, mtime))
             tmp.replace(path)
-            if previous is not None:
-                time.sleep(1.05 - time.time() % 1)
+            if previous is not None and self.running:
+                self._wait_for_password(name, password)
         self._ensure_dir(self.home_dir / name, 0o700)
+
+    def _wait_for_password(self, user: str, password: str) -> None:
+        """Log in until the server takes ``password`` (it stats a passwd-file at most once
+        per second, so a change is seen within about a second)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.login(user, password, timeout=START_TIMEOUT).logout()
+                return
+            except imaplib.IMAP4.error:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def add_oauth_token(self, user: str, token: str) -> None:
         """Make ``token`` a valid OAuth2 bearer token for ``user`` (needs ``oauth2=True``)."""
