@@ -52,6 +52,7 @@ from urllib.parse import quote
 
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.mail.refs import Reference, compose_subject
+from xtmail.widgets.formatting import format_date
 
 __all__ = [
     "SHORTENED_NOTICE",
@@ -279,11 +280,6 @@ def _addresses(mailboxes: Iterable[Mailbox]) -> list[str]:
     return [address for _name, address in mailboxes]
 
 
-def _format_date(date: datetime) -> str:
-    text = date.strftime("%Y-%m-%d %H:%M")
-    return f"{text} {date.strftime('%z')}" if date.utcoffset() is not None else text
-
-
 def _display(mailbox: Mailbox) -> str:
     name, address = mailbox
     return name.strip() or address.strip()
@@ -322,9 +318,9 @@ def _reply_targets(msg: MessageInfo, own: set[str]) -> list[str]:
 
 def _reply_body(msg: MessageInfo) -> str:
     who = _display(msg.from_[0]) if msg.from_ else "The sender"
-    attribution = (
-        f"On {_format_date(msg.date)}, {who} wrote:" if msg.date is not None else f"{who} wrote:"
-    )
+    # The sender's own clock and offset, as mail programs quote it.
+    when = format_date(msg.date, local=False, offset=True)
+    attribution = f"On {when}, {who} wrote:" if when else f"{who} wrote:"
     quoted = [_quote_line(line) for line in _text_lines(msg.body_text)]
     return "\n".join(["", attribution, *quoted])
 
@@ -362,7 +358,7 @@ def forward_draft(msg: MessageInfo, *, ref: Reference | None = None) -> Draft:
     if msg.from_:
         block.append("From: " + ", ".join(_format_mailbox(m) for m in msg.from_))
     if msg.date is not None:
-        block.append("Date: " + _format_date(msg.date))
+        block.append("Date: " + format_date(msg.date, local=False, offset=True))
     block.append("Subject: " + _clean_subject(msg.subject))
     if msg.to:
         block.append("To: " + ", ".join(_format_mailbox(m) for m in msg.to))
