@@ -6,7 +6,7 @@ an xTuple window would. Edit > User Preferences holds the Email page; the sync s
 with the application when its preference is ticked, and open Email tabs refresh from its
 ``messagesImported`` signal.
 
-Everything is wired by passing objects in (STYLE 8): the store, the settings, the service.
+Everything is wired by passing objects in: the store, the settings, the service.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from PyQt6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -41,6 +40,7 @@ from xtmail.sync.mail import registry
 from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.contact_mail_link import ContactMailLink
 from xtmail.widgets.email_tab import EmailTab
+from xtmail.widgets.tasks import TaskOwner, failure_text
 
 if TYPE_CHECKING:
     from xtmail.sync.db.mailstore import MailStore
@@ -148,7 +148,7 @@ class DemoMainWindow(QMainWindow):
         self._service = service
         self._rows: list[DocumentRow] = []
         self._windows: list[DocumentWindow] = []
-        self._load_task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("Demo main window", self._on_task_failed, self)
         self._preferences: PreferencesDialog | None = None
         self.setWindowTitle(self.tr("xTuple ERP (xtmail demo)"))
         self.resize(980, 620)
@@ -196,20 +196,14 @@ class DemoMainWindow(QMainWindow):
                 return
 
     def _type_changed(self, row: int) -> None:
-        if self._load_task is not None:
-            self._load_task.cancel()
         code = self.currentCode()
         if code:
-            self._load_task = asyncio.get_event_loop().create_task(self._load(code))
+            self._tasks.start("records", self._load, code)
+        else:
+            self._tasks.cancel("records")
 
     async def _load(self, code: str) -> None:
-        try:
-            rows = await self._store.list_documents(code)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - shown to the user, the window stays usable
-            self.statusBar().showMessage(self.tr("Could not load records: {0}").format(exc))  # type: ignore[union-attr]
-            return
+        rows = await self._store.list_documents(code)
         self._rows = rows
         self.recordTable.setRowCount(len(rows))
         for i, row in enumerate(rows):
@@ -264,12 +258,16 @@ class DemoMainWindow(QMainWindow):
     def preferencesDialog(self) -> PreferencesDialog | None:
         return self._preferences
 
+    def _on_task_failed(self, _purpose: str, exc: Exception) -> None:
+        # The window stays usable: choosing the document type again reads the records again.
+        text = failure_text(exc).replace("\n", " ")
+        self._show_status(self.tr("Could not load records: {0}").format(text))
+
     def _show_status(self, text: str) -> None:
         self.statusBar().showMessage(text)  # type: ignore[union-attr]
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
-        if self._load_task is not None:
-            self._load_task.cancel()
+        self._tasks.cancel_all()
         for window in self.documentWindows():
             window.close()
         super().closeEvent(event)
@@ -287,11 +285,6 @@ def _alive(widget: QWidget) -> bool:
     from PyQt6 import sip
 
     return not sip.isdeleted(widget)
-
-
-def show_error(parent: QWidget | None, text: str) -> None:
-    box = QMessageBox(QMessageBox.Icon.Critical, "xtmail", text, parent=parent)
-    box.open()
 
 
 # -- the application ------------------------------------------------------------------------

@@ -4,32 +4,32 @@ Decisions (docs/attach_dialog.md):
 
 * Searching starts 250 ms after the last keystroke (a single-shot QTimer restarted on each
   edit); Enter in the search box searches at once. Every search is a database query
-  (:func:`xtmail.sync.db.search.search_messages`), never rows hidden in the view.
+  (``MailStore.search_messages``), never rows hidden in the view.
 * Only the newest answer counts: starting a search cancels the one under way, and a
   generation number drops any answer that still arrives for an older one.
-* The dialog owns its tasks and cancels them when it closes (STYLE.md 5). It is opened with
-  ``open()``; ``exec()`` inside a coroutine would break the qasync loop (FACTS.md).
-* Up to 200 results, newest first; the status line says when there are more.
-* The contact chooser is a line edit completing from
-  :func:`xtmail.sync.db.search.search_contacts` (name, number or any address); its list
-  button offers the document's own contacts.
+* The dialog owns its tasks (a :class:`~xtmail.widgets.tasks.TaskOwner`) and cancels them
+  when it closes. It is opened with ``open()``; ``exec()`` inside a coroutine would break
+  the qasync loop.
+* Up to 200 results, newest first, in the Email tab's own list model
+  (:class:`~xtmail.widgets.message_model.MessageListModel`); the status line says when
+  there are more.
+* The contact chooser is a line edit completing from ``MailStore.search_contacts`` (name,
+  number or any address); its list button offers the document's own contacts.
+* A failed search or attach says so in the status line with the error's own text; anything
+  that is not an xtmail error is a bug, logged with its traceback.
 
-psycopg is not imported at module load: the search module is imported when a search runs.
+The database is reached only through the store, so this module loads without a driver.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from PyQt6 import QtCore
 from PyQt6.QtCore import (
     QAbstractListModel,
-    QAbstractTableModel,
     QEvent,
     QItemSelection,
     QItemSelectionModel,
@@ -60,9 +60,10 @@ from PyQt6.QtWidgets import (
 
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.mail import registry
+from xtmail.widgets.message_model import EmlIdRole, MessageListModel
+from xtmail.widgets.tasks import TaskOwner, failure_text
 
 if TYPE_CHECKING:
-
     from xtmail.sync.values import ContactRow, MessageRow
 
 __all__ = [
@@ -71,7 +72,6 @@ __all__ = [
     "ContactIdRole",
     "ContactListModel",
     "EmlIdRole",
-    "MessageSearchModel",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,6 @@ log = logging.getLogger(__name__)
 # PyQt6's type stubs leave pyqtProperty out.
 pyqtProperty: Any = QtCore.pyqtProperty  # type: ignore[attr-defined]
 
-#: The message's ``eml_id`` (int), in every column of :class:`MessageSearchModel`.
-EmlIdRole: Final = Qt.ItemDataRole.UserRole.value + 1
 #: The contact's ``cntct_id`` (int) in :class:`ContactListModel`.
 ContactIdRole: Final = Qt.ItemDataRole.UserRole.value + 2
 
@@ -110,66 +108,6 @@ class AttachStore(Protocol):
 
 
 # -- models ------------------------------------------------------------------------------------
-
-
-class MessageSearchModel(QAbstractTableModel):
-    """Search results, newest first: Date, From, To, Cc, Subject.
-
-    The rows are replaced as a whole by :meth:`setRows` (``modelReset``); the model never
-    filters them itself. Signals: only those of ``QAbstractItemModel``.
-    """
-
-    COLUMNS: Final = ("Date", "From", "To", "Cc", "Subject")
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._rows: list[MessageRow] = []
-
-    def setRows(self, rows: Sequence[MessageRow]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
-
-    def clear(self) -> None:
-        self.setRows(())
-
-    def messageRow(self, row: int) -> MessageRow:
-        return self._rows[row]
-
-    def emlId(self, row: int) -> int:
-        return self._rows[row].eml_id
-
-    def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def flags(self, index: _AnyIndex) -> Qt.ItemFlag:
-        return _FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
-
-    def data(self, index: _AnyIndex, role: int = _DISPLAY) -> Any:
-        if not index.isValid() or index.parent().isValid():
-            return None
-        row = self._rows[index.row()]
-        if role == EmlIdRole:
-            return row.eml_id
-        if role in (_DISPLAY, _TOOLTIP):
-            return self._text(row, index.column())
-        return None
-
-    @staticmethod
-    def _text(row: MessageRow, column: int) -> str:
-        if column == 0:
-            return "" if row.date is None else row.date.astimezone().strftime("%Y-%m-%d %H:%M")
-        return (row.sender, row.to, row.cc, row.subject)[column - 1]
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = _DISPLAY) -> Any:
-        if (role == _DISPLAY and orientation == Qt.Orientation.Horizontal
-                and 0 <= section < len(self.COLUMNS)):
-            return self.COLUMNS[section]
-        return None
 
 
 class ContactListModel(QAbstractListModel):
@@ -219,28 +157,6 @@ def contact_label(contact: ContactRow) -> str:
     return f"{name} <{contact.email}>" if contact.email else name
 
 
-# -- errors ------------------------------------------------------------------------------------
-
-
-def describe_error(exc: BaseException, retry: str) -> str:
-    """What to tell the user about ``exc``, ending with what to do (``retry``)."""
-    if isinstance(exc, XtmailError):
-        return f"{exc.user_text()}\n{retry}"
-    # Looked up, not imported: this module loads without a database driver, and a database
-    # error can only exist once the search module has imported psycopg.
-    psycopg: Any = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(exc, psycopg.Error):
-        detail = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            return (f"The database refused this: {detail}.\n"
-                    "Ask your xTuple administrator for access to the mail tables.")
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return ("The connection to the database was lost.\n"
-                    f"Check the network and that the database server is running. {retry}")
-        return f"The database reported an error: {detail}.\n{retry}"
-    return f"Something unexpected went wrong: {exc}\n{retry} The details are in the log."
-
-
 # -- the dialog --------------------------------------------------------------------------------
 
 _SEARCH_AGAIN = "Press Enter in the search box to try again."
@@ -275,7 +191,7 @@ class AttachEmailDialog(QDialog):
         self._doc_id = doc_id
         self._contact: ContactRow | None = None
         self._limit = 200
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = TaskOwner("Attach Email", self._on_task_failed, self)
         # Bumped by every search started, so that an answer for an older one is dropped.
         self._generation = 0
         self._count_text = ""
@@ -317,7 +233,7 @@ class AttachEmailDialog(QDialog):
             self.tr("Words of the subject, text or addresses; or part of an address (ada@exa)"))
         self._search_edit.setClearButtonEnabled(True)
 
-        self._results = MessageSearchModel(self)
+        self._results = MessageListModel(None, self)
         self._view = QTableView(self)
         self._view.setObjectName("resultsView")
         self._view.setModel(self._results)
@@ -400,7 +316,7 @@ class AttachEmailDialog(QDialog):
     def setStore(self, store: AttachStore | None) -> None:
         self._store = store
         if self._started:
-            self._start("heading", self._load_document)
+            self._tasks.start("heading", self._load_document)
             self.searchNow()
 
     def document(self) -> tuple[str, int] | None:
@@ -411,7 +327,7 @@ class AttachEmailDialog(QDialog):
         self._code, self._doc_id = code, doc_id
         self._update_heading()
         if self._started:
-            self._start("heading", self._load_document)
+            self._tasks.start("heading", self._load_document)
 
     def searchText(self) -> str:
         return self._search_edit.text()
@@ -453,7 +369,7 @@ class AttachEmailDialog(QDialog):
 
     resultLimitCount = pyqtProperty(int, fget=resultLimit, fset=setResultLimit)
 
-    def resultModel(self) -> MessageSearchModel:
+    def resultModel(self) -> MessageListModel:
         return self._results
 
     def contactModel(self) -> ContactListModel:
@@ -466,7 +382,7 @@ class AttachEmailDialog(QDialog):
         return self._status.text()
 
     def isSearching(self) -> bool:
-        return "search" in self._tasks
+        return self._tasks.is_running("search")
 
     def selectedIds(self) -> list[int]:
         """The ``eml_id`` of the selected messages, in list order."""
@@ -483,14 +399,14 @@ class AttachEmailDialog(QDialog):
                               "Close it and try again from the document's Email tab.")
             return
         self._show_status(self.tr("Searching…"))
-        self._start("search", self._search, self._generation, self._search_edit.text(),
-                    self._contact.cntct_id if self._contact else None)
+        self._tasks.start("search", self._search, self._generation, self._search_edit.text(),
+                          self._contact.cntct_id if self._contact else None)
 
     def showContactList(self, *_: object) -> None:
         """Open the contact list: the document's contacts, or the matches for the text."""
         self._contact_edit.setFocus()
         if self._contacts.rowCount() == 0 and self.document() is not None:
-            self._start("contacts", self._load_document_contacts, True)
+            self._tasks.start("contacts", self._load_document_contacts, True)
             return
         self._completer.complete()
 
@@ -507,15 +423,13 @@ class AttachEmailDialog(QDialog):
         self._attaching = True
         self._ok.setEnabled(False)
         self._show_status(self.tr("Attaching…"))
-        self._start("attach", self._attach, ids, *document)
+        self._tasks.start("attach", self._attach, ids, *document)
 
     def done(self, result: int) -> None:
         """Closing, either way, stops every search and attach still under way."""
         self._search_timer.stop()
         self._contact_timer.stop()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        self._tasks.clear()
+        self._tasks.cancel_all()
         self._generation += 1
         self._attaching = False
         self._started = False  # opened again, it searches again
@@ -527,7 +441,7 @@ class AttachEmailDialog(QDialog):
         if not self._started:
             self._started = True
             self._search_edit.setFocus()
-            self._start("heading", self._load_document)
+            self._tasks.start("heading", self._load_document)
             self.searchNow()
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
@@ -558,7 +472,7 @@ class AttachEmailDialog(QDialog):
         else:
             # Cleared: the list offers the document's contacts again.
             self._contact_timer.stop()
-            self._start("contacts", self._load_document_contacts, False)
+            self._tasks.start("contacts", self._load_document_contacts, False)
 
     def _on_contact_activated(self, index: QModelIndex) -> None:
         contact = self._contacts.contactById(index.data(ContactIdRole))
@@ -576,7 +490,7 @@ class AttachEmailDialog(QDialog):
         text = self._contact_edit.text()
         if self._contact is not None or not text.strip():
             return
-        if self._contacts_text == text and "contacts" not in self._tasks:
+        if self._contacts_text == text and not self._tasks.is_running("contacts"):
             if self._contacts.rowCount():
                 self._choose_contact(self._contacts.contact(0))
             return
@@ -587,47 +501,24 @@ class AttachEmailDialog(QDialog):
     def _on_selection_changed(self, _selected: QItemSelection, _deselected: QItemSelection
                               ) -> None:
         self._ok.setEnabled(bool(self.selectedIds()) and not self._attaching)
-        if not self._attaching and "search" not in self._tasks:
+        if not self._attaching and not self._tasks.is_running("search"):
             self._show_status(self._count_status())
 
     # -- tasks -------------------------------------------------------------------------------------
-    def _start(self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]],
-               *args: Any) -> None:
-        """Run ``func`` as this dialog's task for ``purpose``, replacing the previous one."""
-        previous = self._tasks.pop(purpose, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.get_event_loop().create_task(
-            self._run(purpose, func, args), name=f"AttachEmailDialog {purpose}")
-        self._tasks[purpose] = task
-        task.add_done_callback(functools.partial(self._forget, purpose))
-
-    async def _run(self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]],
-                   args: tuple[Any, ...]) -> None:
-        try:
-            await func(*args)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if purpose == "attach":
-                self._attaching = False
-                self._ok.setEnabled(bool(self.selectedIds()))
-            if purpose in ("search", "attach"):
-                if not isinstance(exc, XtmailError):
-                    log.warning("Attach Email: %s failed", purpose, exc_info=True)
-                retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
-                verb = "Attaching" if purpose == "attach" else "Searching"
-                self._show_status(f"{verb} failed. {describe_error(exc, retry)}")
-                if purpose == "search":
-                    self._results.clear()
-            else:
-                # The heading and the contact list are conveniences: a failure there shows
-                # up again, with its explanation, in the next search.
-                log.warning("Attach Email: %s failed", purpose, exc_info=True)
-
-    def _forget(self, purpose: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(purpose) is task:
-            del self._tasks[purpose]
+    def _on_task_failed(self, purpose: str, exc: Exception) -> None:
+        if purpose == "attach":
+            self._attaching = False
+            self._ok.setEnabled(bool(self.selectedIds()))
+        if purpose in ("search", "attach"):
+            retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
+            verb = "Attaching" if purpose == "attach" else "Searching"
+            self._show_status(f"{verb} failed. {failure_text(exc, retry)}")
+            if purpose == "search":
+                self._results.clear()
+        elif isinstance(exc, XtmailError):
+            # The heading and the contact list are conveniences: a failure there shows up
+            # again, with its explanation, in the next search.
+            log.warning("Attach Email: %s failed: %s", purpose, exc)
 
     async def _search(self, generation: int, text: str, contact_id: int | None) -> None:
         store = self._require_store()
@@ -641,7 +532,7 @@ class AttachEmailDialog(QDialog):
         self.searchFinished.emit(len(shown))
 
     def _search_contacts(self) -> None:
-        self._start("contacts", self._find_contacts, self._contact_edit.text())
+        self._tasks.start("contacts", self._find_contacts, self._contact_edit.text())
 
     async def _find_contacts(self, text: str) -> None:
         store = self._require_store()

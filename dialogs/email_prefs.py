@@ -4,7 +4,8 @@ The page edits :class:`~xtmail.sync.imap.settings.SyncSettings`, persisted with 
 (never the password, which goes to the keyring), drives a
 :class:`~xtmail.sync.imap.service.SyncService` (Start Now, Stop, folder changes applied at once)
 and shows its progress, last sync time and last error. Network calls (Test Connection)
-run in a worker thread; the page stays responsive.
+run in a worker thread, awaited in a task the page owns
+(:class:`~xtmail.widgets.tasks.TaskOwner`); the page stays responsive.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import qasync
 from PyQt6.QtCore import QSettings, Qt, pyqtSignal
-from PyQt6.QtGui import QIcon
+from PyQt6.QtGui import QCloseEvent, QIcon
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,8 @@ from xtmail.sync.imap.settings import (
     load_settings,
     save_settings,
 )
+from xtmail.widgets.formatting import format_date
+from xtmail.widgets.tasks import TaskOwner, failure_text
 
 if TYPE_CHECKING:
     from xtmail.sync.imap.connection import FolderInfo
@@ -94,7 +96,7 @@ class EmailPreferencesPage(QWidget):
         self._folder_lister = folder_lister
         self._settings = load_settings(self._store)
         self._folders: list[str] = list(self._settings.folders)
-        self._test_task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("Email preferences", self._on_task_failed, self)
         self._suggested_pin = ""
         self._build()
         self._show_settings(self._settings)
@@ -336,9 +338,11 @@ class EmailPreferencesPage(QWidget):
         return True
 
     # -- slots ----------------------------------------------------------------------------------
-    @qasync.asyncSlot()  # type: ignore[untyped-decorator]
-    async def _on_test_clicked(self, *_: object) -> None:
-        await self.testConnection()
+    def _on_test_clicked(self, *_: object) -> None:
+        self._tasks.start("test", self.testConnection)
+
+    def _on_task_failed(self, _purpose: str, exc: Exception) -> None:
+        self._tested(False, failure_text(exc, self.tr("Press Test Connection to try again.")))
 
     def _on_pin_clicked(self, *_: object) -> None:
         self.pinEdit.setText(self._suggested_pin)
@@ -387,7 +391,7 @@ class EmailPreferencesPage(QWidget):
         self.lastErrorLabel.setText(message)
 
     def _on_sync_finished(self, account: str, imported: int) -> None:
-        when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        when = format_date(datetime.now(), seconds=True)
         self.lastSyncLabel.setText(
             self.tr("Last synchronized: %1 (%2 new)").replace("%1", when)
             .replace("%2", str(imported))
@@ -397,6 +401,10 @@ class EmailPreferencesPage(QWidget):
         self.stopButton.setEnabled(running)
         if not running:
             self.statusLabel.setText(self.tr("Not running"))
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        self._tasks.cancel_all()
+        super().closeEvent(event)
 
     # -- helpers --------------------------------------------------------------------------------
     def _tested(self, ok: bool, message: str) -> None:

@@ -1,7 +1,7 @@
 """The boundary to the user's desktop: opening URLs and files, and private temporary files.
 
 The Email tab and the contact mail link hand ``mailto:`` URLs and ``.eml`` files to the
-user's own mail program. They do it through a small object passed in (STYLE.md 8), so a test
+user's own mail program. They do it through a small object passed in, so a test
 can record what would have reached the operating system instead of starting a mail program.
 :class:`SystemDesktop` is the real one; it only wraps ``QDesktopServices.openUrl``.
 
@@ -117,7 +117,7 @@ def default_private_files() -> PrivateFiles:
 
 
 class DesktopError(XtmailError):
-    """The desktop found no program for what we handed it."""
+    """The desktop found no program for what we handed it, or we could not write it."""
 
 
 def open_url(desktop: Desktop, url: QUrl, error: DesktopError) -> None:

@@ -5,15 +5,18 @@ tab lists the mail tied to that document, newest first, shows one message's head
 text when it is selected, and offers New, Print, Reply, Reply All, Forward, Attach, Detach
 and Refresh on a toolbar, in a context menu and on the keyboard (see docs/widgets.md).
 
-Decisions (where DESIGN.md is silent):
+Decisions:
 
 * Keyboard shortcuts act only while the focus is inside the tab
   (``Qt.ShortcutContext.WidgetWithChildrenShortcut``), so Ctrl+P here prints the message
   while the document window keeps its own Ctrl+P elsewhere.
-* All database work runs in tasks the tab owns, one per purpose (the list, the preview,
-  each action). Starting a purpose again cancels its previous task; changing the document,
-  the store, closing or destroying the tab cancels all of them. Failures end up in a banner
-  at the top of the tab, worded for the user, and in ``errorOccurred``.
+* All database work runs in tasks the tab owns (a :class:`~xtmail.widgets.tasks.TaskOwner`),
+  one per purpose (the list, the preview, each action). Starting a purpose again cancels
+  its previous task; changing the document, the store, closing or destroying the tab
+  cancels all of them. Failures end up in a banner at the top of the tab, worded for the
+  user, and in ``errorOccurred``: an xtmail error's own text (and "Press Refresh (F5)"
+  when trying again may help); anything else is a bug, logged with its traceback and
+  shown in general words.
 * Reply, Reply All and Forward started from a document's tab carry that document's
   reference, so the answer comes back tied to the same document (the subject is never
   given the token twice).
@@ -31,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -96,7 +98,9 @@ from xtmail.widgets.desktop import (
     default_private_files,
     open_url,
 )
+from xtmail.widgets.formatting import format_date
 from xtmail.widgets.message_model import CC, DATE, FROM, TO, MessageListModel
+from xtmail.widgets.tasks import TaskOwner, failure_text
 
 if TYPE_CHECKING:
     from PyQt6.QtPrintSupport import QPrinter
@@ -107,7 +111,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AttachDialogFactory",
     "EmailTab",
-    "describe_error",
     "empty_text",
     "message_headers",
     "preview_text",
@@ -149,100 +152,15 @@ _ICONS: Final = {
 _NO_DOCUMENT_TEXT: Final = "Open a document to see its mail here."
 
 
-def describe_error(exc: BaseException) -> str | None:
-    """What to tell the user about ``exc``, or ``None`` when it is not an expected failure."""
-    if isinstance(exc, XtmailError):
-        return exc.user_text()
-    # psycopg is looked up, not imported: this module must load without a database driver,
-    # and a database error can only exist once the store has imported psycopg.
-    psycopg: Any = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(exc, psycopg.Error):
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            return (
-                f"The database refused this: {detail}.\n"
-                "Ask your xTuple administrator for the privilege, then try again."
-            )
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return (
-                "The connection to the database was lost.\n"
-                "Check the network and that the database server is running, then press "
-                "Refresh (F5)."
-            )
-        return (
-            f"The database reported an error: {detail}.\n"
-            "Press Refresh (F5) to try again; if it happens again, tell your administrator."
-        )
-    if isinstance(exc, OSError):
-        return (
-            f"The message could not be saved for your mail program: {exc.strerror or exc}.\n"
-            "Check that the temporary folder has free space, then try again."
-        )
-    return None
-
-
-class _Tasks:
-    """The tab's background tasks (STYLE.md 5): one per purpose, cancelled together.
-
-    Failures are turned into user text and handed to ``report(purpose, text)``; a
-    cancelled task reports nothing.
-    """
-
-    def __init__(self, report: Callable[[str, str], None]) -> None:
-        self._report = report
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-
-    def start(
-        self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]], *args: Any
-    ) -> asyncio.Task[None]:
-        self.cancel(purpose)
-        # The coroutine is created inside the task, so a task cancelled before its first
-        # step leaves no never-awaited coroutine behind.
-        loop = asyncio.get_event_loop()
-        task = loop.create_task(self._run(purpose, func, args), name=f"EmailTab {purpose}")
-        self._tasks[purpose] = task
-        task.add_done_callback(functools.partial(self._forget, purpose))
-        return task
-
-    async def _run(
-        self, purpose: str, func: Callable[..., Coroutine[Any, Any, None]], args: tuple[Any, ...]
-    ) -> None:
-        try:
-            await func(*args)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            text = describe_error(exc)
-            if text is None:
-                log.exception("Email tab: %s failed", purpose)
-                text = (
-                    f"Something unexpected went wrong: {exc}\n"
-                    "Press Refresh (F5) to try again; the details are in the log."
-                )
-            self._report(purpose, text)
-
-    def _forget(self, purpose: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(purpose) is task:
-            del self._tasks[purpose]
-
-    def cancel(self, *purposes: str) -> None:
-        for purpose in purposes:
-            task = self._tasks.pop(purpose, None)
-            if task is not None:
-                task.cancel()
-
-    def cancel_all(self, *_: object) -> None:
-        self.cancel(*list(self._tasks))
-
-    def running(self) -> set[str]:
-        return set(self._tasks)
+#: Added to the text of a failure that trying again may mend.
+_RETRY: Final = "Press Refresh (F5) to try again."
 
 
 async def _dialog_result(dialog: QDialog) -> int:
     """Open ``dialog`` window-modally with ``open()`` and wait for its result.
 
     ``exec()`` would start a nested event loop inside a task, which qasync cannot run
-    (FACTS.md). A cancelled wait closes the dialog.
+    ("Cannot enter into task", or a hang). A cancelled wait closes the dialog.
     """
     future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     dialog.finished.connect(functools.partial(_resolve, future))
@@ -288,7 +206,7 @@ def message_headers(detail: MessageDetail) -> list[tuple[str, str]]:
     if detail.cc:
         lines.append(("Cc", _mailboxes(detail.cc)))
     if detail.date is not None:
-        lines.append(("Date", detail.date.astimezone().strftime("%Y-%m-%d %H:%M %z")))
+        lines.append(("Date", format_date(detail.date, offset=True)))
     lines.append(("Subject", detail.subject))
     if detail.attachments:
         names = [
@@ -383,11 +301,10 @@ class EmailTab(QWidget):
         self._loading = False
         self._loaded = False
         self._error_purpose = ""
-        self._tasks = _Tasks(self._report)
+        self._tasks = TaskOwner("Email tab", self._on_task_failed, self)
         self._model = MessageListModel(None, self)
         self._actions: dict[str, QAction] = {}
         self._build()
-        self.destroyed.connect(self._tasks.cancel_all)
         self._update_state()
 
     # -- construction ------------------------------------------------------------------------------
@@ -708,6 +625,9 @@ class EmailTab(QWidget):
         self._banner.show()
         self.errorOccurred.emit(text)
 
+    def _on_task_failed(self, purpose: str, exc: Exception) -> None:
+        self._report(purpose, failure_text(exc, _RETRY))
+
     def _selected_rows(self) -> list[int]:
         selection = self._view.selectionModel()
         if selection is None:
@@ -923,9 +843,16 @@ class EmailTab(QWidget):
         raw = await store.raw_message(eml_id)
         row = self._model.rowOf(eml_id)
         stem = self._model.messageRow(row).subject if row >= 0 else ""
-        path = await asyncio.to_thread(
-            self.privateFiles().write, raw, stem=stem or f"message {eml_id}", suffix=".eml"
-        )
+        try:
+            path = await asyncio.to_thread(
+                self.privateFiles().write, raw, stem=stem or f"message {eml_id}", suffix=".eml"
+            )
+        except OSError as exc:
+            raise DesktopError(
+                "The message could not be saved for your mail program: "
+                f"{exc.strerror or exc}.",
+                hint="Check that the temporary folder has free space, then try again.",
+            ) from exc
         open_url(
             self._desktop, QUrl.fromLocalFile(str(path)),
             DesktopError(

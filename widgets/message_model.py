@@ -1,9 +1,12 @@
-"""The list model of an Email tab: one row per message tied to a document.
+"""The message list model of the Email tab and of the Attach dialog's results.
 
 Decisions:
 
+* One model for both lists: the tab loads a document's mail from the store
+  (:meth:`MessageListModel.load`); the dialog hands it the rows of a search
+  (:meth:`MessageListModel.setRows`). Both show the same columns, roles and tooltips.
 * Loading is asynchronous and explicit: :meth:`MessageListModel.load`, :meth:`reload` and
-  :meth:`loadMore` are coroutines the owner awaits on the qasync loop (STYLE.md 4, 5). The
+  :meth:`loadMore` are coroutines the owner awaits on the qasync loop, in its tasks. The
   model does not implement ``canFetchMore``/``fetchMore``: those are synchronous calls a
   view makes while scrolling, and the Email tab shows a "Show more" button instead, so the
   user decides when older mail is read from the database.
@@ -20,8 +23,9 @@ Decisions:
 * Rows listed because the message is tied to one of the document's contacts rather than to
   the document (CRM Account, Customer, Vendor, Employee) are shown in italics, with the
   tooltip :data:`VIA_CONTACT_TOOLTIP`, and answer ``True`` for :data:`ViaContactRole`.
-* Dates are shown in the computer's time zone as ``YYYY-MM-DD HH:MM``: sortable at a
-  glance and the same in every locale, like the dates in reply quotations.
+* Dates are shown in the computer's time zone as ``YYYY-MM-DD HH:MM``
+  (:func:`xtmail.widgets.formatting.format_date`); the tooltip has the date as the sender
+  wrote it, with seconds and offset.
 
 psycopg is not imported here (Qt Designer loads this module); rows come from the store.
 """
@@ -39,6 +43,8 @@ from PyQt6.QtCore import (
     Qt,
 )
 from PyQt6.QtGui import QFont
+
+from xtmail.widgets.formatting import format_date
 
 if TYPE_CHECKING:
     from xtmail.sync.values import MessageRow
@@ -82,12 +88,6 @@ class MessageSource(Protocol):
     async def messages_for(
         self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
     ) -> list[MessageRow]: ...
-
-
-def _date_text(row: MessageRow) -> str:
-    if row.date is None:
-        return ""
-    return row.date.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _sort_key(column: int) -> Any:
@@ -224,10 +224,26 @@ class MessageListModel(QAbstractTableModel):
         self._apply_sort()
         return len(fresh)
 
+    def setRows(self, rows: Sequence[MessageRow]) -> None:
+        """Show ``rows`` (for example a search's answer), in the model's sort order.
+
+        The model is then tied to no document: :meth:`reload` and :meth:`loadMore` do
+        nothing, and no store is needed. Answers still on their way are dropped.
+        """
+        self._generation += 1
+        self.beginResetModel()
+        self._document = None
+        self._has_more = False
+        self._rows = []
+        self._dates = {}
+        self._add(rows)
+        self._rows.sort(key=_sort_key(self._sort_column), reverse=self._descending())
+        self.endResetModel()
+
     def _add(self, rows: Sequence[MessageRow]) -> None:
         for row in rows:
             self._rows.append(row)
-            self._dates[row.eml_id] = _date_text(row)
+            self._dates[row.eml_id] = format_date(row.date)
 
     def hasMore(self) -> bool:
         """Whether older messages than those loaded exist (as of the last read)."""
@@ -272,7 +288,7 @@ class MessageListModel(QAbstractTableModel):
             if row.via_contact:
                 return VIA_CONTACT_TOOLTIP
             if column == DATE:
-                return row.date.isoformat(" ") if row.date is not None else None
+                return format_date(row.date, local=False, offset=True, seconds=True) or None
             # Long addresses and subjects are elided in the cell; the tooltip has them whole.
             return self._text(row, column) or None
         if role == _FONT:

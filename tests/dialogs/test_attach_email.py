@@ -71,9 +71,11 @@ def dialog(mail_store: MailStore, sample_mail: SampleMail, run_until: RunUntil,
     finally:
         if widget.isVisible():
             widget.reject()
-        # Let the cancelled searches end (psycopg cancels them on the server) before the
-        # store's connection closes.
-        pending = [t for t in asyncio.all_tasks(qloop) if not t.done()]
+        # Let the dialog's cancelled searches end (psycopg cancels them on the server) before
+        # the store closes. Only the dialog's tasks: the store's pool has tasks of its own that
+        # run until it closes.
+        pending = [t for t in asyncio.all_tasks(qloop)
+                   if not t.done() and t.get_name().startswith("Attach Email ")]
         if pending:
             qloop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         widget.deleteLater()
@@ -270,7 +272,7 @@ def test_a_failed_search_says_what_to_do(
     dialog: Dialog, mail_store: MailStore, qloop: qasync.QEventLoop
 ) -> None:
     dialog.open()
-    qloop.run_until_complete(mail_store.connection.close())
+    qloop.run_until_complete(mail_store.close())
     dialog.dialog.setSearchText("invoice")
     dialog.run_until(lambda: not dialog.dialog.isSearching())
     status = dialog.dialog.statusText()

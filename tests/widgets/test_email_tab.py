@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import stat
@@ -25,9 +26,12 @@ from tests.helpers.mail import make_message
 from tests.helpers.maildata import MailData, RecordingDesktop
 from tests.helpers.qt import RunUntil
 from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.errors import DatabaseUnavailable
+from xtmail.sync.values import MessageRow
 from xtmail.widgets.desktop import PrivateFiles
 from xtmail.widgets.email_tab import EmailTab
 from xtmail.widgets.message_model import VIA_CONTACT_TOOLTIP, ViaContactRole
+from xtmail.widgets.tasks import UNEXPECTED_TEXT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -331,6 +335,21 @@ def test_double_click_hands_a_private_eml_file_with_the_raw_bytes(
     assert recording_desktop.urls[0].isLocalFile()
 
 
+def test_a_message_that_cannot_be_saved_says_what_to_check(
+    tab: EmailTab, order: Order, run_until: RunUntil, recording_desktop: RecordingDesktop,
+    tmp_path: Path,
+) -> None:
+    show(tab, run_until, "S", order.so, 3)
+    tab.setPrivateFiles(PrivateFiles(tmp_path / "missing"))  # mkdtemp fails: no such folder
+    tab.view().selectRow(tab.model().rowOf(order.delivery))
+    tab.openMessage()
+    run_until(lambda: not tab.isBusy())
+    assert tab.errorText().startswith("The message could not be saved for your mail program: ")
+    assert tab.errorText().endswith(
+        "\nCheck that the temporary folder has free space, then try again.")
+    assert recording_desktop.urls == []
+
+
 def test_print_goes_through_the_print_dialog_to_pdf(
     qtbot: QtBot, tab: EmailTab, order: Order, run_until: RunUntil, tmp_path: Path,
 ) -> None:
@@ -560,14 +579,55 @@ def test_a_lost_connection_is_shown_in_the_tab(
         tab.action("refresh").trigger()
         run_until(lambda: not tab.isBusy())
     assert failed.args[0] == tab.errorText()
-    assert tab.errorText() == (
-        "The connection to the database was lost.\n"
-        "Check the network and that the database server is running, then press Refresh (F5)."
-    )
+    # The store's own words (what failed, what to check), then how to try again here.
+    text = tab.errorText()
+    assert "database" in text.splitlines()[0]
+    assert text.endswith("\nPress Refresh (F5) to try again.")
+    assert UNEXPECTED_TEXT not in text
     assert tab.model().rowCount() == 3  # what was shown stays
     dismiss = [b for b in tab.findChildren(QToolButton) if b.text() == "Dismiss"]
     qtbot.mouseClick(dismiss[0], Qt.MouseButton.LeftButton)
     assert tab.errorText() == ""
+
+
+def test_an_xtmail_error_shows_its_text_and_the_retry_hint(
+    tab: EmailTab, order: Order, run_until: RunUntil, mail_store: MailStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    show(tab, run_until, "S", order.so, 3)
+
+    async def unavailable(*_: object, **__: object) -> list[MessageRow]:
+        raise DatabaseUnavailable("The connection to the database was lost.",
+                                  hint="Check the network and that the database server is "
+                                  "running.")
+
+    monkeypatch.setattr(mail_store, "messages_for", unavailable)
+    tab.refresh()
+    run_until(lambda: not tab.isBusy())
+    assert tab.errorText() == (
+        "The connection to the database was lost.\n"
+        "Check the network and that the database server is running.\n"
+        "Press Refresh (F5) to try again."
+    )
+
+
+def test_a_bug_is_logged_and_shown_in_general_words(
+    tab: EmailTab, order: Order, run_until: RunUntil, mail_store: MailStore,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    show(tab, run_until, "S", order.so, 3)
+    bug = KeyError("eml_date")
+
+    async def broken(*_: object, **__: object) -> list[MessageRow]:
+        raise bug
+
+    monkeypatch.setattr(mail_store, "messages_for", broken)
+    with caplog.at_level(logging.ERROR):
+        tab.refresh()
+        run_until(lambda: not tab.isBusy())
+    assert tab.errorText() == f"{UNEXPECTED_TEXT}\nPress Refresh (F5) to try again."
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [bug]
+    assert tab.model().rowCount() == 3
 
 
 def test_changing_the_document_switches_the_list(

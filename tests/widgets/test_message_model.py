@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 import qasync
@@ -13,6 +14,7 @@ from pytestqt.modeltest import ModelTester
 from tests.helpers.mail import make_message
 from tests.helpers.maildata import MailData
 from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.values import MessageRow
 from xtmail.widgets.message_model import (
     COLUMNS,
     VIA_CONTACT_TOOLTIP,
@@ -172,3 +174,31 @@ def test_without_a_store_loading_is_a_programming_error(qloop: qasync.QEventLoop
     model = MessageListModel()
     with pytest.raises(RuntimeError, match="no store"):
         qloop.run_until_complete(model.load("S", 1))
+
+
+def test_rows_handed_in_need_no_store_and_pass_the_model_tester(
+    qtmodeltester: ModelTester, qloop: qasync.QEventLoop,
+) -> None:
+    """The Attach dialog's use: a search's answer shown as it is, tied to no document."""
+    utc = UTC
+    rows = [
+        MessageRow(1, datetime(2026, 3, 1, 10, 0, tzinfo=utc), "Ada", "Sales", "", "Older"),
+        MessageRow(2, None, "Bob", "Sales", "", "No date"),
+        MessageRow(3, datetime(2026, 3, 2, 10, 0, 30, tzinfo=utc), "Carol", "Sales", "Dan",
+                   "Newer"),
+    ]
+    model = MessageListModel()
+    model.setRows(rows)
+    qtmodeltester.check(model)
+    # Newest first, a message without a date last, as the search orders them.
+    assert [model.emlId(r) for r in range(3)] == [3, 1, 2]
+    assert model.index(0, SUBJECT).data(EmlIdRole) == 3
+    assert model.index(0, DATE).data(Qt.ItemDataRole.ToolTipRole) == (
+        "2026-03-02 10:00:30 +0000"
+    )
+    assert model.index(2, DATE).data() == ""
+    assert model.document() is None and not model.hasMore()
+    assert qloop.run_until_complete(model.reload()) is False
+    assert qloop.run_until_complete(model.loadMore()) == 0
+    model.clear()
+    assert model.rowCount() == 0

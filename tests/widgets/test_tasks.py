@@ -1,0 +1,133 @@
+"""TaskOwner and failure_text: how views run, cancel and report their background work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import qasync
+from PyQt6.QtCore import QCoreApplication, QEvent, QObject
+
+from xtmail.sync.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    PermissionDenied,
+)
+from xtmail.widgets.tasks import UNEXPECTED_TEXT, TaskOwner, failure_text
+
+RETRY = "Press Refresh (F5) to try again."
+
+
+class Recorder:
+    """A failure handler that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.failures: list[tuple[str, Exception]] = []
+
+    def __call__(self, purpose: str, exc: Exception) -> None:
+        self.failures.append((purpose, exc))
+
+
+async def wait(gate: asyncio.Event, done: list[str], name: str) -> None:
+    await gate.wait()
+    done.append(name)
+
+
+async def fail(exc: Exception) -> None:
+    raise exc
+
+
+def settle(qloop: qasync.QEventLoop) -> None:
+    """Let every task that can make progress do so."""
+    for _ in range(3):
+        qloop.run_until_complete(asyncio.sleep(0))
+
+
+def test_one_task_per_purpose_kept_until_done(qloop: qasync.QEventLoop) -> None:
+    owner = TaskOwner("test", Recorder())
+    gate, done = asyncio.Event(), []
+    first = owner.start("list", wait, gate, done, "first")
+    second = owner.start("list", wait, gate, done, "second")
+    other = owner.start("preview", wait, gate, done, "other")
+    settle(qloop)
+    assert first.cancelled(), "the newer task of a purpose replaces the older"
+    assert owner.running() == {"list", "preview"}
+    assert owner.is_running("list") and not owner.is_running("attach")
+    gate.set()
+    qloop.run_until_complete(asyncio.gather(second, other))
+    assert sorted(done) == ["other", "second"]
+    assert owner.running() == set()
+
+
+def test_cancel_and_cancel_all_report_nothing(qloop: qasync.QEventLoop) -> None:
+    failures = Recorder()
+    owner = TaskOwner("test", failures)
+    gate, done = asyncio.Event(), []
+    a = owner.start("a", wait, gate, done, "a")
+    b = owner.start("b", wait, gate, done, "b")
+    c = owner.start("c", wait, gate, done, "c")
+    owner.cancel("a", "not running")
+    assert owner.running() == {"b", "c"}
+    owner.cancel_all()
+    settle(qloop)
+    assert a.cancelled() and b.cancelled() and c.cancelled()
+    assert owner.running() == set()
+    assert done == [] and failures.failures == []
+
+
+def test_a_destroyed_parent_cancels_every_task(qloop: qasync.QEventLoop) -> None:
+    parent = QObject()
+    owner = TaskOwner("test", Recorder(), parent)
+    task = owner.start("list", wait, asyncio.Event(), [], "never")
+    settle(qloop)
+    parent.deleteLater()
+    del parent
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    settle(qloop)
+    assert task.cancelled()
+    assert owner.running() == set()
+
+
+def test_xtmail_errors_are_reported_and_bugs_logged_with_their_traceback(
+    qloop: qasync.QEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = Recorder()
+    owner = TaskOwner("test", failures)
+    lost = DatabaseUnavailable("The connection to the database was lost.")
+    bug = RuntimeError("a bug")
+    with caplog.at_level(logging.INFO, logger="xtmail.widgets.tasks"):
+        qloop.run_until_complete(owner.start("list", fail, lost))
+        qloop.run_until_complete(owner.start("open", fail, bug))
+    assert failures.failures == [("list", lost), ("open", bug)]
+    assert [r.exc_info[1] if r.exc_info else None for r in caplog.records] == [bug]
+    assert caplog.records[0].levelno == logging.ERROR
+    assert owner.running() == set()
+
+
+def test_without_a_handler_failures_are_logged(
+    qloop: qasync.QEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = TaskOwner("test")
+    with caplog.at_level(logging.WARNING, logger="xtmail.widgets.tasks"):
+        qloop.run_until_complete(owner.start("heading", fail, ConfigError("No host.")))
+    assert "heading failed: No host." in caplog.text
+
+
+def test_failure_text() -> None:
+    lost = DatabaseUnavailable("The connection to the database was lost.",
+                               hint="Check the network.")
+    assert failure_text(lost, RETRY) == (
+        "The connection to the database was lost.\nCheck the network.\n" + RETRY
+    )
+    assert failure_text(lost) == lost.user_text()
+    refused = DatabaseError("The database refused: no such row.")
+    assert failure_text(refused, RETRY).endswith(RETRY)
+    # Trying again does not mend a missing privilege or setting.
+    denied = PermissionDenied("Not allowed.", hint="Ask your administrator.")
+    assert failure_text(denied, RETRY) == "Not allowed.\nAsk your administrator."
+    assert failure_text(ConfigError("No host.", hint="Set one."), RETRY) == "No host.\nSet one."
+    # Anything else is a bug: general words, the details are in the log.
+    assert failure_text(KeyError("eml_id"), RETRY) == f"{UNEXPECTED_TEXT}\n{RETRY}"
+    assert "eml_id" not in failure_text(KeyError("eml_id"))
