@@ -940,8 +940,8 @@ class EmailTab(QWidget):
             return
         document = print_document(detail)
         document.setDocumentMargin(0)
-        # A single message lays out and renders in milliseconds; Qt's printing is bound to
-        # the GUI thread for the default fonts anyway.
+        # On the GUI thread: Qt's printing is bound to it for the default fonts, and one
+        # message is small enough to lay out and render between two frames.
         document.print(printer)
         self.messagePrinted.emit(eml_id)
 

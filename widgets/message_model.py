@@ -74,8 +74,9 @@ _FONT: Final = Qt.ItemDataRole.FontRole.value
 
 _AnyIndex = QModelIndex | QPersistentModelIndex
 
-# A view asks for about seven roles per painted cell; the ones answered here are checked
-# before anything else, so the others cost one set lookup (painting is a hot path).
+# A view asks for many roles per painted cell, most of which this model does not answer; the
+# ones answered are checked before anything else, so the others cost one set lookup
+# (painting is a hot path).
 _ANSWERED: Final = frozenset({_DISPLAY, _TOOLTIP, _FONT, EmlIdRole, ViaContactRole})
 _ITEM_FLAGS: Final = (
     Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
