@@ -36,7 +36,7 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
         for name in MODULES
     ) + "from xtmail.sync.db.schema import migrations; assert len(migrations()) >= 3\n" + (
         # The wheel carries the compiled text loops, not only their Python fallback.
-        "from xtmail.sync import textops; assert textops.COMPILED\n"
+        "from xtmail.sync.mail import textops; assert textops.COMPILED\n"
     )
     subprocess.run([str(python), "-c", code], check=True, cwd=tmp_path)
     help_text = subprocess.run(
