@@ -779,7 +779,7 @@ service anvil {{
                 try:
                     greeted = self._greets(port, tls=tls)
                 except ssl.SSLError as exc:
-                    time.sleep(0.2)  # let the log process write down why
+                    self._wait_for_log(log_offset, ("SSL", "TLS"))  # the server's reason
                     raise DovecotError(
                         f"TLS handshake with Dovecot on port {port} failed: {exc}\n"
                         f"{self.log_tail(log_offset)}"
@@ -788,6 +788,14 @@ service anvil {{
                     del pending[port]
             if pending:
                 time.sleep(0.01)
+
+    def _wait_for_log(self, offset: int, words: tuple[str, ...], timeout: float = 2.0) -> None:
+        """Wait (briefly) until Dovecot's log past ``offset`` mentions one of ``words``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(word in self.log_tail(offset) for word in words):
+                return
+            time.sleep(0.01)
 
     def _greets(self, port: int, *, tls: bool) -> bool:
         try:
