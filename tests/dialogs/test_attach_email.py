@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from tests.helpers.qt import RunUntil
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync.db import search
 from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.values import MessageRow
+from xtmail.widgets.tasks import UNEXPECTED_TEXT
 
 REPO = Path(__file__).resolve().parents[2]
 #: The completer's list is a popup window; the offscreen platform cannot raise it or let it
@@ -278,6 +281,28 @@ def test_a_failed_search_says_what_to_do(
     status = dialog.dialog.statusText()
     assert status.startswith("Searching failed.")
     assert "Press Enter in the search box to try again." in status
+    assert UNEXPECTED_TEXT not in status, "the store's error reached the dialog untranslated"
+    assert dialog.ids() == []
+
+
+def test_a_bug_in_a_search_is_logged_and_said_in_general_words(
+    dialog: Dialog, mail_store: MailStore, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dialog.open()
+    bug = KeyError("eml_date")
+
+    async def broken(*_: object, **__: object) -> list[MessageRow]:
+        raise bug
+
+    monkeypatch.setattr(mail_store, "search_messages", broken)
+    with caplog.at_level(logging.ERROR):
+        dialog.dialog.setSearchText("invoice")
+        dialog.run_until(lambda: not dialog.dialog.isSearching())
+    assert dialog.dialog.statusText() == (
+        f"Searching failed. {UNEXPECTED_TEXT}\nPress Enter in the search box to try again."
+    )
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [bug]
     assert dialog.ids() == []
 
 

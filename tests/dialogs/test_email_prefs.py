@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,12 @@ from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
-from tests.helpers.qt import MemoryKeyring
+from tests.helpers.qt import MemoryKeyring, RunUntil
 from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.dialogs.email_prefs import EmailPreferencesPage
 from xtmail.sync.imap.account import Backoff
-from xtmail.sync.imap.credentials import KeyringCredentials
+from xtmail.sync.imap.connection import FolderInfo
+from xtmail.sync.imap.credentials import Credential, KeyringCredentials
 from xtmail.sync.imap.service import SyncService
 from xtmail.sync.imap.settings import (
     AccountSettings,
@@ -26,6 +28,7 @@ from xtmail.sync.imap.settings import (
     SyncSettings,
     load_settings,
 )
+from xtmail.widgets.tasks import UNEXPECTED_TEXT
 
 
 @pytest.fixture
@@ -195,3 +198,33 @@ def test_a_store_warning_shows_in_the_error_area(
     text = page.lastErrorLabel.text()
     assert text.startswith("Warning: New contacts were not created")
     assert "privilege" in text
+
+
+def test_a_bug_in_test_connection_is_reported_not_lost(
+    qtbot: QtBot, run_until: RunUntil, store: QSettings, memory_keyring: MemoryKeyring,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bug = RuntimeError("a bug in the folder lister")
+
+    def broken(account: AccountSettings, credential: Credential) -> list[FolderInfo]:
+        raise bug
+
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials(),
+                                folder_lister=broken)
+    qtbot.addWidget(page)
+    page.hostEdit.setText("imap.example.com")
+    page.userEdit.setText("ada")
+    page.passwordEdit.setText("secret")
+    results: list[tuple[bool, str]] = []
+
+    def tested(ok: bool, message: str) -> None:
+        results.append((ok, message))
+
+    page.connectionTested.connect(tested)
+    with caplog.at_level(logging.ERROR):
+        qtbot.mouseClick(page.testButton, Qt.MouseButton.LeftButton)
+        run_until(lambda: bool(results), message="Test Connection never finished")
+    assert results == [(False, f"{UNEXPECTED_TEXT}\nPress Test Connection to try again.")]
+    assert page.testResultLabel.text() == results[0][1]
+    assert page.testButton.isEnabled()
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [bug]
