@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from xtmail.sync.errors import XtmailError
+from xtmail.sync.db.errors import translated
+from xtmail.sync.errors import (
+    AuthenticationFailed,
+    CertificateError,
+    ConfigError,
+    DatabaseError,
+    ImapError,
+    XtmailError,
+)
 
 if TYPE_CHECKING:
     from xtmail.app.localpg import LocalPostgres
@@ -120,20 +128,20 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 # -- xtmail sync -------------------------------------------------------------------------------
 
-#: Exit codes of ``xtmail sync`` (docs/sync.md).
+#: Exit codes of ``xtmail`` (docs/sync.md). A command ending with an error exits with the
+#: error's ``exit_code``; these name them for scripts and tests.
 EXIT_OK = 0
-EXIT_CONFIG = 2  # a setting or argument is wrong (also argparse's usage errors)
-EXIT_AUTH = 3  # the server refused the login
-EXIT_CERTIFICATE = 4  # the server's certificate did not verify and is not pinned
-EXIT_NETWORK = 5  # the server stayed unreachable through all retries
-EXIT_DATABASE = 6  # the database stayed unreachable, or refused the import
+EXIT_CONFIG = ConfigError.exit_code  # a setting or argument is wrong (as argparse's errors)
+EXIT_AUTH = AuthenticationFailed.exit_code  # the server refused the login
+EXIT_CERTIFICATE = CertificateError.exit_code  # the certificate did not verify, not pinned
+EXIT_NETWORK = ImapError.exit_code  # the server stayed unreachable through all retries
+EXIT_DATABASE = DatabaseError.exit_code  # the database stayed unreachable, or refused
 EXIT_INTERRUPTED = 130  # Ctrl+C / SIGTERM: committed batches are kept
 
 
 def _sync_settings(args: argparse.Namespace) -> SyncSettings:
     from datetime import date
 
-    from xtmail.sync.errors import ConfigError
     from xtmail.sync.imap.settings import (
         AccountSettings,
         AuthMethod,
@@ -172,7 +180,6 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
 def _sync_credentials(args: argparse.Namespace) -> CredentialProvider:
     import os
 
-    from xtmail.sync.errors import ConfigError
     from xtmail.sync.imap.credentials import (
         Credential,
         KeyringCredentials,
@@ -200,12 +207,6 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from xtmail.sync.errors import (
-        AuthenticationFailed,
-        CertificateError,
-        ConfigError,
-        DatabaseError,
-    )
     from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff
     from xtmail.sync.imap.folder_sync import SyncListener
 
@@ -302,25 +303,17 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     error = result.error if result else None
     if stop.is_set():
         return EXIT_INTERRUPTED
-    if error is None:
-        return EXIT_OK
-    if isinstance(error, AuthenticationFailed):
-        return EXIT_AUTH
-    if isinstance(error, CertificateError):
-        return EXIT_CERTIFICATE
-    if isinstance(error, ConfigError):
-        return EXIT_CONFIG
-    if isinstance(error, DatabaseError):
-        return EXIT_DATABASE
-    return EXIT_NETWORK
+    return EXIT_OK if error is None else error.exit_code
 
 
 def _add_sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sync = sub.add_parser(
         "sync",
         help="synchronize IMAP folders into a database (once, or continuously with --watch)",
-        description="Exit codes: 0 done, 2 wrong setting, 3 login refused, 4 certificate "
-        "refused, 5 server unreachable, 6 database unreachable or refusing, 130 interrupted.",
+        description=f"Exit codes: {EXIT_OK} done, {EXIT_CONFIG} wrong setting, {EXIT_AUTH} "
+        f"login refused, {EXIT_CERTIFICATE} certificate refused, {EXIT_NETWORK} server "
+        f"unreachable, {EXIT_DATABASE} database unreachable or refusing, {EXIT_INTERRUPTED} "
+        "interrupted.",
     )
     sync.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     sync.add_argument("--host", required=True, help="IMAP server host name")
@@ -486,14 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with translated():
+            return int(args.func(args))
     except XtmailError as exc:
         print(f"xtmail: {exc.user_text()}", file=sys.stderr)
-        return 2
-    except psycopg.OperationalError as exc:
-        print(
-            f"xtmail: cannot reach the database: {exc}\n"
-            "Check --dsn (host, port, database name, user) and that the server is running.",
-            file=sys.stderr,
-        )
-        return 2
+        return exc.exit_code

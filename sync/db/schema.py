@@ -14,7 +14,8 @@ from importlib import resources
 
 import psycopg
 
-from xtmail.sync.errors import MigrationError, PermissionDenied
+from xtmail.sync.db.errors import translate
+from xtmail.sync.errors import MigrationError
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant distinct from other advisory-lock users of the database.
@@ -75,11 +76,9 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                         (migration.version, migration.name),
                     )
                 applied.append(migration)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise PermissionDenied(
-            f"Not allowed to change the database schema: {exc.diag.message_primary}",
-            hint="Run 'xtmail init-db' as the database owner or an administrator.",
-        ) from exc
     except psycopg.Error as exc:
-        raise MigrationError(f"Could not initialise the database: {exc}") from exc
+        raise translate(
+            exc, "to change the database schema", refused=MigrationError,
+            privilege_hint="Run 'xtmail init-db' as the database owner or an administrator.",
+        ) from exc
     return applied

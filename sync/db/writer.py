@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 import psycopg
 from psycopg import sql
 
-from xtmail.sync.errors import DatabaseError, PermissionDenied
+from xtmail.sync.db.errors import translate
+from xtmail.sync.errors import DatabaseError
 from xtmail.sync.mail import registry
 from xtmail.sync.mail.prepare import prepare_many
 from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, PreparedMessage
@@ -172,10 +173,10 @@ def _write_retrying(
             log.info("batch of %d met a concurrent importer (%s); retrying (%d)",
                      len(items), type(exc).__name__, attempt)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionDenied(
-                f"The database refused to store mail: {exc.diag.message_primary}",
-                hint="Ask an administrator to grant your role access to the xtbatch "
-                "and xtmail schemas.",
+            raise translate(
+                exc, "to store mail",
+                privilege_hint="Ask an administrator to grant your role access to the "
+                "xtbatch and xtmail schemas.",
             ) from exc
     raise AssertionError("unreachable")
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from xtmail.sync.db.errors import translated
 from xtmail.sync.errors import (
-    AuthenticationFailed,
-    CertificateError,
+    ERROR_KINDS,
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
     ImapError,
+    Reaction,
     TransientImapError,
     XtmailError,
 )
@@ -54,20 +55,7 @@ class AccountResult:
         return sum(f.already_present for f in self.folders)
 
 
-#: The ``kind`` reported with an error: what the user must look at.
-ERROR_KINDS = ("authentication", "certificate", "config", "network", "database")
-
-
-def error_kind(error: BaseException) -> str:
-    if isinstance(error, AuthenticationFailed):
-        return "authentication"
-    if isinstance(error, CertificateError):
-        return "certificate"
-    if isinstance(error, ConfigError):
-        return "config"
-    if isinstance(error, DatabaseError | psycopg.Error):
-        return "database"
-    return "network"
+__all__ = ["ERROR_KINDS", "AccountResult", "AccountSync", "Backoff"]
 
 
 class Backoff:
@@ -156,13 +144,8 @@ class AccountSync:
     def _db_connection(self) -> psycopg.Connection:
         if self._db is not None and not self._db.closed:
             return self._db
-        try:
+        with translated():
             db = self.connect_db()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"The database cannot be reached: {exc}".strip(),
-                hint="Synchronization resumes when the database is back.",
-            ) from exc
         # psycopg prepares a statement after 5 runs; PostgreSQL's generic plan for the
         # store's unnest(array) joins (contact matching) then estimates 10 rows and takes
         # seconds per batch instead of milliseconds. Custom plans every time.
@@ -203,64 +186,53 @@ class AccountSync:
         failures = 0
         while not self.stop.is_set():
             try:
-                db = self._db_connection()
-                imap = self._imap_connection()
-                self.listener.status(f"Synchronizing {folder}")
-                outcome = FolderSync(
-                    db, imap, self.account.key, folder,
-                    policy=self.settings.policy(),
-                    executor=self.executor,
-                    batch_size=self.settings.batch_size,
-                    since=self.settings.since,
-                    listener=self.listener,
-                    should_stop=self.stop.is_set,
-                    connect=self.connect_db,
-                    writers=self.writers,
-                    batch_bytes=self.batch_bytes,
-                ).run()
+                # The folder sync and the writer run SQL of their own: whatever the driver
+                # raises on the way is translated here, once for the whole pass.
+                with translated():
+                    db = self._db_connection()
+                    imap = self._imap_connection()
+                    self.listener.status(f"Synchronizing {folder}")
+                    outcome = FolderSync(
+                        db, imap, self.account.key, folder,
+                        policy=self.settings.policy(),
+                        executor=self.executor,
+                        batch_size=self.settings.batch_size,
+                        since=self.settings.since,
+                        listener=self.listener,
+                        should_stop=self.stop.is_set,
+                        connect=self.connect_db,
+                        writers=self.writers,
+                        batch_bytes=self.batch_bytes,
+                    ).run()
                 self.backoff.reset()
                 return outcome
-            except (AuthenticationFailed, CertificateError, ConfigError) as exc:
-                self._drop_imap()
-                result.error = exc
-                self.listener.error(error_kind(exc), exc)
-                return None
-            except (TransientImapError, DatabaseUnavailable, psycopg.OperationalError) as exc:
-                error: XtmailError
-                if isinstance(exc, psycopg.OperationalError):
-                    error = DatabaseUnavailable(
-                        f"The database connection failed: {exc}".strip(),
-                        hint="Synchronization resumes when the database is back.",
-                    )
-                else:
-                    error = exc
-                if isinstance(error, DatabaseUnavailable):
+            except XtmailError as error:
+                # A database error says nothing about the IMAP connection, and the other way
+                # round: drop only the connection the error came from.
+                if isinstance(error, DatabaseError):
                     self._drop_db()
                 else:
                     self._drop_imap()
+                if error.reaction is Reaction.STOP:
+                    result.error = error
+                    self.listener.error(error.kind, error)
+                    return None
                 failures += 1
                 result.retries += 1
-                delay = self.backoff.next()
                 if self.retry_limit is not None and failures > self.retry_limit:
                     result.error = error
-                    self.listener.error(error_kind(error), error)
+                    self.listener.error(error.kind, error)
                     return None
-                what = ("paused: the database is unreachable" if isinstance(
-                    error, DatabaseUnavailable) else "connection lost")
+                # A lost race is run again at once, but only once in a row: a second one in
+                # a row waits like an outage, so that two importers cannot spin.
+                retry_now = error.reaction is Reaction.RETRY_NOW and failures == 1
+                delay = 0.0 if retry_now else self.backoff.next()
+                what = ("paused: the database is unreachable"
+                        if isinstance(error, DatabaseUnavailable) else
+                        "ran into another importer" if retry_now else "connection lost")
                 self.listener.status(f"{folder}: {what}; retrying in {delay:.1f} s ({error})")
                 if self.stop.wait(delay):
                     return None
-            except (ImapError, DatabaseError) as exc:
-                self._drop_imap()
-                result.error = exc
-                self.listener.error(error_kind(exc), exc)
-                return None
-            except psycopg.Error as exc:
-                self._drop_db()
-                error = DatabaseError(f"The database refused the import: {exc}")
-                result.error = error
-                self.listener.error("database", error)
-                return None
         return None
 
     def wait_for_change(self, timeout: float) -> None:

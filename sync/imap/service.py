@@ -67,10 +67,11 @@ class SyncService(QObject):
     Signals:
         progressChanged(str account, str folder, int done, int total): a batch was stored.
         statusChanged(str text): what the service is doing now, one line for a status area.
-        errorOccurred(str kind, str message): ``kind`` is one of
-            :data:`xtmail.sync.imap.account.ERROR_KINDS`, or ``"warning"`` when the sync goes on
+        errorOccurred(str kind, str message): ``kind`` is the error's
+            (:data:`xtmail.sync.errors.ERROR_KINDS`), ``"warning"`` when the sync goes on
             but the user should act (contacts not created for want of a privilege, a
-            message kept by its raw bytes only); the message says what to do.
+            message kept by its raw bytes only), or ``"internal"`` for a failure xtmail did
+            not expect; the message says what to do.
         messagesImported(dict): new messages, eml_id -> list of (document code, id) ties;
             open Email tabs refresh from it.
         syncFinished(str account, int imported): a pass over all folders ended.
@@ -154,7 +155,7 @@ class SyncService(QObject):
         try:
             self._settings = self._settings.validate()
         except XtmailError as exc:
-            self._report_error("config", exc.user_text())
+            self._report_error(exc.kind, exc.user_text())
             return
         self._stop = threading.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="xtmail-sync")

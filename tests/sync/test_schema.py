@@ -12,7 +12,7 @@ import pytest
 
 from xtmail.app.cli import main
 from xtmail.sync.db.schema import migrate, migrations
-from xtmail.sync.errors import PermissionDenied
+from xtmail.sync.errors import DatabaseUnavailable, PermissionDenied
 from xtmail.sync.mail import registry
 
 
@@ -189,8 +189,8 @@ def test_unreachable_database_is_reported(capsys: pytest.CaptureFixture[str]) ->
 
     code = main(["init-db", "--dsn", f"host=127.0.0.1 port={free_port()} dbname=x "
                  "connect_timeout=2"])
-    assert code == 2
-    assert "cannot reach the database" in capsys.readouterr().err
+    assert code == DatabaseUnavailable.exit_code
+    assert "Cannot reach the database" in capsys.readouterr().err
 
 
 def test_the_address_list_holds_every_stored_address(empty_db_dsn: str) -> None:
