@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from xtmail.sync.errors import DatabaseError, MigrationError, PermissionDenied, XtmailError
+from xtmail.sync.errors import Reaction, XtmailError
 
 if TYPE_CHECKING:
     from PyQt6.QtCore import QObject
@@ -42,23 +42,17 @@ def failure_text(exc: BaseException, retry: str = "") -> str:
     """What to tell the user about a failed task: the error's own text and what to do.
 
     ``retry`` (for example "Press Refresh (F5) to try again.") is added on a line of its
-    own when trying again may help: after a database failure, and after a bug.
+    own when trying again may help: after an error whose ``reaction`` is to retry (a lost
+    connection, a lost race), and after a bug. An error that stops until someone changes
+    something (a setting, a privilege, a message deleted meanwhile) says what to do itself.
     """
     if isinstance(exc, XtmailError):
         text = exc.user_text()
-        if not _worth_retrying(exc):
+        if exc.reaction is Reaction.STOP:
             return text
     else:
         text = UNEXPECTED_TEXT
     return f"{text}\n{retry}" if retry else text
-
-
-def _worth_retrying(exc: XtmailError) -> bool:
-    # A lost connection or a failed statement may well work the next time; a refused
-    # privilege or a missing setting will not until someone changes something.
-    return isinstance(exc, DatabaseError) and not isinstance(
-        exc, PermissionDenied | MigrationError
-    )
 
 
 class TaskOwner:

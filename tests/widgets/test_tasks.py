@@ -11,6 +11,7 @@ from PyQt6.QtCore import QCoreApplication, QEvent, QObject
 
 from xtmail.sync.errors import (
     ConfigError,
+    DatabaseConflict,
     DatabaseError,
     DatabaseUnavailable,
     PermissionDenied,
@@ -122,9 +123,11 @@ def test_failure_text() -> None:
         "The connection to the database was lost.\nCheck the network.\n" + RETRY
     )
     assert failure_text(lost) == lost.user_text()
-    refused = DatabaseError("The database refused: no such row.")
-    assert failure_text(refused, RETRY).endswith(RETRY)
-    # Trying again does not mend a missing privilege or setting.
+    conflict = DatabaseConflict("The database stopped a transaction.", hint="Try again.")
+    assert failure_text(conflict, RETRY) == f"{conflict.user_text()}\n{RETRY}"
+    # Trying again does not mend a message deleted meanwhile, a missing privilege or setting.
+    gone = DatabaseError("Message 7 no longer exists.")
+    assert failure_text(gone, RETRY) == "Message 7 no longer exists."
     denied = PermissionDenied("Not allowed.", hint="Ask your administrator.")
     assert failure_text(denied, RETRY) == "Not allowed.\nAsk your administrator."
     assert failure_text(ConfigError("No host.", hint="Set one."), RETRY) == "No host.\nSet one."
