@@ -156,7 +156,7 @@ def mail_store(
     try:
         yield store
     finally:
-        if not store.connection.closed:
+        if not store.closed:
             qloop.run_until_complete(store.close())
 
 

@@ -1,8 +1,8 @@
 """The one translation of database driver errors into xtmail's errors.
 
-psycopg (and psycopg_pool) errors stop here: everything above the database package sees
-only :class:`~xtmail.sync.errors.XtmailError` subclasses, which say what went wrong, what to
-do, and how to react. Code that talks to the driver either calls :func:`translate` where it
+psycopg errors stop here: everything above the database package sees only
+:class:`~xtmail.sync.errors.XtmailError` subclasses, which say what went wrong, what to do,
+and how to react. Code that talks to the driver either calls :func:`translate` where it
 already catches a driver error, or runs inside :func:`translated`.
 """
 
@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from psycopg_pool import PoolClosed
 
 from xtmail.sync.errors import (
     DatabaseConflict,
@@ -66,13 +65,8 @@ def translate(
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return PermissionDenied(f"Not allowed{what}: {detail}", hint=privilege_hint)
-    if isinstance(exc, PoolClosed):  # the program closed the store: no reason to give
-        return DatabaseUnavailable(
-            "The connection to the database is closed.",
-            hint="Reopen the window; if that does not help, restart the program.",
-        )
-    # Connection refused or lost, server shutting down, out of connections or disk, and the
-    # pool's timeout are all OperationalErrors.
+    # Connection refused or lost, server shutting down, out of connections or disk: all
+    # OperationalErrors.
     if isinstance(exc, psycopg.OperationalError):
         return DatabaseUnavailable(
             f"Cannot reach the database{what}: {detail}", hint=UNAVAILABLE_HINT

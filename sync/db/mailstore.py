@@ -1,8 +1,12 @@
 """The read side of the store, for the widgets: asynchronous, on the host's qasync loop.
 
-Views never run SQL: they hold a :class:`MailStore` that the host passes in, and await its
-methods. One store wraps one ``psycopg.AsyncConnection`` (in autocommit mode); a connection
-runs one query at a time, and psycopg queues concurrent awaits on it safely.
+Views never run SQL and never see a connection: they hold a :class:`MailStore` that the host
+passes in, and await its methods. The store owns a small pool of connections
+(:class:`~xtmail.sync.db.pool.AsyncPool`, autocommit); each method takes one for its query
+and gives it back, so the tabs and dialogs of a window can await the store side by side,
+and a setting one query changes for its own transaction cannot reach another. Every method
+raises only :class:`~xtmail.sync.errors.XtmailError` subclasses: driver errors are
+translated here, once (:mod:`xtmail.sync.db.errors`).
 
 psycopg is imported here, not in the widget modules, so Qt Designer can load the widgets
 without a database driver.
@@ -10,15 +14,28 @@ without a database driver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from xtmail.sync.errors import DatabaseError, DatabaseUnavailable
+from xtmail.sync.db import search
+from xtmail.sync.db.errors import translated
+from xtmail.sync.db.pool import AsyncPool
+from xtmail.sync.errors import ConfigError, DatabaseError
 from xtmail.sync.mail import registry
 from xtmail.sync.values import ContactRow, DocumentRow, MessageDetail, MessageRow
+
+#: Connections the pool opens at most: the views of one program run a few queries at a
+#: time (a tab's list, a preview, a search), each short.
+MAX_CONNECTIONS = 4
+#: Seconds a query waits for a connection when all are in use before it fails with
+#: DatabaseUnavailable: long enough for a burst of queries, short enough that a user is
+#: told while still looking at the screen.
+WAIT_FOR_CONNECTION = 5.0
 
 
 def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
@@ -53,25 +70,55 @@ _ADDRESSES = """
 """
 
 
-class MailStore:
-    """Asynchronous queries and changes for the Email tab and the Attach dialog."""
+def _document(code: str) -> registry.DocumentType:
+    doc = registry.find(code)
+    if doc is None:
+        raise ConfigError(f"{code!r} is not a document type xtmail knows.",
+                          hint="Use one of the codes xtbatch.emlassc holds: S for a sales order, "
+                          "C for a customer, T for a contact, and so on.")
+    return doc
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self.connection = conn
+
+class MailStore:
+    """Asynchronous queries and changes for the Email tab and the Attach dialog.
+
+    Build it with :meth:`connect` and end it with :meth:`close`, on the loop that runs the
+    queries; or pass in a pool (the store then owns it, and closes it).
+    """
+
+    def __init__(self, pool: AsyncPool) -> None:
+        self._pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str) -> MailStore:
-        try:
-            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"Cannot reach the database: {exc}",
-                hint="Check that the database server is running and the connection settings.",
-            ) from exc
-        return cls(conn)
+    async def connect(
+        cls, dsn: str, *, max_size: int = MAX_CONNECTIONS,
+        wait_for_connection: float = WAIT_FOR_CONNECTION,
+    ) -> MailStore:
+        """A store on the database ``dsn``; raises DatabaseUnavailable when it cannot be
+        reached, with the server's reason."""
+        pool = AsyncPool(dsn, max_size=max_size, timeout=wait_for_connection)
+        # One connection now, kept for the first query: a wrong setting or a server that
+        # is down shows when the store is made, not at the first query.
+        with translated("to open the mail store"):
+            async with pool.connection():
+                pass
+        return cls(pool)
 
     async def close(self) -> None:
-        await self.connection.close()
+        """Close the connections; one in use closes when its query ends. Closing twice is
+        harmless; any query after the first raises DatabaseUnavailable."""
+        await self._pool.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    @asynccontextmanager
+    async def _connection(self, doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one method's queries; driver errors translated."""
+        with translated(doing):
+            async with self._pool.connection() as conn:
+                yield conn
 
     # -- search (the Attach dialog) ----------------------------------------------------------
     async def search_messages(
@@ -79,21 +126,19 @@ class MailStore:
     ) -> list[MessageRow]:
         """The newest ``limit`` messages matching ``text`` (see :mod:`xtmail.sync.db.search`),
         restricted to ``contact_id``'s mail when given."""
-        from xtmail.sync.db import search
-
-        return await search.search_messages(self.connection, text, contact_id=contact_id,
-                                            limit=limit)
+        async with self._connection("to search the mail") as conn:
+            return await search.search_messages(conn, text, contact_id=contact_id,
+                                                limit=limit)
 
     async def search_contacts(self, text: str, limit: int = 50) -> list[ContactRow]:
         """Contacts whose name, number or any address contains every word of ``text``."""
-        from xtmail.sync.db import search
-
-        return await search.search_contacts(self.connection, text, limit)
+        async with self._connection("to search the contacts") as conn:
+            return await search.search_contacts(conn, text, limit)
 
     # -- documents -----------------------------------------------------------------------------
     async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]:
         """The contacts of a document, with their primary address (for New)."""
-        doc = registry.by_code(code)
+        doc = _document(code)
         query = sql.SQL(
             """SELECT c.cntct_id, c.cntct_number,
                       trim(coalesce(c.cntct_first_name, '') || ' ' ||
@@ -105,22 +150,24 @@ class MailStore:
                  FROM cntct c WHERE c.cntct_id IN ({ids}) ORDER BY c.cntct_id"""
         ).format(ids=_contacts_sql(doc) if doc is not registry.CONTACT
                  else sql.SQL("SELECT %(doc_id)s"))
-        rows = await (await self.connection.execute(query, {"doc_id": doc_id})).fetchall()
+        async with self._connection("to read the document's contacts") as conn:
+            rows = await (await conn.execute(query, {"doc_id": doc_id})).fetchall()
         return [ContactRow(*r) for r in rows]
 
     async def document_number(self, code: str, doc_id: int) -> str | None:
         """The number a person sees for a document (for its reference), or None."""
-        doc = registry.by_code(code)
+        doc = _document(code)
         query = sql.SQL("SELECT {number}::text FROM {table} WHERE {key} = %s").format(
             number=sql.Identifier(doc.number_column or doc.key),
             table=sql.Identifier(doc.table), key=sql.Identifier(doc.key),
         )
-        row = await (await self.connection.execute(query, (doc_id,))).fetchone()
+        async with self._connection("to read the document's number") as conn:
+            row = await (await conn.execute(query, (doc_id,))).fetchone()
         return None if row is None else str(row[0])
 
     async def list_documents(self, code: str, *, limit: int = 500) -> list[DocumentRow]:
         """Records of one document type with their first contact, by number."""
-        doc = registry.by_code(code)
+        doc = _document(code)
         table, key = sql.Identifier(doc.table), sql.Identifier(doc.key)
         number = sql.Identifier(doc.number_column or doc.key)
         if doc is registry.CONTACT:
@@ -143,7 +190,8 @@ class MailStore:
                  FROM {table} d LEFT JOIN cntct c ON c.cntct_id = {contact}
                 ORDER BY d.{number} LIMIT %s"""
         ).format(key=key, number=number, table=table, contact=contact)
-        rows = await (await self.connection.execute(query, (limit,))).fetchall()
+        async with self._connection("to list the documents") as conn:
+            rows = await (await conn.execute(query, (limit,))).fetchall()
         return [DocumentRow(*r) for r in rows]
 
     # -- message lists ---------------------------------------------------------------------------
@@ -163,19 +211,11 @@ class MailStore:
             "GROUP BY eml_id"
         ).format(direct=direct, via=via)
 
-    async def count_for(self, code: str, doc_id: int) -> int:
-        doc = registry.by_code(code)
-        query = sql.SQL("SELECT count(*) FROM ({ids}) AS t").format(ids=self._ids_query(doc))
-        row = await (
-            await self.connection.execute(query, {"code": doc.code, "doc_id": doc_id})
-        ).fetchone()
-        return int(row[0]) if row else 0
-
     async def messages_for(
         self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
     ) -> list[MessageRow]:
         """A document's mail, newest first; ``limit`` rows from ``offset``."""
-        doc = registry.by_code(code)
+        doc = _document(code)
         query = sql.SQL(
             """SELECT m.eml_id, m.eml_date, coalesce(m.eml_subj, ''), t.via,
                       coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
@@ -189,18 +229,23 @@ class MailStore:
             to=sql.SQL(_ADDRESSES.format(kind="TO")),
             cc=sql.SQL(_ADDRESSES.format(kind="CC")),
         )
-        cur = await self.connection.execute(
-            query, {"code": doc.code, "doc_id": doc_id, "limit": limit, "offset": offset}
-        )
+        async with self._connection("to list the document's mail") as conn:
+            cur = await conn.execute(
+                query, {"code": doc.code, "doc_id": doc_id, "limit": limit, "offset": offset}
+            )
+            rows = await cur.fetchall()
         return [
             MessageRow(eml_id=r[0], date=r[1], subject=r[2], via_contact=bool(r[3]),
                        sender=r[4], to=r[5], cc=r[6])
-            for r in await cur.fetchall()
+            for r in rows
         ]
 
     # -- one message -------------------------------------------------------------------------------
     async def message(self, eml_id: int) -> MessageDetail:
-        async with self.connection.cursor(row_factory=dict_row) as cur:
+        async with (
+            self._connection("to read the message") as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(
                 """SELECT e.eml_id, e.eml_date, coalesce(e.eml_subj, '') AS subject,
                           coalesce(e.eml_body, '') AS body, m.msg_reply_to,
@@ -232,11 +277,10 @@ class MailStore:
         )
 
     async def raw_message(self, eml_id: int) -> bytes:
-        row = await (
-            await self.connection.execute(
-                "SELECT eml_msg FROM xtbatch.eml WHERE eml_id = %s", (eml_id,)
-            )
-        ).fetchone()
+        async with self._connection("to read the message") as conn:
+            row = await (
+                await conn.execute("SELECT eml_msg FROM xtbatch.eml WHERE eml_id = %s", (eml_id,))
+            ).fetchone()
         if row is None or row[0] is None:
             raise DatabaseError(f"Message {eml_id} no longer exists.")
         return bytes(row[0])
@@ -244,9 +288,9 @@ class MailStore:
     # -- rule 4: attach and detach -------------------------------------------------------------
     async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
         """Tie messages to a document, recording who and when; return how many were new."""
-        doc = registry.by_code(code)
-        async with self.connection.transaction():
-            cur = await self.connection.execute(
+        doc = _document(code)
+        async with self._connection("to attach the mail") as conn, conn.transaction():
+            cur = await conn.execute(
                 """WITH added AS (
                        INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type,
                                                     emlassc_assc_id)
@@ -265,9 +309,9 @@ class MailStore:
 
     async def detach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
         """Untie messages from a document, recording who and when; return how many."""
-        doc = registry.by_code(code)
-        async with self.connection.transaction():
-            cur = await self.connection.execute(
+        doc = _document(code)
+        async with self._connection("to detach the mail") as conn, conn.transaction():
+            cur = await conn.execute(
                 """WITH removed AS (
                        DELETE FROM xtbatch.emlassc
                         WHERE emlassc_eml_id = ANY(%(ids)s) AND emlassc_type = %(code)s

@@ -4,7 +4,7 @@ Matching rules (docs/attach_dialog.md):
 
 * Words: every ``\\w+`` word of the search text must be a word of the message's subject,
   addresses, display names or body (``xtmail.msg.msg_search``, split by the same
-  :func:`~xtmail.sync.importer.search_query` the importer used); the last word also matches
+  :func:`~xtmail.sync.mail.words.search_query` the writer used); the last word also matches
   as a prefix once it has at least three characters, so typing narrows as you go.
 * Address substrings: a search text holding an ``@`` (and no spaces) also matches every
   From/To/Cc/Bcc address containing it, so "da@exa" finds ada@example.com; a complete
@@ -26,8 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,7 +58,7 @@ DENSE = 0.05
 #: Messages tested to measure how common hits are when the estimate cannot tell.
 PROBE_WINDOW = 2_000
 #: Cost of fetching one hit through the index and sorting it, relative to testing one
-#: message of the walk (measured: about 8 and 5 microseconds on a 2-core machine).
+#: message of the walk (measured by bench/attach_search.py).
 _CANDIDATE_COST = 1.6
 _MIN_WINDOW = 256
 _MAX_WINDOW = 50_000
@@ -403,14 +402,6 @@ def _window(needed: int, density: float) -> int:
     return max(_MIN_WINDOW, min(_MAX_WINDOW, math.ceil(needed / max(density, 1e-9) * 1.2)))
 
 
-_ADDRESSES = """
-  (SELECT string_agg(CASE WHEN coalesce(a.emladdr_name, '') = '' THEN a.emladdr_addr
-                          ELSE a.emladdr_name || ' <' || a.emladdr_addr || '>' END, ', '
-                     ORDER BY a.emladdr_id)
-     FROM xtbatch.emladdr a WHERE a.emladdr_eml_id = e.eml_id AND a.emladdr_type = '{kind}')
-"""
-
-
 async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
     if not eml_ids:
         return []
@@ -443,30 +434,18 @@ async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
     ]
 
 
-@asynccontextmanager
-async def _without_jit(conn: AsyncConn) -> AsyncIterator[None]:
-    """JIT compilation off while searching, back as it was after.
-
-    The walk's cost estimates (a probe per message) pass jit_above_cost, and compiling then
-    costs more than the whole query (25 to 100 ms measured). Set for the session, not per
-    transaction, because the connection is shared and autocommit; other queries interleaved
-    meanwhile run without JIT too, which does them no harm.
-    """
-    row = await (await conn.execute(
-        "SELECT current_setting('jit'), set_config('jit', 'off', false)")).fetchone()
-    before = str(row[0]) if row else "off"
-    try:
-        yield
-    finally:
-        if before != "off" and not conn.closed:
-            await conn.execute("SELECT set_config('jit', %s, false)", (before,))
-
-
 async def search_message_ids(
     conn: AsyncConn, text: str, *, contact_id: int | None = None, limit: int = 200,
 ) -> list[int]:
-    """The ids of :func:`search_messages`, newest first."""
-    async with _without_jit(conn):
+    """The ids of :func:`search_messages`, newest first.
+
+    Runs in a transaction of its own with JIT compilation off: the walk's cost estimates (a
+    probe per message) pass jit_above_cost, and compiling then costs more than the whole
+    query. ``SET LOCAL`` ends with the transaction, so the connection's other queries keep
+    the server's setting.
+    """
+    async with conn.transaction():
+        await conn.execute("SET LOCAL jit = off")
         return await _search(conn, text, contact_id, limit)
 
 
