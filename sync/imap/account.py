@@ -29,7 +29,7 @@ from xtmail.sync.imap.connection import ImapConnection
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import DEFAULT_WRITERS, FolderResult, FolderSync, SyncListener
 from xtmail.sync.imap.settings import AccountSettings, SyncSettings
-from xtmail.sync.pipeline import BATCH_BYTES
+from xtmail.sync.pipeline import BATCH_BYTES, configure_writer
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,7 @@ class AccountSync:
             return self._db
         with translated():
             db = self.connect_db()
-        # psycopg prepares a statement after 5 runs; PostgreSQL's generic plan for the
-        # store's unnest(array) joins (contact matching) then estimates 10 rows and takes
-        # seconds per batch instead of milliseconds. Custom plans every time.
-        db.prepare_threshold = None
-        self._db = db
+        self._db = configure_writer(db)  # it stores a folder's batches (FolderSync)
         return db
 
     def _drop_imap(self) -> None:
