@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -166,6 +167,9 @@ class AccountSync:
     # -- passes -----------------------------------------------------------------------------
     def run_once(self, folders: Sequence[str] | None = None) -> AccountResult:
         """One pass over ``folders`` (default: the configured ones), retrying faults."""
+        # A wake from now on (folders or settings changed, "sync now") comes after what this
+        # pass reads, so the wait after it must not sleep through it.
+        self.wake.clear()
         settings = self.settings
         result = AccountResult(self.account.key)
         for folder in folders if folders is not None else settings.folders:
@@ -240,14 +244,16 @@ class AccountSync:
         for an unchanged folder that pass costs one STATUS (about 2 ms).
         """
         folders = self.settings.folders
-        self.wake.clear()
+        either = _Either(self.wake, self.stop)
+        if either.is_set():
+            return  # asked for during the pass that just ended: look again at once
         try:
             imap = self._imap_connection() if folders else None
             if imap is not None and imap.supports_idle:
                 imap.examine(folders[0])
                 if len(folders) > 1:
                     timeout = min(timeout, self.other_folders_every)
-                imap.idle(timeout, _AnyEvent(self.stop, self.wake))
+                imap.idle(timeout, either)
                 return
         except (TransientImapError, ImapError) as exc:
             # The next pass reconnects with backoff and reports persistent trouble.
@@ -255,7 +261,7 @@ class AccountSync:
             self._drop_imap()
         except ConfigError:
             pass
-        _AnyEvent(self.stop, self.wake).wait(timeout)
+        either.wait(timeout)
 
     def watch(self, on_pass: Callable[[AccountResult], None] | None = None) -> None:
         """Pass after pass until ``stop`` is set or the account hits a stopping error."""
@@ -268,22 +274,27 @@ class AccountSync:
             self.wait_for_change(self.settings.poll_interval)
 
 
-class _AnyEvent(threading.Event):
-    """Looks set as soon as any of its events is set (for IDLE's stop check)."""
+class _Either:
+    """Set as soon as either of two events is set: the wait between passes ends on a wake
+    ("sync now", changed settings) or a stop. Not an Event itself: it has no flag of its
+    own, only the two it watches."""
 
-    def __init__(self, *events: threading.Event) -> None:
-        super().__init__()
-        self._events = events
+    #: How soon a stop set by someone who does not also wake is seen, in seconds.
+    STEP = 0.1
+
+    def __init__(self, wake: threading.Event, stop: threading.Event) -> None:
+        self._wake = wake
+        self._stop = stop
 
     def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
+        return self._wake.is_set() or self._stop.is_set()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        step = 0.1
-        waited = 0.0
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         while not self.is_set():
-            if timeout is not None and waited >= timeout:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            self._events[0].wait(step)
-            waited += step
+            # A wake ends this at once; the service also wakes when it stops.
+            self._wake.wait(min(left, self.STEP))
         return True

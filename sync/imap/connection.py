@@ -20,13 +20,12 @@ import imaplib
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.errors import MailboxLoginError, MailboxStarttlsError
@@ -437,7 +436,7 @@ class ImapConnection:
     def supports_idle(self) -> bool:
         return "IDLE" in self.capabilities
 
-    def idle(self, timeout: float, stop: threading.Event) -> bool:
+    def idle(self, timeout: float, stop: StopFlag) -> bool:
         """IDLE on the selected folder until something happens, ``timeout`` passes or ``stop``
         is set. Returns whether the server reported a change."""
         deadline = time.monotonic() + min(timeout, IDLE_MAX)
@@ -462,6 +461,13 @@ class ImapConnection:
     def noop(self) -> None:
         with self._errors():
             self.client.noop()
+
+
+class StopFlag(Protocol):
+    """What a long wait polls to end early: a ``threading.Event`` or anything with its
+    ``is_set()``."""
+
+    def is_set(self) -> bool: ...
 
 
 def _by_uid(message: FetchedMessage) -> int:

@@ -10,7 +10,6 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 import qasync
 from PyQt6.QtCore import QTimer
 
@@ -174,11 +173,6 @@ class GatedExecutor(Executor):
         return future
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: AccountSync.wait_for_change clears `wake` on entry, so "
-    "setFolders()/startNow() during a pass wait for the next IDLE timeout",
-)
 def test_a_folder_added_during_a_pass_is_synchronized_next(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
 ) -> None:
