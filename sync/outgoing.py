@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, getaddresses, make_msgid
 
 import psycopg
 
@@ -61,16 +61,26 @@ def send_mail(
     username: str | None = None,
     password: str | None = None,
     timeout: float = 30.0,
+    policy: ImportPolicy | None = None,
 ) -> int:
     """Send ``message`` through an SMTP server, then record it; return its ``eml_id``.
 
     ``security`` is ``"starttls"`` (default), ``"ssl"`` or ``"none"`` (only for a relay on
     the same machine). Date and Message-ID are added when missing so the stored copy and
-    the delivered one are the same message.
+    the delivered one are the same message. The documents in ``ties`` are checked before
+    anything is sent: a wrong tie must not deliver mail that then cannot be recorded (a
+    retry would send it twice). ``policy`` is the import policy of the record; by default
+    the sender's own address is excluded from contact creation, as an ERP's own mailbox is
+    not a correspondent.
     """
     if security not in {"starttls", "ssl", "none"}:
         raise ConfigError(f"Unknown SMTP security {security!r}",
                           hint="Use 'starttls', 'ssl' or 'none'.")
+    for code, doc_id in ties:
+        writer.check_document(conn, code, doc_id)
+    if policy is None:
+        senders = [addr for _, addr in getaddresses([str(v) for v in message.get_all("From", [])])]
+        policy = ImportPolicy.build(own_addresses=senders)
     message = copy.deepcopy(message)  # the caller's message stays as it was
     if "Date" not in message:
         message["Date"] = format_datetime(datetime.now(UTC))
@@ -101,11 +111,9 @@ def send_mail(
             f"Could not send mail through {host}:{port}: {exc}",
             hint="Check the SMTP server settings; the message was not recorded.",
         ) from exc
-    return record_sent_mail(conn, recorded, ties)
+    return record_sent_mail(conn, recorded, ties, policy=policy)
 
 
 def _recipients(message: EmailMessage) -> list[str]:
-    from email.utils import getaddresses
-
     fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
     return [addr for _, addr in getaddresses(fields) if addr]

@@ -200,6 +200,14 @@ def load_settings(store: QSettings) -> SyncSettings:
             poll = float(text("poll_interval", str(defaults.poll_interval)))
         except ValueError:
             poll = defaults.poll_interval
+        try:
+            batch_size = int(text("batch_size", str(defaults.batch_size)))
+        except ValueError:
+            batch_size = defaults.batch_size
+        try:
+            timeout = float(text("timeout", str(defaults.account.timeout)))
+        except ValueError:
+            timeout = defaults.account.timeout
         account = AccountSettings(
             host=text("host"),
             user=text("user"),
@@ -208,6 +216,7 @@ def load_settings(store: QSettings) -> SyncSettings:
             auth=auth,
             ca_file=text("ca_file"),
             pin_sha256=text("pin_sha256"),
+            timeout=timeout,
         )
         folders = store.value("folders")
         return SyncSettings(
@@ -216,10 +225,12 @@ def load_settings(store: QSettings) -> SyncSettings:
             sync_while_running=_bool(store.value("sync_while_running"), False),
             since=since,
             poll_interval=poll,
+            batch_size=batch_size,
             own_addresses=_split(store.value("own_addresses")),
             excluded_domains=_split(store.value("excluded_domains")),
             exclude_automated=_bool(store.value("exclude_automated"), True),
             exclude_bulk=_bool(store.value("exclude_bulk"), True),
+            create_contacts=_bool(store.value("create_contacts"), True),
         )
     finally:
         store.endGroup()
@@ -237,14 +248,17 @@ def save_settings(store: QSettings, settings: SyncSettings) -> None:
         store.setValue("auth", account.auth.value)
         store.setValue("ca_file", account.ca_file)
         store.setValue("pin_sha256", account.pin_sha256)
+        store.setValue("timeout", account.timeout)
         store.setValue("folders", list(settings.folders))
         store.setValue("sync_while_running", settings.sync_while_running)
         store.setValue("since", settings.since.isoformat() if settings.since else "")
         store.setValue("poll_interval", settings.poll_interval)
+        store.setValue("batch_size", settings.batch_size)
         store.setValue("own_addresses", list(settings.own_addresses))
         store.setValue("excluded_domains", list(settings.excluded_domains))
         store.setValue("exclude_automated", settings.exclude_automated)
         store.setValue("exclude_bulk", settings.exclude_bulk)
+        store.setValue("create_contacts", settings.create_contacts)
     finally:
         store.endGroup()
     store.sync()

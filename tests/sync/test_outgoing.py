@@ -215,11 +215,6 @@ def test_mail_every_recipient_refused_is_not_recorded(
     assert_not_sent_nor_recorded(caught.value, server, conn)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: send_mail records with the default ImportPolicy (it takes no policy "
-    "to pass on), so the ERP's own From address becomes a new contact",
-)
 def test_sending_makes_no_contact_of_our_own_address(
     tmp_path: Path, conn: psycopg.Connection
 ) -> None:
@@ -237,11 +232,6 @@ def test_an_unknown_security_is_a_setting_to_fix(conn: psycopg.Connection) -> No
     assert stored(conn) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: send_mail checks the documents to tie only after sending, so a "
-    "wrong tie sends the mail and then fails to record it",
-)
 def test_a_tie_to_a_missing_document_is_refused_before_sending(
     tmp_path: Path, conn: psycopg.Connection
 ) -> None:

@@ -194,12 +194,6 @@ def test_unreadable_values_fall_back_to_defaults(ini: Path) -> None:
     assert loaded.folders == ("INBOX",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: save_settings/load_settings leave out batch_size, create_contacts "
-    "and the account's timeout, although save_settings says it writes everything but the "
-    "password",
-)
 @pytest.mark.parametrize(
     "settings",
     [
