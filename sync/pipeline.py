@@ -6,8 +6,8 @@ Messages travel in batches through three stages:
 * the parse stage (:func:`start_parse`) parses a batch's (raw, internal date) pairs in worker
   processes while earlier batches are being stored;
 * the writer pool (:class:`WriterPool`) stores batches side by side, one thread per database
-  connection, each connection opened by :func:`writer_connections` and set up by
-  :func:`configure_writer`.
+  connection, the extra connections opened by :func:`writer_connections`. How a connection
+  plans the batch statements is the writer's own business (``write_batch``).
 
 The callers keep what is theirs: folder sync fetches, and records its folder state inside
 each batch's transaction; file import reads files and counts a summary.
@@ -118,16 +118,6 @@ def start_parse(executor: Executor | None, pairs: Pairs, split_at: int = PARSE_S
 # -- writer connections -----------------------------------------------------------------------
 
 
-def configure_writer(conn: psycopg.Connection) -> psycopg.Connection:
-    """Set up a connection that stores batches; returns it."""
-    # psycopg prepares a statement after its fifth run, and PostgreSQL may then switch to a
-    # generic plan. The batch statements join unnest(array) parameters of varying length
-    # (contact matching among them); the generic plan guesses a small row count and is
-    # orders of magnitude slower than a custom one. Custom plans every time.
-    conn.prepare_threshold = None
-    return conn
-
-
 def writer_connections(
     connect: Callable[[], psycopg.Connection] | None, count: int, what: str
 ) -> list[psycopg.Connection]:
@@ -144,7 +134,7 @@ def writer_connections(
             log.info("%s: storing with %d writer(s); another connection was refused: %s",
                      what, len(conns) + 1, exc)
             break
-        conns.append(configure_writer(conn))
+        conns.append(conn)
     return conns
 
 

@@ -197,6 +197,17 @@ def pytest_configure(config: pytest.Config) -> None:
     shared_corpus_files(config)  # a wrong path fails before any test runs
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests about particular shared-corpus messages exist only when that corpus is given:
+    # deselected (and counted as such) without it, never skipped.
+    if config.getoption("shared_corpus", None) is not None:
+        return
+    kept = [item for item in items if item.get_closest_marker("shared_corpus") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def shared_corpus_files(config: pytest.Config) -> list[Path]:
     option = config.getoption("shared_corpus", None)
     if option is None:

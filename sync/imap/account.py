@@ -30,7 +30,7 @@ from xtmail.sync.imap.connection import ImapConnection
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import DEFAULT_WRITERS, FolderResult, FolderSync, SyncListener
 from xtmail.sync.imap.settings import AccountSettings, SyncSettings
-from xtmail.sync.pipeline import BATCH_BYTES, configure_writer
+from xtmail.sync.pipeline import BATCH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class AccountSync:
             return self._db
         with translated():
             db = self.connect_db()
-        self._db = configure_writer(db)  # it stores a folder's batches (FolderSync)
+        self._db = db
         return db
 
     def _drop_imap(self) -> None:

@@ -101,6 +101,7 @@ def test_corpus_message_parses(corpus_file: Path, caplog: pytest.LogCaptureFixtu
         assert "/" in attachment.content_type
 
 
+@pytest.mark.shared_corpus
 def test_corpus_highlights(corpus_files: list[Path]) -> None:
     """A few shared-corpus messages whose reading needed special handling (tests/data has
     a case of its own for each)."""
@@ -108,8 +109,7 @@ def test_corpus_highlights(corpus_files: list[Path]) -> None:
 
     def load(name: str) -> ParsedMessage:
         path = by_name.get(name)
-        if path is None:
-            pytest.skip(f"{name} is in the shared corpus (--shared-corpus), not given")
+        assert path is not None, f"{name} is not in the shared corpus given"
         return parse_message(path.read_bytes(), fallback_date=FALLBACK)
 
     # Raw UTF-8 in a filename parameter.

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.helpers.mail import make_message
+from xtmail.sync.db.writer import Importer
 from xtmail.sync.files import ImportSummary, _batches
 from xtmail.sync.imap.folder_sync import _chunks
 from xtmail.sync.mail.prepare import prepare
@@ -20,7 +21,6 @@ from xtmail.sync.pipeline import (
     Parsing,
     WriterPool,
     batches,
-    configure_writer,
     start_parse,
     writer_connections,
 )
@@ -268,14 +268,23 @@ def test_writer_connections_use_custom_plans_and_stop_at_a_refusal(db_dsn: str) 
     try:
         conns = writer_connections(connect, 5, "test")
         assert conns == opened
-        assert [c.prepare_threshold for c in conns] == [None, None]
     finally:
         for c in opened:
             c.close()
     assert writer_connections(None, 3, "test") == []
 
 
-def test_configure_writer_turns_prepared_statements_off(conn: psycopg.Connection) -> None:
-    conn.prepare_threshold = 5
-    assert configure_writer(conn) is conn
-    assert conn.prepare_threshold is None
+
+
+def test_batches_are_written_with_custom_plans_only(conn: psycopg.Connection) -> None:
+    """Whatever the caller's connection does, a batch's statements are never prepared
+    (generic plans of the unnest(array) joins are far slower), and the connection's own
+    setting is back afterwards."""
+    conn.prepare_threshold = 0  # prepare everything at once
+    raws = [make_message(subject=f"Plan {i}", message_id=f"<plan{i}@x>") for i in range(3)]
+    for _ in range(3):
+        Importer(conn).import_batch([Incoming(raw) for raw in raws])
+    assert conn.prepare_threshold == 0
+    conn.prepare_threshold = None
+    prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+    assert prepared == []
