@@ -24,12 +24,14 @@ import inspect
 import logging
 import re
 import threading
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
 from html import unescape as unescape_html
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from xtmail.sync.mail.textops import newlines_to_lf
 
@@ -117,6 +119,7 @@ class _Context:
     def __init__(self) -> None:
         self.defects: list[str] = []
         self.hint: str | None = None
+        self.label = "without Message-ID"  # names the message in the log
 
     def note(self, text: str) -> None:
         # Notes quote what they found (a content type, a charset label): storable text only.
@@ -173,6 +176,49 @@ def _codec_for(charset: str | None) -> str | None:
     return name
 
 
+@functools.lru_cache(maxsize=64)
+def _single_byte(codec: str) -> bool:
+    """True for a codec that maps every byte to one character (Latin-1, KOI8-R...): bytes in
+    it always decode, so a wrong label of this kind never shows as an error."""
+    if codec == "utf-8":
+        return False
+    try:
+        return len(bytes(range(128, 256)).decode(codec, "replace")) == 128
+    except (LookupError, UnicodeError):
+        return False
+
+
+@functools.lru_cache(maxsize=64)
+def _seven_bit_label(charset: str | None) -> bool:
+    if charset is None:
+        return False
+    label = charset.strip().strip("\"'").strip().lower().replace("_", "-")
+    return label in _SEVEN_BIT_LABELS or label.startswith(("iso-2022-", "utf-7"))
+
+
+_SEVEN_BIT_LABELS = frozenset(
+    {"us-ascii", "ascii", "us", "ansi-x3.4-1968", "iso646-us", "hz-gb-2312"}
+)
+
+
+def _detected(data: bytes) -> tuple[str, str] | None:
+    """The text and charset a detector finds for `data`, when it finds one."""
+    # Imported on first use: only text whose label is wrong gets here.
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:_DETECT_LIMIT]).best()
+    if best is None or best.encoding is None:
+        return None
+    try:
+        return data.decode(best.encoding, errors="replace"), best.encoding
+    except LookupError:
+        return None
+
+
+# Detection reads a sample; the whole text is then decoded in the charset found.
+_DETECT_LIMIT = 64 * 1024
+
+
 def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) -> str:
     """Decode text whose label may be missing, unknown or wrong; never fails."""
     codec = _codec_for(charset)
@@ -180,9 +226,20 @@ def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) ->
         ctx.note(f"{what}: unknown charset {charset!r}; read as UTF-8/Windows-1252")
         return data.decode("utf-8", _FALLBACK_ERRORS)
     try:
-        return data.decode(codec)
+        text = data.decode(codec)
     except UnicodeError:
         pass
+    else:
+        if _single_byte(codec) and not data.isascii():
+            # A single-byte label cannot fail, so UTF-8 sent under a Latin-1 label would be
+            # read as mojibake: valid UTF-8 with 8-bit bytes is practically never Latin-1.
+            try:
+                utf8 = data.decode("utf-8")
+            except UnicodeError:
+                return text
+            ctx.note(f"{what}: labelled {charset} but is UTF-8; read as UTF-8")
+            return utf8
+        return text
     if codec != "utf-8":
         try:
             text = data.decode("utf-8")
@@ -191,6 +248,13 @@ def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) ->
         else:
             ctx.note(f"{what}: not valid {charset}; read as UTF-8")
             return text
+    if codec != "utf-8" or _seven_bit_label(charset):
+        # The label cannot be right (8-bit bytes under a 7-bit charset, or bytes its codec
+        # refuses): ask a detector before replacing anything.
+        found = _detected(data)
+        if found is not None:
+            ctx.note(f"{what}: not valid {charset}; read as {found[1]} (detected)")
+            return found[0]
         try:
             # A known charset with a few bad bytes: the rest is still best read in it.
             text = data.decode(codec, errors="replace")
@@ -384,12 +448,48 @@ def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
     return pairs
 
 
+_MAX_COMMENTS = 32
+
+
+def _without_comments(value: str) -> str:
+    """`value` without its (possibly nested) comments, read without recursion."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(char)
+            continue
+        if char == "\\":
+            escaped = True
+            if depth == 0:
+                out.append(char)
+        elif quoted:
+            quoted = char != '"'
+            out.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            quoted = char == '"'
+            out.append(char)
+    return "".join(out)
+
+
 def _split_addresses(value: str, what: str, ctx: _Context) -> list[tuple[str, str]]:
     simple = _simple_addresses(value)
     if simple is not None:
         return simple
     if "<" in value and "@" in value:
         value = _UNQUOTED_AT_NAME.sub(r'\1\2"\3"\4', value)
+    if value.count("(") > _MAX_COMMENTS:
+        # getaddresses() reads nested comments by recursion: a few thousand "(" exhaust
+        # the stack. Comments carry nothing xtmail keeps.
+        value = _without_comments(value)
+        ctx.note(f"{what}: {_MAX_COMMENTS}+ comments removed before reading the addresses")
     pairs = getaddresses([value], **_GETADDRESSES_KW)
     good = [(n, a) for n, a in pairs if "@" not in a or _PLAUSIBLE_ADDR.fullmatch(a.strip())]
     if len(good) == len(pairs):
@@ -463,6 +563,53 @@ def _references(headers: _Headers, ctx: _Context) -> tuple[str, ...]:
 _FUTURE_TOLERANCE = timedelta(days=2)
 
 
+_ISO_DATE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:[T ]+(\d\d?):(\d\d)(?::(\d\d)(?:[.,]\d+)?)?)?"
+    r"\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
+    re.I,
+)
+_FRACTION = re.compile(r"(\d:\d\d)[.,]\d+")
+_COLON_ZONE = re.compile(r"([+-]\d\d):(\d\d)\b")
+_NAMED_ZONE_OFFSET = re.compile(r"\b(?:GMT|UTC|UT)\s*([+-]\d{4})\b", re.I)
+_UNSIGNED_ZONE = re.compile(r"(\d\d:\d\d(?::\d\d)?)\s+([01]\d[0-5]\d)\s*(\(.*\))?$")
+_YEAR_BEFORE_TIME = re.compile(r"\b\d{4}\b.*\d\d?:\d\d")
+_DATE_NOISE = re.compile(r"[,.](?=\s)|\s+at\s+", re.I)
+
+
+def _lenient_date(value: str) -> datetime | None:
+    """The dates real clients write that a person reads unambiguously and
+    parsedate_to_datetime refuses: fractional seconds, a zone without its sign, a zone
+    with a colon or after "GMT", ISO 8601. Numeric day/month orders other than ISO are
+    ambiguous and left unread. Only called when the strict reading failed."""
+    iso = _ISO_DATE.search(value)
+    if iso is not None:
+        year, month, day, hour, minute, second, zone = iso.groups()
+        offset = timedelta(0)
+        if zone and zone[0] in "+-":
+            digits = zone[1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            offset = -offset if zone[0] == "-" else offset
+        try:
+            return datetime(
+                int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                int(second or 0), tzinfo=timezone(offset),
+            )
+        except ValueError:
+            return None
+    fixed = _FRACTION.sub(r"\1", value)
+    fixed = _COLON_ZONE.sub(r"\1\2", fixed)
+    fixed = _NAMED_ZONE_OFFSET.sub(r"\1", fixed)
+    fixed = _DATE_NOISE.sub(" ", fixed)
+    if _YEAR_BEFORE_TIME.search(fixed):
+        # After a year and a time, four digits alone are a zone whose sign was lost.
+        fixed = _UNSIGNED_ZONE.sub(r"\1 +\2", fixed)
+    try:
+        parsed = parsedate_to_datetime(fixed)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    return parsed
+
+
 def _date(headers: _Headers, fallback: datetime | None, ctx: _Context) -> tuple[datetime, bool]:
     raw = headers.first("date")
     if raw is None:
@@ -470,21 +617,30 @@ def _date(headers: _Headers, fallback: datetime | None, ctx: _Context) -> tuple[
     else:
         value = _fold(_header_text(raw, "Date", ctx))
         try:
-            parsed = parsedate_to_datetime(value)
+            if value.count(":") > 2 or "GMT+" in value or "GMT-" in value:
+                # "GMT+01:00": the strict reading takes GMT and drops the offset.
+                raise ValueError(value)
+            parsed: datetime | None = parsedate_to_datetime(value)
         except (TypeError, ValueError, OverflowError, IndexError):
-            ctx.note(f"Date: cannot read {value[:80]!r}")
-        else:
+            parsed = _lenient_date(value[:200])
+            if parsed is None:
+                ctx.note(f"Date: cannot read {value[:80]!r}")
+            else:
+                ctx.note(f"Date: {value[:80]!r} read leniently")
+        if parsed is not None and parsed.tzinfo is None and "-0000" not in value:
+            # A zone the strict reading could not place ("+01:00", "GMT+0100") is no UTC.
+            lenient = _lenient_date(value[:200])
+            if lenient is not None and lenient.tzinfo is not None:
+                ctx.note(f"Date: {value[:80]!r} read leniently")
+                parsed = lenient
+        if parsed is not None:
             if parsed.tzinfo is None:
                 # "-0000" (RFC 5322 3.3): the time is UTC, the sender's zone unknown.
                 parsed = parsed.replace(tzinfo=UTC)
             if parsed <= datetime.now(UTC) + _FUTURE_TOLERANCE:
                 return parsed, True
             ctx.note(f"Date: {value[:80]!r} is in the future; not used")
-    if fallback is None:
-        return datetime.now(UTC), False
-    if fallback.tzinfo is None:
-        return fallback.replace(tzinfo=UTC), False
-    return fallback, False
+    return _fallback_date(fallback)
 
 
 # --------------------------------------------------------------------------- MIME structure
@@ -498,7 +654,9 @@ def _date(headers: _Headers, fallback: datetime | None, ctx: _Context) -> tuple[
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _MAX_DEPTH = 60
 _HTML_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.I)
-_KNOWN_CTE = frozenset({"", "7bit", "8bit", "binary", "base64", "quoted-printable", *_UU_CTE})
+_KNOWN_CTE = frozenset(
+    {"", "7bit", "8bit", "binary", "base64", "quoted-printable", "x-gzip64", "gzip64", *_UU_CTE}
+)
 
 
 # One header field: name, optional obsolete blanks, colon, value with its folded lines.
@@ -514,12 +672,14 @@ def _read_headers(head: bytes, ctx: _Context) -> tuple[_Headers, bytes]:
     values: dict[str, list[str]] = {}
     pos = 0
     size = len(head)
+    last: list[str] | None = None  # the values of the field read last
     while pos < size:
         field = _FIELD.match(head, pos)
-        if field is not None:
+        if field is not None and not head.startswith(b"--", pos):
             name = field.group(1).decode("ascii").lower()
             value = field.group(2).rstrip(b"\r\n").decode("ascii", "surrogateescape")
-            values.setdefault(name, []).append(value)
+            last = values.setdefault(name, [])
+            last.append(value)
             pos = field.end()
             pos += 2 if head.startswith(b"\r\n", pos) else 1
             continue
@@ -529,7 +689,21 @@ def _read_headers(head: bytes, ctx: _Context) -> tuple[_Headers, bytes]:
             ctx.note("header block starts with a continuation line; line ignored")
         elif head.startswith(b"From ", pos):
             pass  # an mbox envelope line; Python's parser skips these too
+        elif head.startswith(b"--", pos):
+            # A boundary line right after the headers (no blank line): the body is there,
+            # even when the boundary holds a colon and so looks like a header field.
+            ctx.note("boundary line inside the header block; the body starts there")
+            return _Headers(values), head[pos:]
         elif head[pos:next_line].strip():
+            if last and _FIELD.match(head, next_line) is not None:
+                # Outlook wraps long header lines without indenting them: a line without a
+                # name between two fields is the rest of the one before.
+                ctx.note("header line wrapped without indentation; joined to the field before")
+                last[-1] += " " + head[pos:next_line].rstrip(b"\r\n").decode(
+                    "ascii", "surrogateescape"
+                )
+                pos = next_line
+                continue
             ctx.note("line without a header name; the body starts there")
             return _Headers(values), head[pos:]
         pos = next_line
@@ -547,16 +721,28 @@ def _params(value: str) -> dict[str, str]:
         # RFC 2231 (charset, language, continuations): compat32's rules, slower.
         mime: _Part = Message()
         mime.set_raw("content-type", value)
-        pairs: Any = mime.get_params()
-        for key, param in (pairs or [])[1:]:
-            result.setdefault(str(key).strip().lower(), collapse_rfc2231_value(param))
-        return result
+        try:
+            pairs: Any = mime.get_params()
+        except (TypeError, ValueError, LookupError):
+            # The standard library fails on some damaged continuations ("name*0" next to
+            # "name*"): the parameters are then read without RFC 2231.
+            pairs = None
+        if pairs is not None:
+            for key, param in pairs[1:]:
+                result.setdefault(str(key).strip().lower(), collapse_rfc2231_value(param))
+            return result
     for param in _PARAM.finditer(value):
         raw = (param.group(2) or "").strip()
         if raw.startswith('"') and raw.endswith('"') and len(raw) > 1:
             raw = raw[1:-1].replace("\\\\", "\\").replace('\\"', '"')
         result.setdefault(param.group(1).lower(), raw)
     return result
+
+
+def _unfold(value: str) -> str:
+    # RFC 5322 unfolding removes the line break and keeps the blank: also inside quotes, so
+    # that a boundary folded inside its quotes matches the boundary lines.
+    return _NEWLINES.sub("", value) if "\n" in value or "\r" in value else value
 
 
 def _main_value(value: str | None) -> str:
@@ -583,10 +769,10 @@ class _Entity:
         # Raw 8-bit bytes are decoded first so that 8-bit filenames survive.
         content_type = self.fields.first("content-type")
         if content_type is not None:
-            content_type = _unraw(content_type, "Content-Type", ctx)
+            content_type = _unraw(_unfold(content_type), "Content-Type", ctx)
         disposition = self.fields.first("content-disposition")
         if disposition is not None:
-            disposition = _unraw(disposition, "Content-Disposition", ctx)
+            disposition = _unraw(_unfold(disposition), "Content-Disposition", ctx)
         ctype = _main_value(content_type)
         # As compat32: no type means the default; a malformed one means text/plain.
         self.ctype = default_type if content_type is None else ctype
@@ -642,6 +828,10 @@ def _split_multipart(body: bytes, boundary: str, ctype: str, ctx: _Context) -> l
             continue  # a longer boundary that starts the same (nested parts do this)
         if start is not None:
             parts.append(body[start : _line_break_before(body, found)])
+        elif tail == b"--":
+            # No opening boundary: what comes before the closing one is the only part.
+            ctx.note(f"{ctype}: only a closing boundary; the text before it read as one part")
+            return [_as_part(body[: _line_break_before(body, found)])]
         start = line_end + 1
         if tail == b"--":
             return parts  # what follows the closing boundary is epilogue
@@ -654,6 +844,11 @@ def _split_multipart(body: bytes, boundary: str, ctype: str, ctx: _Context) -> l
     return parts
 
 
+def _as_part(data: bytes) -> bytes:
+    # Part headers when it starts with them, otherwise text without headers.
+    return data if data.lstrip()[:8].lower() == b"content-" else b"\n" + data
+
+
 class _Body:
     """Body text segments in message order and the attachments found on the way."""
 
@@ -661,6 +856,7 @@ class _Body:
         self.segments: list[tuple[str, str]] = []  # ("plain" | "html", text)
         self.last_resort: list[str] = []  # inline named text parts, delivery reports
         self.attachments: list[Attachment] = []
+        self.forwarded: list[str] = []  # attached messages, shown after the text
 
     def has(self, kind: str) -> bool:
         return any(k == kind and text.strip() for k, text in self.segments)
@@ -703,13 +899,36 @@ def _decoded(entity: _Entity, what: str, ctx: _Context) -> bytes:
         return binascii.a2b_qp(body)
     if cte in _UU_CTE:
         return _uudecode(body, what, ctx)
+    if cte in _GZIP64:
+        return _gunzip(_b64decode(body), what, ctx)
     if cte not in _KNOWN_CTE:
         ctx.note(f"{what}: unknown Content-Transfer-Encoding {cte!r}; kept as written")
     return body
 
 
+def _gunzip(data: bytes, what: str, ctx: _Context) -> bytes:
+    # Bounded: a small bomb must not take the memory of a parsing process.
+    unpack = zlib.decompressobj(wbits=47)  # gzip or zlib header
+    try:
+        result = unpack.decompress(data, _GUNZIP_LIMIT)
+    except zlib.error:
+        ctx.note(f"{what}: damaged x-gzip64 data; kept compressed")
+        return data
+    if unpack.unconsumed_tail:
+        ctx.note(f"{what}: x-gzip64 data larger than {_GUNZIP_LIMIT} bytes; size cut there")
+    return result
+
+
+_GUNZIP_LIMIT = 64 * 1024 * 1024
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
+
+
 def _decoded_size(entity: _Entity, what: str, ctx: _Context) -> int:
     if entity.transfer_encoding == "base64":
+        if entity.body.translate(None, _BASE64_CHARS):
+            # Characters outside base64 count for nothing: lenient decoding drops them.
+            ctx.note(f"{what}: damaged base64 read leniently")
+            return len(_b64decode(entity.body))
         # Counted, not decoded: attachments can be many megabytes and only the size is kept.
         chars = len(entity.body.translate(None, b" \t\r\n"))
         padding = entity.body[-64:].translate(None, b" \t\r\n")[-2:].count(b"=")
@@ -767,11 +986,28 @@ def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: b
         if subtype == "delivery-status":
             # ...but a bounce that explains itself only in its report should still say why.
             out.last_resort.append(_part_text(entity, "plain", ctx))
+        elif subtype in _INNER_MESSAGE:
+            # ...and an attached message is shown after the text, as mail clients do, so
+            # that what was forwarded is read and found by search.
+            out.forwarded.append(_inner_message(entity, ctx, depth))
+        return
+    if entity.transfer_encoding in _GZIP64 or (
+        maintype == "text" and subtype in _RICH and not alternative
+    ):
+        if entity.transfer_encoding not in _GZIP64 and not entity.filename and (
+            entity.disposition != "attachment"
+        ):
+            out.segments.append(("plain", _rich_to_plain(_part_text(entity, subtype, ctx))))
+            return
+        _attach(out, entity, ctx)
         return
     named = entity.filename is not None
     if maintype == "text" and subtype in {"plain", "html"} and entity.disposition != "attachment":
         if not named:
-            out.segments.append((subtype, _part_text(entity, subtype, ctx)))
+            text = _part_text(entity, subtype, ctx)
+            if subtype == "plain" and ("begin " in text or "=ybegin " in text):
+                text = _inline_encoded(text, out, ctx)
+            out.segments.append((subtype, text))
             return
         if subtype == "plain":
             out.last_resort.append(_part_text(entity, "plain", ctx))
@@ -790,6 +1026,7 @@ def _walk_alternative(entities: list[_Entity], out: _Body, ctx: _Context, depth:
         collected.append(sub)
         out.attachments += sub.attachments
         out.last_resort += sub.last_resort
+        out.forwarded += sub.forwarded
     chosen = next((sub for sub in collected if sub.has("plain")), None)
     if chosen is None:
         chosen = next((sub for sub in reversed(collected) if sub.has("html")), None)
@@ -804,7 +1041,83 @@ def _body_text(out: _Body) -> str:
     texts = [text for text in texts if text.strip()]
     if not texts:
         texts = [text.strip("\n") for text in out.last_resort if text.strip()]
+    texts += out.forwarded
     return _clean("\n\n".join(texts))
+
+
+_INNER_MESSAGE = frozenset({"rfc822", "global", "news"})
+_INNER_HEADERS = (("from", "From"), ("date", "Date"), ("subject", "Subject"), ("to", "To"),
+                  ("cc", "Cc"))
+_FORWARD_LINE = "---------- Forwarded message ----------"
+
+
+def _inner_message(entity: _Entity, ctx: _Context, depth: int) -> str:
+    """An attached message as a mail client shows it: a separator, its main headers as
+    written (encoded words decoded), its text."""
+    data = entity.body
+    if entity.transfer_encoding in {"base64", "quoted-printable"}:
+        data = _decoded(entity, "attached message", ctx)
+    inner = _Entity(data, ctx)
+    lines = [_FORWARD_LINE]
+    for key, label in _INNER_HEADERS:
+        raw = inner.fields.first(key)
+        if raw is not None:
+            what = f"attached message's {label}"
+            value = _fold(_decode_words(_header_text(raw, what, ctx), what, ctx))
+            lines.append(f"{label}: {value}")
+    sub = _Body()
+    _walk(inner, sub, ctx, depth + 1, alternative=False)
+    text = _body_text(sub)
+    return "\n".join(lines) + ("\n\n" + text if text else "")
+
+
+_RICH = frozenset({"richtext", "enriched"})
+_GZIP64 = frozenset({"x-gzip64", "gzip64"})
+_RICH_COMMAND = re.compile(r"<<|<(/?)([A-Za-z0-9-]{1,60})>")
+_RICH_PARAM = re.compile(r"(?is)<param>.*?</param>")
+
+
+def _rich_to_plain(text: str) -> str:
+    """text/richtext (RFC 1341) and text/enriched (RFC 1896) without their formatting
+    commands: "<<" is a "<", and <nl> (richtext) is a line break."""
+    text = _RICH_PARAM.sub("", text)
+
+    def command(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name is None:
+            return "<"
+        return "\n" if name.lower() in {"nl", "np"} and not match.group(1) else ""
+
+    return _RICH_COMMAND.sub(command, text)
+
+
+_UU_BLOCK = re.compile(
+    r"(?m)^begin(?:-base64)? [0-7]{3,4} (?P<uuname>[^\n]+)\n(?:.*\n)*?end[ \t]*$"
+    r"|^=ybegin (?P<yhead>[^\n]*)\n(?:.*\n)*?=yend[^\n]*$"
+)
+_YENC_NAME = re.compile(r"\bname=(.*)$")
+_YENC_SIZE = re.compile(r"\bsize=(\d+)")
+
+
+def _inline_encoded(text: str, out: _Body, ctx: _Context) -> str:
+    """Uuencoded and yEnc blocks inside plain text are attachments, not text."""
+    def attach(match: re.Match[str]) -> str:
+        if match.group("uuname") is not None:
+            name = match.group("uuname").strip()
+            data = _uudecode(match.group(0).encode("utf-8", "surrogateescape"), name, ctx)
+            out.attachments.append(Attachment(_clean(name), "application/octet-stream", len(data)))
+            ctx.note(f"uuencoded {name!r} inside the text read as an attachment")
+        else:
+            head = match.group("yhead")
+            name_match = _YENC_NAME.search(head)
+            size_match = _YENC_SIZE.search(head)
+            name = name_match.group(1).strip() if name_match else "yenc.bin"
+            size = int(size_match.group(1)) if size_match else 0
+            out.attachments.append(Attachment(_clean(name), "application/octet-stream", size))
+            ctx.note(f"yEnc {name!r} inside the text read as an attachment")
+        return ""
+
+    return _BLANK_LINES.sub("\n\n", _UU_BLOCK.sub(attach, text))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -880,28 +1193,54 @@ def parse_message(raw: bytes, *, fallback_date: datetime | None = None) -> Parse
         return _raw_reading(raw, fallback_date)
 
 
+_BOM = b"\xef\xbb\xbf"
+_NONE: tuple[Address, ...] = ()
+_NO_IDS: tuple[str, ...] = ()
+_T = TypeVar("_T")
+
+
+def _guarded(ctx: _Context, what: str, read: Callable[[], _T], default: _T) -> _T:
+    """`read()`, or `default` when it fails: one field that cannot be read costs only itself."""
+    try:
+        return read()
+    except Exception:
+        # A bug, or input beyond what the standard library copes with (RecursionError on
+        # deeply nested comments): the field stays in the raw bytes, the others are read.
+        log.exception("%s of message %s could not be read; left out", what, ctx.label)
+        ctx.note(f"{what}: could not be read; kept only in the raw message")
+        return default
+
+
 def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
     ctx = _Context()
+    if raw.startswith(_BOM):
+        # Saved by an editor: the mark is no part of the first header's name.
+        ctx.note("UTF-8 byte order mark before the headers; ignored")
+        raw = raw[len(_BOM) :]
     root = _Entity(raw, ctx)
+    headers = root.fields
+    message_id = _guarded(ctx, "Message-ID", lambda: _first_id(headers, "message-id", ctx), None)
+    ctx.label = message_id or "without Message-ID"
     ctx.hint = root.charset
     out = _Body()
-    _walk(root, out, ctx, 0, alternative=False)
-    body_text = _body_text(out)
-    if not body_text and root.ctype in {"text/plain", "text/html"} and root.body.strip():
-        # A single-part text message sent "as an attachment" is still the message's text.
-        text = _part_text(root, root.ctype[5:], ctx)
-        body_text = _clean(html_to_text(text) if root.ctype == "text/html" else text.strip("\n"))
-    headers = root.fields
-    date, date_from_header = _date(headers, fallback_date, ctx)
-    subject = _subject(headers, ctx)
-    from_, to, cc, bcc, reply_to, sender = (
-        _addresses(headers, name, ctx) for name in ("from", "to", "cc", "bcc", "reply-to", "sender")
+    body_text = _guarded(ctx, "body", lambda: _root_text(root, out, ctx), None)
+    if body_text is None:
+        body_text = _raw_text(root.body, ctx)
+    date, date_from_header = _guarded(
+        ctx, "Date", lambda: _date(headers, fallback_date, ctx), _fallback_date(fallback_date)
     )
-    message_id = _first_id(headers, "message-id", ctx)
-    in_reply_to = _first_id(headers, "in-reply-to", ctx)
-    references = _references(headers, ctx)
+    subject = _guarded(ctx, "Subject", lambda: _subject(headers, ctx), "")
+    from_, to, cc, bcc, reply_to, sender = (
+        _guarded(ctx, name.capitalize(), functools.partial(_addresses, headers, name, ctx), _NONE)
+        for name in ("from", "to", "cc", "bcc", "reply-to", "sender")
+    )
+    in_reply_to = _guarded(
+        ctx, "In-Reply-To", lambda: _first_id(headers, "in-reply-to", ctx), None
+    )
+    references = _guarded(ctx, "References", lambda: _references(headers, ctx), _NO_IDS)
     list_id, auto_submitted, precedence = (
-        _plain_header(headers, name, ctx) for name in ("list-id", "auto-submitted", "precedence")
+        _guarded(ctx, name, functools.partial(_plain_header, headers, name, ctx), None)
+        for name in ("list-id", "auto-submitted", "precedence")
     )
     return ParsedMessage(
         date=date,
@@ -925,18 +1264,38 @@ def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
     )
 
 
+def _root_text(root: _Entity, out: _Body, ctx: _Context) -> str:
+    _walk(root, out, ctx, 0, alternative=False)
+    body_text = _body_text(out)
+    if not body_text and root.ctype in {"text/plain", "text/html"} and root.body.strip():
+        # A single-part text message sent "as an attachment" is still the message's text.
+        text = _part_text(root, root.ctype[5:], ctx)
+        body_text = _clean(html_to_text(text) if root.ctype == "text/html" else text.strip("\n"))
+    return body_text
+
+
+def _raw_text(body: bytes, ctx: _Context) -> str:
+    ctx.note("internal error while parsing; the body is the raw text after the headers")
+    return _clean(_decode_bytes(body, None, "body", ctx).replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _fallback_date(fallback: datetime | None) -> tuple[datetime, bool]:
+    if fallback is None:
+        return datetime.now(UTC), False
+    if fallback.tzinfo is None:
+        return fallback.replace(tzinfo=UTC), False
+    return fallback, False
+
+
 def _raw_reading(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
     ctx = _Context()
-    ctx.note("internal error while parsing; the body is the raw text after the headers")
     _head, _sep, rest = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
-    text = _decode_bytes(rest, None, "body", ctx).replace("\r", "\n")
-    date = fallback_date or datetime.now(UTC)
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
+    text = _raw_text(rest, ctx)
+    date = _fallback_date(fallback_date)[0]
     return ParsedMessage(
         date=date,
         date_from_header=False,
         subject="",
-        body_text=_clean(text),
+        body_text=text,
         defects=tuple(ctx.defects),
     )

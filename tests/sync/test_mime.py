@@ -11,6 +11,7 @@ import pickle
 import re
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
@@ -642,7 +643,7 @@ def test_message_rfc822_attachment() -> None:
     inner = make(
         "From: inner@example.com",
         "Subject: Forwarded original",
-        body="Inner body must not leak.",
+        body="The inner body follows the outer text.",
     )
     raw = multipart(
         "mixed",
@@ -653,8 +654,11 @@ def test_message_rfc822_attachment() -> None:
     )
     parsed = parse_message(raw)
     assert parsed.subject == "Fwd: Forwarded original"
-    assert parsed.body_text == "See the forwarded message."
-    assert "Inner body" not in parsed.body_text
+    assert parsed.body_text == (
+        "See the forwarded message.\n\n---------- Forwarded message ----------\n"
+        "From: inner@example.com\nSubject: Forwarded original\n\n"
+        "The inner body follows the outer text."
+    )
     assert parsed.attachments == (Attachment("orig.eml", "message/rfc822", len(inner)),)
     assert [a.addr for a in parsed.from_] == ["outer@example.com"]
 
@@ -882,3 +886,131 @@ def test_parsed_message_is_frozen_and_picklable() -> None:
         parsed.subject = "changed"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(parsed)) == parsed  # noqa: S301 - our own object
     assert hash(parsed.from_[0]) == hash(Address("A", "a@example.com"))
+
+
+# --------------------------------------------------------------------------- damage, field by field
+
+
+def test_a_field_that_cannot_be_read_costs_only_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = mime._subject
+
+    def broken(headers: object, ctx: object) -> str:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(mime, "_subject", broken)
+    raw = make(
+        "From: A <a@example.com>", "To: b@example.org", "Subject: lost",
+        "Date: Mon, 1 Jan 2024 10:00:00 +0100", "Message-ID: <named@example.com>",
+        body="still here",
+    )
+    with caplog.at_level(logging.ERROR, logger=mime.__name__):
+        parsed = parse_message(raw, fallback_date=FALLBACK)
+    assert parsed.subject == ""
+    assert [a.addr for a in parsed.from_] == ["a@example.com"]
+    assert [a.addr for a in parsed.to] == ["b@example.org"]
+    assert parsed.date_from_header
+    assert parsed.body_text == "still here"
+    assert "Subject: could not be read; kept only in the raw message" in parsed.defects
+    # The log names the message, so that it can be found.
+    assert any("named@example.com" in r.getMessage() for r in caplog.records)
+    assert real is not broken
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "(" * 20000 + "x" + ")" * 20000 + " <a@example.org>",
+        "=?utf-8?q?a?= (" * 5000 + " <a@example.org>",
+        ", ".join(f"=?utf-8?b?w6Q=?={i} <u{i}@example.org>" for i in range(20000)),
+        "<" * 50000 + "a@example.org",
+        '"' + "\\" * 50000 + '" <a@example.org>',
+        "=?utf-8?q?" + "=C3=A4" * 100000 + "?= <a@example.org>",
+    ],
+)
+def test_hostile_address_headers_take_bounded_time(to: str) -> None:
+    raw = make(
+        "From: A <a@example.com>", f"To: {to}", "Subject: still read",
+        "Date: Mon, 1 Jan 2024 10:00:00 +0100", body="body",
+    )
+    started = time.perf_counter()
+    parsed = parse_message(raw, fallback_date=FALLBACK)
+    assert time.perf_counter() - started < 5
+    assert parsed.subject == "still read"
+    assert [a.addr for a in parsed.from_] == ["a@example.com"]
+    assert parsed.date_from_header
+    assert not any("could not be read" in d or "internal error" in d for d in parsed.defects)
+
+
+def test_many_header_fields_take_bounded_time() -> None:
+    raw = make(*(f"X-Filler-{i}: {'v' * 50}" for i in range(50000)), "Subject: last", body="b")
+    started = time.perf_counter()
+    parsed = parse_message(raw)
+    assert time.perf_counter() - started < 5
+    assert parsed.subject == "last"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("Tue, 17 Jul 2012 22:23:35.882 0000", "2012-07-17T22:23:35+00:00"),
+        ("17 Jul 2012 22:23:35 0200 (CEST)", "2012-07-17T22:23:35+02:00"),
+        ("Tue, 17 Jul 2012 22:23:35 +02:00", "2012-07-17T22:23:35+02:00"),
+        ("Tue, 17 Jul 2012 22:23:35 GMT+0200", "2012-07-17T22:23:35+02:00"),
+        ("Tue. 17 Jul. 2012 22:23:35 -0500", "2012-07-17T22:23:35-05:00"),
+        ("2012-07-17T22:23:35Z", "2012-07-17T22:23:35+00:00"),
+        ("2012-07-17 22:23 -03:30", "2012-07-17T22:23:00-03:30"),
+    ],
+)
+def test_lenient_dates(written: str, expected: str) -> None:
+    parsed = parse_message(make(f"Date: {written}"), fallback_date=FALLBACK)
+    assert parsed.date_from_header
+    assert parsed.date.isoformat() == expected
+
+
+@pytest.mark.parametrize("written", ["07/08/2012 10:00", "yesterday", "Tue, 99 Foo 2012"])
+def test_ambiguous_dates_are_not_guessed(written: str) -> None:
+    parsed = parse_message(make(f"Date: {written}"), fallback_date=FALLBACK)
+    assert not parsed.date_from_header
+    assert parsed.date == FALLBACK
+
+
+def test_well_formed_mail_has_no_repair_notes() -> None:
+    # The repairs run only where the cheap reading sees something wrong.
+    raw = multipart(
+        "mixed", "m",
+        part("text/plain; charset=iso-8859-1", "Caf\xe9 au lait".encode("latin-1")),
+        part("application/pdf", "JVBERi0=", "Content-Transfer-Encoding: base64",
+             "Content-Disposition: attachment; filename=a.pdf"),
+        headers=("From: A <a@example.com>", "Date: Mon, 1 Jan 2024 10:00:00 +0100",
+                 "Subject: fine"),
+    )
+    parsed = parse_message(raw)
+    assert parsed.defects == ()
+    assert parsed.body_text == "Café au lait"
+
+
+def test_richtext_inside_a_mixed_message_is_text() -> None:
+    raw = multipart("mixed", "m", part("text/enriched", "<bold>Bold</bold> and <<plain>."))
+    assert parse_message(raw).body_text == "Bold and <plain>."
+
+
+def test_damaged_gzip64_is_kept_as_an_attachment() -> None:
+    raw = multipart(
+        "mixed", "m", part("text/plain", "see attachment"),
+        part("application/octet-stream", "bm90IGd6aXA=", "Content-Transfer-Encoding: x-gzip64"),
+    )
+    parsed = parse_message(raw)
+    assert parsed.body_text == "see attachment"
+    assert [a.content_type for a in parsed.attachments] == ["application/octet-stream"]
+    assert any("x-gzip64" in d for d in parsed.defects)
+
+
+def test_nested_forwarded_messages_are_cut_off_at_the_depth_limit() -> None:
+    raw = make("Subject: innermost", body="deepest text")
+    for level in range(100):
+        raw = make("Content-Type: message/rfc822", f"Subject: level {level}", body=raw)
+    parsed = parse_message(raw)
+    assert any("nesting" in d for d in parsed.defects)
+    assert not any("internal error" in d for d in parsed.defects)
