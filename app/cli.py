@@ -100,6 +100,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"imported: {summary.imported}")
     print(f"already present: {summary.already_present}")
     print(f"contacts created: {summary.contacts_created}")
+    # Damaged messages are imported; the count says how many were read with repairs.
+    print(f"read with repairs: {len(summary.repaired)}")
+    if args.verbose:
+        for what, defects in summary.repaired:
+            print(f"  {what}: {'; '.join(defects)}")
     print(f"failed: {len(summary.failed)}")
     for what, why in summary.failed:
         print(f"  {what}: {why}")
@@ -444,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--writers", type=_positive, default=2,
                      help="database connections storing batches side by side (default: 2)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--verbose", action="store_true",
+                     help="name each message read with repairs, and what was repaired")
     _add_policy_options(imp)
     imp.set_defaults(func=_cmd_import)
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import psycopg
 
 from xtmail.sync.errors import ConfigError
+from xtmail.sync.mail.mime import looks_like_mail
 from xtmail.sync.pipeline import (
     BATCH_BYTES,
+    Parsing,
     WriterPool,
     batches,
     start_parse,
@@ -29,6 +31,7 @@ from xtmail.sync.pipeline import (
 from xtmail.sync.values import BatchResult, ImportPolicy, Incoming, Location
 
 FILE_ACCOUNT = "file"
+NOT_MAIL = "not a mail message: no header block (an empty or binary file)"
 
 
 @dataclass
@@ -41,6 +44,8 @@ class ImportSummary:
     #: files in the given folders that are not mail (listed, never silently passed over).
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: (where, defect notes) for every new message that was damaged and read with repairs.
+    repaired: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
     @property
     def seen(self) -> int:
@@ -97,7 +102,12 @@ def iter_sources(paths: Iterable[Path]) -> Iterator[Incoming | _Failure]:
             except OSError as exc:
                 yield _Failure(str(path), exc.strerror or str(exc))
             else:
-                yield Incoming(raw, Location(FILE_ACCOUNT, str(path.resolve()), 0, 0), _mtime(path))
+                if looks_like_mail(raw):
+                    yield Incoming(
+                        raw, Location(FILE_ACCOUNT, str(path.resolve()), 0, 0), _mtime(path)
+                    )
+                else:
+                    yield _Failure(str(path), NOT_MAIL)
         else:
             yield from _mbox(path)
 
@@ -120,6 +130,9 @@ def _maildir(path: Path) -> Iterator[Incoming | _Failure]:
                         arrived = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
                 except OSError as exc:
                     yield _Failure(entry.path, exc.strerror or str(exc))
+                    continue
+                if not looks_like_mail(raw):
+                    yield _Failure(entry.path, NOT_MAIL)
                     continue
                 key = entry.name.split(":", 1)[0]
                 yield Incoming(raw, Location(FILE_ACCOUNT, f"{base}/{key}", 0, 0), arrived)
@@ -147,6 +160,9 @@ def _mbox(path: Path) -> Iterator[Incoming | _Failure]:
         for number, key in enumerate(box.iterkeys(), start=1):
             message = box.get_message(key)
             raw = box.get_bytes(key)
+            if not looks_like_mail(raw):
+                yield _Failure(f"{path} message {number}", NOT_MAIL)
+                continue
             yield Incoming(
                 raw, Location(FILE_ACCOUNT, str(path.resolve()), 0, number), _mbox_date(message)
             )
@@ -205,7 +221,7 @@ def import_paths(
     counter = _Counter(summary, progress)
     # A writer thread even for one connection: this thread reads (and without worker
     # processes parses) the next batch while the writer stores one.
-    pool: WriterPool[None] = WriterPool([conn, *extra], policy, source="file",
+    pool: WriterPool[Parsing] = WriterPool([conn, *extra], policy, source="file",
                                         on_stored=counter.stored, backlog=max(workers, 1))
     try:
         messages = _batches(iter_sources(paths), batch_size, summary, batch_bytes)
@@ -219,7 +235,8 @@ def import_paths(
                                                  for item in batch])
                 if executor is None:
                     parsing.result()  # here, so that the writers only write
-                pool.put(batch, parsing, None)
+                # The parse goes with the batch as its tag: the summary reads its notes.
+                pool.put(batch, parsing, parsing)
     except BaseException:
         pool.abort()
         raise
@@ -238,8 +255,11 @@ class _Counter:
         self.summary = summary
         self.progress = progress
 
-    def stored(self, _tag: None, items: Sequence[Incoming], result: BatchResult) -> None:
+    def stored(self, parsing: Parsing, items: Sequence[Incoming], result: BatchResult) -> None:
         summary = self.summary
+        for item, prepared, new in zip(items, parsing.result(), result.new, strict=False):
+            if new and prepared.defects:
+                summary.repaired.append((_where(item.location), prepared.defects))
         summary.imported += result.imported
         summary.already_present += result.already_present
         summary.contacts_created += result.contacts_created
@@ -248,6 +268,13 @@ class _Counter:
                 summary.warnings.append(warning)
         if self.progress:
             self.progress(len(items))
+
+
+def _where(location: Location | None) -> str:
+    # An mbox file holds many messages: its number names one.
+    if location is None:
+        return "a message"
+    return f"{location.mailbox} message {location.uid}" if location.uid else location.mailbox
 
 
 def check_paths(paths: Sequence[str]) -> list[Path]:

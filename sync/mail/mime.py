@@ -35,7 +35,9 @@ from typing import Any, TypeAlias, TypeVar
 
 from xtmail.sync.mail.textops import newlines_to_lf
 
-__all__ = ["Address", "Attachment", "ParsedMessage", "html_to_text", "parse_message"]
+__all__ = [
+    "Address", "Attachment", "ParsedMessage", "html_to_text", "looks_like_mail", "parse_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -1176,6 +1178,19 @@ def html_to_text(html: str) -> str:
 
 
 # --------------------------------------------------------------------------- entry point
+
+_FIRST_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+
+
+def looks_like_mail(raw: bytes) -> bool:
+    """True when `raw` starts with a header field (after a byte order mark or an mbox
+    "From " line): an empty file or a binary one given as mail does not."""
+    start = len(_BOM) if raw.startswith(_BOM) else 0
+    if raw.startswith(b"From ", start):
+        line_end = raw.find(b"\n", start)
+        start = len(raw) if line_end < 0 else line_end + 1
+    return _FIRST_FIELD.match(raw, start) is not None
+
 
 
 def parse_message(raw: bytes, *, fallback_date: datetime | None = None) -> ParsedMessage:

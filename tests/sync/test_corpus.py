@@ -220,14 +220,6 @@ EXPECTED: dict[str, Case] = {
         date="2024-07-15T10:00:00+00:00",
         text="Every header appears twice.",
     ),
-    "empty": Case(
-        subject="",
-        from_=(),
-        to=(),
-        date=None,
-        text="",
-        defects=("Date: header missing",),
-    ),
     "encoded-words-broken": Case(
         subject="Grüße and =?utf-8?Q?unterminated word",
         from_=("Björn <bjorn@example.com>",),

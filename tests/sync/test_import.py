@@ -120,20 +120,42 @@ def test_import_reads_maildir_and_mbox(db_dsn: str, tmp_path: Path,
     box.add(make_message(subject="from mbox one"))
     box.add(make_message(subject="from mbox two"))
     box.close()
-    (tmp_path / "broken.eml").write_bytes(b"\x00\xff garbage without headers")
+    (tmp_path / "damaged.eml").write_bytes(b"\xef\xbb\xbf" + make_message(subject="damaged"))
     code = main(["import", "--dsn", db_dsn, "--quiet", "--workers", "1",
-                 str(tmp_path / "md"), str(mbox_path), str(tmp_path / "broken.eml")])
+                 str(tmp_path / "md"), str(mbox_path), str(tmp_path / "damaged.eml")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "imported: 4" in out
     with psycopg.connect(db_dsn) as conn:
         subjects = {r[0] for r in conn.execute("SELECT eml_subj FROM xtbatch.eml")}
-        assert {"from maildir", "from mbox one", "from mbox two"} <= subjects
+        assert {"from maildir", "from mbox one", "from mbox two", "damaged"} <= subjects
         raw = conn.execute(
-            "SELECT eml_msg FROM xtbatch.eml WHERE eml_msg = %s",
-            (b"\x00\xff garbage without headers",),
+            "SELECT eml_msg FROM xtbatch.eml WHERE eml_subj = 'damaged'"
         ).fetchone()
-        assert raw is not None, "the malformed file must be stored with its raw bytes"
+        assert raw is not None and bytes(raw[0]).startswith(b"\xef\xbb\xbf"), (
+            "a damaged message is stored with its raw bytes"
+        )
+
+
+def test_import_refuses_what_is_not_mail_and_names_repairs(
+    db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty.eml").write_bytes(b"")
+    (tmp_path / "binary.eml").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    (tmp_path / "good.eml").write_bytes(make_message(subject="good"))
+    (tmp_path / "bom.eml").write_bytes(b"\xef\xbb\xbf" + make_message(subject="bom"))
+    code = main(["import", "--dsn", db_dsn, "--quiet", "--workers", "1", "--verbose",
+                 str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "imported: 2" in out
+    assert "read with repairs: 1" in out
+    assert f"  {(tmp_path / 'bom.eml').resolve()}: UTF-8 byte order mark before the headers" in out
+    assert "failed: 2" in out
+    for name in ("empty.eml", "binary.eml"):
+        assert f"  {tmp_path / name}: not a mail message" in out
+    with psycopg.connect(db_dsn) as conn:
+        assert {r[0] for r in conn.execute("SELECT eml_subj FROM xtbatch.eml")} == {"good", "bom"}
 
 
 def test_missing_path_is_a_clear_error(db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:

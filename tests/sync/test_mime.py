@@ -1014,3 +1014,28 @@ def test_nested_forwarded_messages_are_cut_off_at_the_depth_limit() -> None:
     parsed = parse_message(raw)
     assert any("nesting" in d for d in parsed.defects)
     assert not any("internal error" in d for d in parsed.defects)
+
+
+def test_an_empty_file_reads_as_an_empty_message_and_is_no_mail() -> None:
+    # `xtmail import` refuses it (not a mail message); the parser still never fails on it.
+    parsed = parse_message(b"", fallback_date=FALLBACK)
+    assert (parsed.subject, parsed.from_, parsed.body_text) == ("", (), "")
+    assert parsed.date == FALLBACK
+    assert parsed.defects == ("Date: header missing",)
+    assert not mime.looks_like_mail(b"")
+
+
+@pytest.mark.parametrize(
+    ("raw", "is_mail"),
+    [
+        (b"", False),
+        (b"\r\n\r\nbody only", False),
+        (b"\x7fELF\x02\x01\x01\x00\x00", False),
+        (b"no headers at all", False),
+        (b"Subject: only a header", True),
+        (b"\xef\xbb\xbfFrom: a@example.com\r\n\r\nx", True),
+        (b"From sender@example.com Mon Jan  1 00:00:00 2024\nSubject: mbox\n\nbody", True),
+    ],
+)
+def test_looks_like_mail(raw: bytes, is_mail: bool) -> None:
+    assert mime.looks_like_mail(raw) is is_mail
