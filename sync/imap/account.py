@@ -241,7 +241,7 @@ class AccountSync:
 
         IDLE watches one folder. With more folders configured it ends after
         ``other_folders_every`` seconds at most, so that the next pass sees the others too:
-        for an unchanged folder that pass costs one STATUS (about 2 ms).
+        for an unchanged folder that pass costs one STATUS command.
         """
         folders = self.settings.folders
         either = _Either(self.wake, self.stop)
