@@ -204,14 +204,16 @@ ADDRESS_SQL = (
 
 
 EML_SQL = """
-    INSERT INTO xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_status)
-    SELECT m.i, 'bench:' || m.i, m.date, s.text, b.text, 'I'
+    INSERT INTO xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg,
+                             eml_status)
+    SELECT m.i, convert_to('bench:' || m.i, 'UTF8'), (m.date AT TIME ZONE 'UTC')::date,
+           s.text, b.text, '', 'C'
       FROM bench_msg m JOIN bench_subject s ON s.s = m.subj
       JOIN bench_body b ON b.b = m.body"""
 
 EMLADDR_SQL = """
     INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr, emladdr_name)
-    SELECT m.i, x.kind, p.addr, p.name
+    SELECT m.i, x.kind, p.addr, coalesce(p.name, '')
       FROM bench_msg m
       CROSS JOIN LATERAL (VALUES
           ('FROM', CASE WHEN m.outgoing THEN 0 ELSE m.them END),
@@ -229,8 +231,8 @@ EMLASSC_SQL = """
      WHERE p.cntct_id IS NOT NULL"""
 
 MSG_SQL = """
-    INSERT INTO xtmail.msg (msg_eml_id, msg_message_id, msg_size, msg_search)
-    SELECT m.i, '<bench.' || m.i || '@mail.example.com>', 2000 + length(b.text),
+    INSERT INTO xtmail.msg (msg_eml_id, msg_date, msg_message_id, msg_size, msg_search)
+    SELECT m.i, m.date, '<bench.' || m.i || '@mail.example.com>', 2000 + length(b.text),
            b.vec || s.vec || us.vec || them.vec || coalesce(cc.vec, '')
       FROM bench_msg m JOIN bench_subject s ON s.s = m.subj
       JOIN bench_body b ON b.b = m.body

@@ -50,16 +50,23 @@ def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
     total = messages + others
     words = list(WORDS)
     conn.execute(
-        """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg)
-           SELECT md5('bench' || i),
-                  timestamptz '2026-01-01 00:00+00' + i * interval '1 minute',
+        """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status)
+           SELECT decode(md5('bench' || i), 'hex'),
+                  date '2026-01-01' + i / 1440,
                   initcap(w[1 + i %% 37]) || ' ' || w[1 + i %% 41] || ' ' || w[1 + i %% 43]
                     || ' ' || w[1 + i %% 47] || ' [xtref:S-' || %(number)s || ']',
                   'Message ' || i || E'\\n' || repeat(w[1 + i %% 31] || ' ', 200),
-                  convert_to('Subject: message ' || i || E'\\r\\n\\r\\nbody\\r\\n', 'UTF8')
+                  convert_to('Subject: message ' || i || E'\\r\\n\\r\\nbody\\r\\n', 'UTF8'),
+                  'C'
              FROM generate_series(1, %(total)s) AS i, (SELECT %(words)s::text[] AS w) AS v""",
         {"total": total, "words": words, "number": ORDER_NUMBER},
     )
+    # The exact times live in xtmail.msg (Connect's eml_date is a day).
+    conn.execute(
+        """INSERT INTO xtmail.msg (msg_eml_id, msg_date, msg_size)
+           SELECT eml_id, timestamptz '2026-01-01 00:00+00' + eml_id * interval '1 minute',
+                  length(eml_msg)
+             FROM xtbatch.eml""")
     conn.execute(
         """INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
                                          emladdr_name)

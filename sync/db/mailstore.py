@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import date, datetime, time
 from typing import Any
 
 import psycopg
@@ -68,6 +69,16 @@ _ADDRESSES = """
                      ORDER BY a.emladdr_id)
      FROM xtbatch.emladdr a WHERE a.emladdr_eml_id = m.eml_id AND a.emladdr_type = '{kind}')
 """
+
+
+#: A message's time: the exact one xtmail keeps, else (mail stored by Connect) the start of
+#: Connect's day in the session's time zone.
+MESSAGE_TIME = "coalesce({msg}.msg_date, {eml}.eml_date::timestamptz)"
+
+
+def _midnight(day: date | None) -> datetime | None:
+    """The start of ``day`` in local time, as :data:`MESSAGE_TIME` gives it."""
+    return None if day is None else datetime.combine(day, time()).astimezone()
 
 
 def _document(code: str) -> registry.DocumentType:
@@ -217,14 +228,15 @@ class MailStore:
         """A document's mail, newest first; ``limit`` rows from ``offset``."""
         doc = _document(code)
         query = sql.SQL(
-            """SELECT m.eml_id, m.eml_date, coalesce(m.eml_subj, ''), t.via,
+            """SELECT m.eml_id, {date} AS date, coalesce(m.eml_subj, ''), t.via,
                       coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
                  FROM ({ids}) AS t
                  JOIN xtbatch.eml m ON m.eml_id = t.eml_id
-                ORDER BY m.eml_date DESC NULLS LAST, m.eml_id DESC
+                 LEFT JOIN xtmail.msg x ON x.msg_eml_id = m.eml_id
+                ORDER BY date DESC NULLS LAST, m.eml_id DESC
                 LIMIT %(limit)s OFFSET %(offset)s"""
         ).format(
-            ids=self._ids_query(doc),
+            ids=self._ids_query(doc), date=sql.SQL(MESSAGE_TIME.format(eml="m", msg="x")),
             from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
             to=sql.SQL(_ADDRESSES.format(kind="TO")),
             cc=sql.SQL(_ADDRESSES.format(kind="CC")),
@@ -247,7 +259,7 @@ class MailStore:
             conn.cursor(row_factory=dict_row) as cur,
         ):
             await cur.execute(
-                """SELECT e.eml_id, e.eml_date, coalesce(e.eml_subj, '') AS subject,
+                """SELECT e.eml_id, m.msg_date, e.eml_date, coalesce(e.eml_subj, '') AS subject,
                           coalesce(e.eml_body, '') AS body, m.msg_reply_to,
                           coalesce(m.msg_attachments, '[]') AS attachments
                      FROM xtbatch.eml e LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
@@ -270,7 +282,8 @@ class MailStore:
             ("", a.strip()) for a in (row["msg_reply_to"] or "").split(",") if a.strip()
         )
         return MessageDetail(
-            eml_id=row["eml_id"], date=row["eml_date"], subject=row["subject"],
+            eml_id=row["eml_id"], date=row["msg_date"] or _midnight(row["eml_date"]),
+            subject=row["subject"],
             body=row["body"], from_=tuple(addresses.get("FROM", ())),
             to=tuple(addresses.get("TO", ())), cc=tuple(addresses.get("CC", ())),
             reply_to=reply_to, attachments=tuple(row["attachments"]),

@@ -67,6 +67,10 @@ _WORD_CHARS = re.compile(r"\w{%d}" % MIN_FRAGMENT)  # noqa: UP031  # a regex, no
 _LAST_PREFIX = re.compile(r"'(\w+)':\*$")
 _COMPLETE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)*\.[^\W\d_]{2,}$")
 _NEWEST_KEY = sql.SQL("coalesce(e.eml_date, '-infinity'::timestamptz)")
+# The same key on xtmail.msg itself, as its index (migration 0004) holds it: the exact time
+# is xtmail's (Connect's eml_date is a date). Mail only Connect stored has no words to search
+# and no row there; the walk passes it by.
+_MSG_NEWEST_KEY = sql.SQL("coalesce(m.msg_date, '-infinity'::timestamptz)")
 
 
 # -- contacts ----------------------------------------------------------------------------------
@@ -316,8 +320,10 @@ async def _by_candidates(
            SELECT 0, NULL::integer WHERE {overflow}
            UNION ALL
            (SELECT 1, e.eml_id FROM c
-              CROSS JOIN LATERAL (SELECT x.eml_id, x.eml_date FROM xtbatch.eml x
-                                   WHERE x.eml_id = c.id OFFSET 0) AS e
+              CROSS JOIN LATERAL (SELECT c.id AS eml_id,
+                                         (SELECT x.msg_date FROM xtmail.msg x
+                                           WHERE x.msg_eml_id = c.id) AS eml_date
+                                  OFFSET 0) AS e
              WHERE NOT ({overflow}) AND {tests}
              ORDER BY {key} DESC, e.eml_id DESC
              LIMIT %(limit)s)"""
@@ -353,19 +359,20 @@ class _Walk:
 
     async def step(self, window: int) -> None:
         cursor = sql.SQL("true") if self.after is None else sql.SQL(
-            "({key}, e.eml_id) < (coalesce(%(after_date)s::timestamptz, "
+            "({key}, m.msg_eml_id) < (coalesce(%(after_date)s::timestamptz, "
             "'-infinity'::timestamptz), %(after_id)s)"
-        ).format(key=_NEWEST_KEY)
+        ).format(key=_MSG_NEWEST_KEY)
         query = sql.SQL(
             """WITH w AS MATERIALIZED (
-                   SELECT e.eml_id, e.eml_date FROM xtbatch.eml e WHERE {cursor}
-                    ORDER BY {key} DESC, e.eml_id DESC LIMIT %(window)s)
+                   SELECT m.msg_eml_id AS eml_id, m.msg_date AS eml_date
+                     FROM xtmail.msg m WHERE {cursor}
+                    ORDER BY {msg_key} DESC, m.msg_eml_id DESC LIMIT %(window)s)
                SELECT 1, e.eml_id, e.eml_date FROM w AS e WHERE {tests}
                UNION ALL
                (SELECT 2, e.eml_id, e.eml_date FROM w AS e ORDER BY {key}, e.eml_id LIMIT 1)
                UNION ALL
                SELECT 3, count(*)::integer, NULL FROM w"""
-        ).format(cursor=cursor, key=_NEWEST_KEY, tests=self.tests)
+        ).format(cursor=cursor, key=_NEWEST_KEY, msg_key=_MSG_NEWEST_KEY, tests=self.tests)
         run = {**self.params, "window": window}
         if self.after is not None:
             run["after_date"], run["after_id"] = self.after
@@ -406,10 +413,12 @@ async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
     if not eml_ids:
         return []
     cur = await conn.execute(
-        """SELECT e.eml_id, e.eml_date, coalesce(e.eml_subj, ''), a.emladdr_type,
+        """SELECT e.eml_id, coalesce(m.msg_date, e.eml_date::timestamptz),
+                  coalesce(e.eml_subj, ''), a.emladdr_type,
                   CASE WHEN coalesce(a.emladdr_name, '') = '' THEN a.emladdr_addr
                        ELSE a.emladdr_name || ' <' || a.emladdr_addr || '>' END
              FROM xtbatch.eml e
+             LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
              LEFT JOIN xtbatch.emladdr a
                ON a.emladdr_eml_id = e.eml_id AND a.emladdr_type IN ('FROM', 'TO', 'CC')
             WHERE e.eml_id = ANY(%s::integer[])
@@ -455,7 +464,7 @@ async def _search(conn: AsyncConn, text: str, contact_id: int | None, limit: int
     planner = _Planner(conn)
     groups: list[_Group] = []
     row = await (await conn.execute(
-        "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'xtbatch.eml'::regclass"
+        "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'xtmail.msg'::regclass"
     )).fetchone()
     total = float(row[0]) if row else 1.0
     if text.strip():

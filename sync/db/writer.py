@@ -55,10 +55,14 @@ _EML_COPY = (
     "FROM STDIN (FORMAT BINARY)"
 )
 # eml_status is char(1): its binary form is the same as text's.
-_EML_TYPES = ["int4", "text", "timestamptz", "text", "text", "bytea", "text"]
+_EML_TYPES = ["int4", "bytea", "date", "text", "text", "bytea", "text"]
+# Connect's batch manager works on messages 'I' (in process) and 'O' (open); 'C' (complete)
+# is mail it is done with. Mail xtmail stores needs no processing: 'C' keeps a Connect
+# installation sharing the database from picking it up (docs/xtuple.md).
+EML_STATUS = "C"
 # Text format: the server parses the search words (tsvector) and attachments (jsonb).
 _MSG_COPY = (
-    "COPY xtmail.msg (msg_eml_id, msg_message_id, msg_in_reply_to, msg_references, "
+    "COPY xtmail.msg (msg_eml_id, msg_date, msg_message_id, msg_in_reply_to, msg_references, "
     "msg_reply_to, msg_list_id, msg_is_bulk, msg_size, msg_attachments, msg_defects, "
     "msg_source, msg_search) FROM STDIN"
 )
@@ -210,8 +214,9 @@ def _write_one_by_one(
             warning = (f"A message could not be stored with its parsed fields (the database "
                        f"refused them: {exc.diag.message_primary}); it is kept by its raw "
                        f"bytes, with no addresses, text or ties.")
-            log.warning("%s Identity %s.", warning, parsed.hash)
             part = _write_retrying(conn, [item], [_bare(parsed, exc)], job, state)
+            # Said only once the bare message is stored: a refusal of that propagates.
+            log.warning("%s Identity %s.", warning, parsed.hash)
             part.warnings.append(warning)
         total.eml_ids += part.eml_ids
         total.new += part.new
@@ -247,12 +252,15 @@ def _write(
     _configure(conn)
 
     # Which messages are new, and for duplicates inside the batch, which one stands for all.
-    present: dict[str, int] = dict(
-        conn.execute(
-            "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s)",
-            (sorted({p.hash for p in prepared}),),
-        ).fetchall()
-    )
+    # eml_hash is Connect's bytea: xtmail's identity hashes are stored as their ASCII bytes
+    # (their "x1:" prefix keeps them apart from Connect's MD5 digests).
+    present: dict[str, int] = {
+        bytes(h).decode("ascii", "replace"): eml_id
+        for h, eml_id in conn.execute(
+            "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s::bytea[])",
+            ([h.encode() for h in sorted({p.hash for p in prepared})],),
+        )
+    }
     first_of_hash: dict[str, int] = {}
     for idx, p in enumerate(prepared):
         first_of_hash.setdefault(p.hash, idx)
@@ -352,20 +360,24 @@ def _copy_messages(
             copy.set_types(_EML_TYPES)
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 p = prepared[idx]
-                copy.write_row((eml_id, p.hash, p.date, p.subject, p.body, items[idx].raw, "I"))
+                # eml_date is the day of the Date header as its sender wrote it.
+                copy.write_row((eml_id, p.hash.encode(), p.date.date(), p.subject, p.body,
+                                items[idx].raw, EML_STATUS))
         with cur.copy(_MSG_COPY) as copy:
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 p = prepared[idx]
                 copy.write_row((
-                    eml_id, p.message_id, p.in_reply_to, _text_array(p.references), p.reply_to,
-                    p.list_id, p.is_bulk, p.size, p.attachments_json, _text_array(p.defects),
+                    eml_id, p.date, p.message_id, p.in_reply_to, _text_array(p.references),
+                    p.reply_to, p.list_id, p.is_bulk, p.size, p.attachments_json,
+                    _text_array(p.defects),
                     source, p.search,
                 ))
         with cur.copy(_ADDR_COPY) as copy:
             copy.set_types(["int4", "text", "text", "text"])
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 for kind, addr, name in prepared[idx].addresses:
-                    copy.write_row((eml_id, kind, addr, name or None))
+                    # Connect's emladdr_name is NOT NULL: no display name is ''.
+                    copy.write_row((eml_id, kind, addr, name or ""))
 
 
 def _copy_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) -> None:

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import psycopg
 
+from tests.helpers.xtuple import create_connect_tables, ensure_xtrole
 from xtmail.app.localpg import LocalPostgres
 from xtmail.sync.db.schema import migrate
 
 TEMPLATE = "xtmail_template"
+#: The same, on a database where xTuple Connect's mail tables existed before init-db.
+CONNECT_TEMPLATE = "xtmail_connect_template"
 
 
 class TestDatabases:
@@ -26,28 +29,34 @@ class TestDatabases:
     def __init__(self, server: LocalPostgres) -> None:
         self.server = server
         self._counter = itertools.count(1)
-        self._template_ready = False
+        self._templates: set[str] = set()
+        with self.admin() as conn:
+            ensure_xtrole(conn)  # as on every xTuple server: init-db grants to it
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.server.dsn(), autocommit=True)
 
-    def _ensure_template(self) -> None:
-        if self._template_ready:
+    def _ensure_template(self, template: str) -> None:
+        if template in self._templates:
             return
         with self.admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-            conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        with psycopg.connect(self.server.dsn(TEMPLATE), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {template}")
+            conn.execute(f"CREATE DATABASE {template}")
+        with psycopg.connect(self.server.dsn(template), autocommit=True) as conn:
+            if template == CONNECT_TEMPLATE:
+                create_connect_tables(conn)
             migrate(conn)
-        self._template_ready = True
+        self._templates.add(template)
 
-    def create(self, *, migrated: bool = True) -> str:
-        """A new database name; empty (``migrated=False``) or with the schema applied."""
+    def create(self, *, migrated: bool = True, connect: bool = False) -> str:
+        """A new database name; empty (``migrated=False``) or with the schema applied, on
+        xTuple Connect's own mail tables made beforehand when ``connect``."""
         name = f"test_{next(self._counter)}"
         with self.admin() as conn:
             if migrated:
-                self._ensure_template()
-                conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+                template = CONNECT_TEMPLATE if connect else TEMPLATE
+                self._ensure_template(template)
+                conn.execute(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
             else:
                 conn.execute(f"CREATE DATABASE {name}")
         return self.server.dsn(name)

@@ -1,8 +1,73 @@
-"""xTuple behaviour the tests need on the throwaway database."""
+"""xTuple and xTuple Connect, as the tests need them on a throwaway database.
+
+Written by the project from the published facts (table shapes, trigger behaviours), not
+copied from xTuple: Connect's mail tables exactly as Connect defines them, the group role
+``xtrole`` and login roles in it as xTuple's ``createuser()`` makes them, and the behaviours of
+xTuple's triggers that touch xtmail's work.
+"""
 
 from __future__ import annotations
 
 import psycopg
+
+#: xTuple Connect's mail tables in their published shape, with Connect's grants.
+CONNECT_TABLES = """
+CREATE SCHEMA IF NOT EXISTS xtbatch;
+CREATE TABLE xtbatch.eml (
+    eml_id      serial PRIMARY KEY,
+    eml_hash    bytea NOT NULL UNIQUE,
+    eml_date    date NOT NULL,
+    eml_subj    text NOT NULL,
+    eml_body    text NOT NULL,
+    eml_msg     bytea NOT NULL,
+    eml_status  char(1) NOT NULL CHECK (eml_status IN ('I', 'O', 'C'))
+);
+CREATE TABLE xtbatch.emladdr (
+    emladdr_id      serial,
+    emladdr_eml_id  integer NOT NULL REFERENCES xtbatch.eml (eml_id),
+    emladdr_type    text NOT NULL CHECK (emladdr_type IN ('FROM', 'TO', 'CC', 'BCC')),
+    emladdr_addr    text NOT NULL,
+    emladdr_name    text NOT NULL
+);
+CREATE TABLE xtbatch.emlassc (
+    emlassc_id       serial PRIMARY KEY,
+    emlassc_eml_id   integer NOT NULL REFERENCES xtbatch.eml (eml_id) ON DELETE CASCADE,
+    emlassc_type     text NOT NULL CHECK (emlassc_type IN ('CRMA', 'T', 'C', 'EMP', 'INCDT',
+                                          'OPP', 'P', 'Q', 'S', 'TD', 'TO', 'V', 'RA', 'J')),
+    emlassc_assc_id  integer
+);
+GRANT ALL ON TABLE xtbatch.eml, xtbatch.emladdr, xtbatch.emlassc TO xtrole;
+GRANT ALL ON SEQUENCE xtbatch.eml_eml_id_seq, xtbatch.emladdr_emladdr_id_seq,
+                      xtbatch.emlassc_emlassc_id_seq TO xtrole;
+"""
+
+#: A message Connect stored: its MD5 hash as bytes, a day for a date, status open.
+CONNECT_MAIL = """
+INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status)
+VALUES (decode('d41d8cd98f00b204e9800998ecf8427e', 'hex'), '2015-03-01', 'Old Connect mail',
+        'body', 'raw'::bytea, 'O');
+INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr, emladdr_name)
+VALUES (1, 'FROM', 'ada@example.com', 'Ada Lovelace'), (1, 'TO', 'sales@ourco.example', '');
+INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+VALUES (1, 'S', 1), (1, 'T', NULL);
+"""
+
+
+def ensure_xtrole(conn: psycopg.Connection) -> None:
+    """The group role every xTuple user belongs to (roles are per server, not per database)."""
+    conn.execute(
+        """DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'xtrole') THEN
+                   CREATE ROLE xtrole NOLOGIN;
+               END IF;
+           END $$"""
+    )
+
+
+def create_connect_tables(conn: psycopg.Connection) -> None:
+    """Connect's mail tables as a Connect installation leaves them (no xtmail yet)."""
+    ensure_xtrole(conn)
+    conn.execute(CONNECT_TABLES)  # type: ignore[arg-type]
 
 
 def refuse_new_contacts(conn: psycopg.Connection) -> None:

@@ -234,6 +234,9 @@ def test_resume_skips_uids_stored_above_the_last_uid(
     # As if batch 1..5 and 16..30 had not committed, but 31..40 had.
     conn.execute("DELETE FROM xtmail.location WHERE loc_uid BETWEEN 1 AND 5 "
                  "OR loc_uid BETWEEN 16 AND 30")
+    # Connect's emladdr does not cascade: its rows go first.
+    conn.execute("DELETE FROM xtbatch.emladdr WHERE emladdr_eml_id NOT IN "
+                 "(SELECT loc_eml_id FROM xtmail.location)")
     conn.execute("DELETE FROM xtbatch.eml WHERE eml_id NOT IN "
                  "(SELECT loc_eml_id FROM xtmail.location)")
     conn.execute("UPDATE xtmail.folder_state SET fs_last_uid = 0, fs_highestmodseq = NULL")

@@ -10,6 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.helpers.xtuple import (
+    CONNECT_MAIL,
+    CONNECT_TABLES,
+    create_connect_tables,
+    ensure_xtrole,
+)
 from xtmail.app.cli import main
 from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.errors import DatabaseUnavailable, PermissionDenied
@@ -110,27 +116,18 @@ CREATE TABLE public.cohead (
 );
 INSERT INTO public.cohead (cohead_number, cohead_billto_cntct_id, cohead_notes)
 VALUES ('50123', 1, 'rush');
-CREATE SCHEMA xtbatch;
-CREATE TABLE xtbatch.eml (
-    eml_id serial PRIMARY KEY, eml_hash text NOT NULL UNIQUE, eml_date timestamptz,
-    eml_subj text, eml_body text, eml_msg bytea, eml_status char(1)
-);
-INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status)
-VALUES ('d41d8cd98f00b204e9800998ecf8427e', '2015-03-01 10:00+00', 'Old Connect mail',
-        'body', 'raw'::bytea, 'O');
-CREATE TABLE xtbatch.emlassc (
-    emlassc_id serial PRIMARY KEY, emlassc_eml_id integer NOT NULL,
-    emlassc_type text NOT NULL, emlassc_assc_id integer NOT NULL
-);
-INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
-VALUES (1, 'S', 1), (1, 'S', 1);
+"""
+# Old Connect recorded some ties twice.
+XTUPLE_LIKE += CONNECT_TABLES + CONNECT_MAIL + """
+INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id) VALUES (1, 'S', 1);
 """
 
 
 def test_existing_xtuple_rows_are_untouched(empty_db_dsn: str) -> None:
     tables = ["public.cntct", "public.cntcteml", "public.cohead", "xtbatch.eml",
-              "xtbatch.emlassc"]
+              "xtbatch.emladdr", "xtbatch.emlassc"]
     with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        ensure_xtrole(conn)
         conn.execute(XTUPLE_LIKE)  # type: ignore[arg-type]
         before = {t: _dump(conn, t) for t in tables}
         columns_before = conn.execute(
@@ -142,9 +139,6 @@ def test_existing_xtuple_rows_are_untouched(empty_db_dsn: str) -> None:
         assert conn.execute(
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_name = 'cntct' ORDER BY 2").fetchall() == columns_before
-        # The mail tables that were missing are added next to the existing ones.
-        assert conn.execute("SELECT to_regclass('xtbatch.emladdr')").fetchone() == (
-            "xtbatch.emladdr",)
         assert conn.execute("SELECT to_regclass('xtmail.msg')").fetchone() == ("xtmail.msg",)
         # Duplicate ties made by old Connect stay, so the unique index is left out there.
         assert conn.execute(
@@ -197,18 +191,15 @@ def test_the_address_list_holds_every_stored_address(empty_db_dsn: str) -> None:
     """xtmail.address (0006), which the address-substring search reads: filled from the
     addresses stored before the migration, then by every writer of xtbatch.emladdr."""
     with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        create_connect_tables(conn)
         conn.execute(
-            """CREATE SCHEMA xtbatch;
-               CREATE TABLE xtbatch.eml (eml_id serial PRIMARY KEY, eml_hash text NOT NULL
-                   UNIQUE, eml_date timestamptz, eml_subj text, eml_body text, eml_msg bytea,
-                   eml_status char(1));
-               CREATE TABLE xtbatch.emladdr (emladdr_id serial PRIMARY KEY,
-                   emladdr_eml_id integer NOT NULL, emladdr_type text NOT NULL,
-                   emladdr_addr text NOT NULL, emladdr_name text);
-               INSERT INTO xtbatch.eml (eml_hash) VALUES ('a'), ('b');
-               INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr)
-               VALUES (1, 'FROM', 'Ada@Example.com'), (1, 'TO', 'sales@ourco.example'),
-                      (2, 'FROM', 'ada@example.com')"""
+            """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg,
+                                       eml_status)
+               VALUES ('a', '2015-03-01', '', '', '', 'C'), ('b', '2015-03-01', '', '', '', 'C');
+               INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
+                                            emladdr_name)
+               VALUES (1, 'FROM', 'Ada@Example.com', ''), (1, 'TO', 'sales@ourco.example', ''),
+                      (2, 'FROM', 'ada@example.com', '')"""
         )
         migrate(conn)
 
@@ -217,9 +208,10 @@ def test_the_address_list_holds_every_stored_address(empty_db_dsn: str) -> None:
 
         assert listed() == ["ada@example.com", "sales@ourco.example"]
         # A writer that is not xtmail (xTuple Connect): plain INSERT and UPDATE statements.
-        conn.execute("""INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr)
-                        VALUES (2, 'TO', 'SALES@ourco.example'), (2, 'CC', 'Bob@B.example'),
-                               (2, 'BCC', 'bob@b.example')""")
+        conn.execute("""INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr,
+                                                     emladdr_name)
+                        VALUES (2, 'TO', 'SALES@ourco.example', ''), (2, 'CC', 'Bob@B.example', ''),
+                               (2, 'BCC', 'bob@b.example', '')""")
         conn.execute("UPDATE xtbatch.emladdr SET emladdr_addr = 'Carol@C.example' "
                      "WHERE emladdr_type = 'BCC'")
         assert listed() == ["ada@example.com", "bob@b.example", "carol@c.example",

@@ -182,8 +182,9 @@ def test_missing_dates_sort_last_and_page_correctly(
     undated = []
     for i in range(3):
         row = conn.execute(
-            "INSERT INTO xtbatch.eml (eml_hash, eml_subj) VALUES (%s, 'undated pallets') "
-            "RETURNING eml_id", (f"test:undated:{i}",)).fetchone()
+            "INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, "
+            "eml_status) VALUES (%s, '2000-01-01', 'undated pallets', '', '', 'C') "
+            "RETURNING eml_id", (f"test:undated:{i}".encode(),)).fetchone()
         assert row
         conn.execute("INSERT INTO xtmail.msg (msg_eml_id, msg_size, msg_search) "
                      "VALUES (%s, 1, '''undated'' ''pallets''')", (row[0],))

@@ -1,11 +1,24 @@
 -- What Connect did not have lives in schema xtmail, keyed by xtbatch.eml.eml_id.
 
 CREATE SCHEMA IF NOT EXISTS xtmail;
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
--- One row per stored message: threading headers, search text, who imported it.
+-- pg_trgm in a schema of its own, not in xTuple's public. Where the database has it already
+-- (in any schema) that installation serves; the index definitions below find its operator
+-- classes through the search path, set for this transaction only.
+CREATE SCHEMA IF NOT EXISTS xtmail_ext;
+CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA xtmail_ext;
+SELECT set_config('search_path', current_setting('search_path') || ', '
+                  || quote_ident(n.nspname), true)
+  FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
+ WHERE x.extname = 'pg_trgm';
+
+-- One row per message xtmail stored: its exact time, threading headers, search text, who
+-- imported it.
 CREATE TABLE IF NOT EXISTS xtmail.msg (
     msg_eml_id       integer PRIMARY KEY REFERENCES xtbatch.eml (eml_id) ON DELETE CASCADE,
+    -- The Date header as written (Connect's eml_date holds only its day); NULL when the
+    -- message has none.
+    msg_date         timestamptz,
     msg_message_id   text,
     msg_in_reply_to  text,
     msg_references   text[] NOT NULL DEFAULT '{}',
@@ -83,13 +96,8 @@ CREATE INDEX IF NOT EXISTS xtmail_cntct_email_lower_idx
     ON public.cntct (lower(cntct_email));
 CREATE INDEX IF NOT EXISTS xtmail_emlassc_doc_idx
     ON xtbatch.emlassc (emlassc_type, emlassc_assc_id);
-CREATE INDEX IF NOT EXISTS xtmail_emlassc_eml_idx
-    ON xtbatch.emlassc (emlassc_eml_id);
 CREATE INDEX IF NOT EXISTS xtmail_emladdr_eml_idx
     ON xtbatch.emladdr (emladdr_eml_id);
-CREATE INDEX IF NOT EXISTS xtmail_emladdr_addr_trgm_idx
-    ON xtbatch.emladdr USING gin (lower(emladdr_addr) gin_trgm_ops);
-CREATE INDEX IF NOT EXISTS xtmail_eml_date_idx ON xtbatch.eml (eml_date DESC);
 
 -- A tie is recorded once. An older Connect installation may hold duplicate ties; there the
 -- index is left out (their data is not ours to change) and the code's NOT EXISTS checks
@@ -102,6 +110,9 @@ BEGIN
     ) THEN
         CREATE UNIQUE INDEX IF NOT EXISTS xtmail_emlassc_unique_idx
             ON xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id);
+    ELSE
+        -- Without the unique index, lookups by message need their own.
+        CREATE INDEX IF NOT EXISTS xtmail_emlassc_eml_idx ON xtbatch.emlassc (emlassc_eml_id);
     END IF;
 END
 $$;

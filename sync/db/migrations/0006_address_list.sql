@@ -1,11 +1,16 @@
 -- The Attach dialog's address-substring search through the distinct addresses instead of
--- every address row, and two indexes that no query used.
+-- every address row.
 --
--- A trigram index costs about 25 entries per indexed address. On xtbatch.emladdr it took
+-- A trigram index costs many entries per indexed address. On xtbatch.emladdr it would take
 -- one set for every From/To/Cc/Bcc of every message, although the same few addresses recur
--- in most mail: about 5 % of the whole sync's time (docs/sync.md, "Measured"). It now sits
--- on xtmail.address, one row per distinct lower-case address; a search finds the matching
--- addresses there, and their messages through xtmail_emladdr_addr_lower_idx (0004).
+-- in most mail (docs/sync.md, "Measured"). It sits on xtmail.address, one row per distinct
+-- lower-case address; a search finds the matching addresses there, and their messages
+-- through xtmail_emladdr_addr_lower_idx (0004).
+
+SELECT set_config('search_path', current_setting('search_path') || ', '
+                  || quote_ident(n.nspname), true)
+  FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
+ WHERE x.extname = 'pg_trgm';
 
 CREATE TABLE IF NOT EXISTS xtmail.address (
     addr text NOT NULL
@@ -44,20 +49,3 @@ INSERT INTO xtmail.address (addr)
 SELECT DISTINCT lower(e.emladdr_addr)
   FROM xtbatch.emladdr e
  WHERE NOT EXISTS (SELECT 1 FROM xtmail.address a WHERE a.addr = lower(e.emladdr_addr));
-
-DROP INDEX IF EXISTS xtbatch.xtmail_emladdr_addr_trgm_idx;
-
--- 0003's date index: "eml_date DESC" sorts NULLs first, the Email tab and the searches
--- sort "DESC NULLS LAST" or by 0004's xtmail_eml_newest_idx, so it served no query and cost
--- an entry for every message.
-DROP INDEX IF EXISTS xtbatch.xtmail_eml_date_idx;
-
--- The ties' unique index (0003) starts with emlassc_eml_id and serves every lookup by
--- message; the separate one is only needed where the unique index could not be made.
-DO $$
-BEGIN
-    IF to_regclass('xtbatch.xtmail_emlassc_unique_idx') IS NOT NULL THEN
-        DROP INDEX IF EXISTS xtbatch.xtmail_emlassc_eml_idx;
-    END IF;
-END
-$$;

@@ -1,0 +1,190 @@
+"""xtmail in an xTuple database, with and without xTuple Connect's mail tables.
+
+(a) Connect installed first: its tables are used exactly as they are. (b) No Connect: init-db
+creates them in Connect's exact published shape. Both kinds import, re-import (adding
+nothing) and show their mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import psycopg
+import pytest
+import qasync
+from PyQt6.QtCore import QEvent
+from PyQt6.QtWidgets import QApplication
+
+from tests.helpers.mail import make_message
+from tests.helpers.postgres import TestDatabases
+from tests.helpers.qt import RunUntil
+from tests.helpers.xtuple import CONNECT_MAIL, create_connect_tables
+from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.db.schema import migrate, migrations
+from xtmail.sync.db.writer import EML_STATUS, Importer
+from xtmail.sync.values import Incoming
+from xtmail.widgets.email_tab import EmailTab
+
+CONNECT_TABLES = ("eml", "emladdr", "emlassc")
+
+
+def _shape(conn: psycopg.Connection) -> dict[str, object]:
+    """Connect's tables as a catalog sees them: columns, constraints, grants."""
+    columns = conn.execute(
+        """SELECT table_name, column_name, ordinal_position, data_type,
+                  character_maximum_length, is_nullable, column_default
+             FROM information_schema.columns
+            WHERE table_schema = 'xtbatch' AND table_name = ANY(%s) ORDER BY 1, 3""",
+        (list(CONNECT_TABLES),),
+    ).fetchall()
+    constraints = conn.execute(
+        """SELECT c.conrelid::regclass::text, c.contype, pg_get_constraintdef(c.oid)
+             FROM pg_constraint c
+            WHERE c.conrelid = ANY(ARRAY['xtbatch.eml', 'xtbatch.emladdr',
+                                         'xtbatch.emlassc']::regclass[])
+            ORDER BY 1, 2, 3"""
+    ).fetchall()
+    grants = conn.execute(
+        """SELECT c.relname, a.privilege_type
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+                  aclexplode(c.relacl) a
+            WHERE n.nspname = 'xtbatch' AND a.grantee = 'xtrole'::regrole
+            ORDER BY 1, 2"""
+    ).fetchall()
+    return {"columns": columns, "constraints": constraints, "grants": grants}
+
+
+def _rows(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...]]]:
+    return {t: conn.execute(f"SELECT * FROM xtbatch.{t} ORDER BY 1, 2, 3").fetchall()
+            for t in CONNECT_TABLES}
+
+
+def test_init_db_creates_connects_tables_in_their_published_shape(
+    databases: TestDatabases,
+) -> None:
+    """(b): what init-db creates is what Connect's own DDL creates, column for column."""
+    ours = databases.create(migrated=False)
+    theirs = databases.create(migrated=False)
+    try:
+        with psycopg.connect(ours, autocommit=True) as conn:
+            migrate(conn)
+            created = _shape(conn)
+        with psycopg.connect(theirs, autocommit=True) as conn:
+            create_connect_tables(conn)
+            published = _shape(conn)
+        assert created == published
+        assert ("eml", "eml_date", 3, "date", None, "NO", None) in created["columns"]  # type: ignore[operator]
+    finally:
+        databases.drop(ours)
+        databases.drop(theirs)
+
+
+def test_init_db_on_connects_tables_twice_changes_nothing_of_theirs(
+    empty_db_dsn: str,
+) -> None:
+    """(a): Connect's tables and their rows stay exactly as they were, through two runs."""
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        create_connect_tables(conn)
+        conn.execute(CONNECT_MAIL)  # type: ignore[arg-type]
+        shape, rows = _shape(conn), _rows(conn)
+        migrate(conn)
+        assert (_shape(conn), _rows(conn)) == (shape, rows)
+        assert migrate(conn) == []
+        for migration in migrations():  # the SQL itself again, not only skipped
+            conn.execute(migration.sql)  # type: ignore[arg-type]
+        assert (_shape(conn), _rows(conn)) == (shape, rows)
+
+
+@pytest.fixture(params=["connect", "no-connect"])
+def kind_dsn(request: pytest.FixtureRequest, databases: TestDatabases) -> Iterator[str]:
+    """A migrated database with (a) or without (b) Connect's tables beforehand; (a) holds
+    one message Connect stored."""
+    connect = request.param == "connect"
+    dsn = databases.create(connect=connect)
+    if connect:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(CONNECT_MAIL)  # type: ignore[arg-type]
+    yield dsn
+    databases.drop(dsn)
+
+
+def _messages() -> list[bytes]:
+    return [
+        make_message(sender="Ada Lovelace <ada@example.com>", subject=f"Order {i} [xtref:S-50123]",
+                     body=f"Message {i}.", date=f"Tue, 03 Mar 2026 {10 + i}:30:00 +0100")
+        for i in range(3)
+    ] + [make_message(sender="noname@example.com", subject="No display name",
+                      date="Tue, 03 Mar 2026 23:30:00 -0500")]
+
+
+def test_import_and_reimport(kind_dsn: str) -> None:
+    with psycopg.connect(kind_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO cohead (cohead_number) VALUES ('50123')")
+        before = _rows(conn)
+        raws = _messages()
+        first = Importer(conn).import_batch([Incoming(raw) for raw in raws])
+        assert sum(first.new) == 4
+        stored = _rows(conn)
+        again = Importer(conn).import_batch([Incoming(raw) for raw in raws])
+        assert not any(again.new) and again.eml_ids == first.eml_ids
+        assert _rows(conn) == stored
+        # What was there before is untouched.
+        for table, rows in before.items():
+            assert set(rows) <= set(stored[table])
+        ids = first.eml_ids
+        dates = {r[0]: r[1:] for r in conn.execute(
+            """SELECT e.eml_id, e.eml_date, m.msg_date, e.eml_status FROM xtbatch.eml e
+                 JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
+                WHERE e.eml_id = ANY(%s)""", (ids,))}
+        # The day as the sender wrote it; the exact time in xtmail.msg.
+        day, exact, _ = dates[ids[3]]
+        assert day == date(2026, 3, 3)
+        assert exact == datetime(2026, 3, 4, 4, 30, tzinfo=UTC)
+        assert {d[2] for d in dates.values()} == {EML_STATUS}
+        names = conn.execute(
+            "SELECT emladdr_name FROM xtbatch.emladdr WHERE emladdr_eml_id = %s "
+            "AND emladdr_type = 'FROM'", (ids[3],)).fetchall()
+        assert names == [("",)]
+        tied = conn.execute(
+            "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' "
+            "AND emlassc_eml_id = ANY(%s)", (ids,)).fetchone()
+        assert tied == (3,)
+
+
+def test_email_tab_lists_mail_of_both_kinds(
+    kind_dsn: str, qloop: qasync.QEventLoop, run_until: RunUntil,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGTZ", "UTC")
+    with psycopg.connect(kind_dsn, autocommit=True) as conn:
+        order = conn.execute(
+            "INSERT INTO cohead (cohead_number) VALUES ('50123') RETURNING cohead_id"
+        ).fetchone()
+        assert order is not None
+        ids = Importer(conn).import_batch([Incoming(raw) for raw in _messages()[:3]]).eml_ids
+        connect_mail = conn.execute(
+            "SELECT eml_id FROM xtbatch.eml WHERE eml_id <> ALL(%s)", (ids,)).fetchall()
+        if connect_mail:  # Connect's own message of (a), tied to the same order
+            conn.execute("UPDATE xtbatch.emlassc SET emlassc_assc_id = %s "
+                         "WHERE emlassc_type = 'S'", (order[0],))
+    expected = [*reversed(ids), *(r[0] for r in connect_mail)]
+    store = qloop.run_until_complete(MailStore.connect(kind_dsn))
+    tab = EmailTab()
+    try:
+        tab.setStore(store)
+        tab.show()
+        tab.setDocument("S", order[0])
+        run_until(lambda: not tab.isBusy() and tab.model().rowCount() == len(expected),
+                  message="the tab did not list the mail")
+        assert [tab.model().emlId(r) for r in range(len(expected))] == expected
+        assert tab.errorText() == ""
+        detail = qloop.run_until_complete(store.message(expected[-1]))
+        assert detail.date is not None
+    finally:
+        tab.close()
+        qloop.run_until_complete(asyncio.sleep(0))
+        tab.deleteLater()
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+        qloop.run_until_complete(store.close())
