@@ -8,6 +8,7 @@ already catches a driver error, or runs inside :func:`translated`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,8 +25,9 @@ from xtmail.sync.errors import (
 UNAVAILABLE_HINT = ("Check that the database server is running and the connection settings "
                     "(host, port, database name, user), then try again.")
 #: What to do when the role lacks a privilege.
-PRIVILEGE_HINT = ("Ask your xTuple administrator to grant your database role the privilege, "
-                  "then try again.")
+PRIVILEGE_HINT = ("Ask your xTuple administrator to make your database role a member of "
+                  "xtrole and to run 'xtmail init-db' as the database owner (it grants xtrole "
+                  "what ERP users need), then try again.")
 #: What to do about any other refusal.
 REFUSED_HINT = "Try again; if it happens again, tell your administrator what it says."
 
@@ -38,6 +40,25 @@ def _detail(exc: psycopg.Error) -> str:
         return str(primary)
     lines = str(exc).strip().splitlines()
     return lines[0].strip() if lines else type(exc).__name__
+
+
+_DENIED = re.compile(
+    r"permission denied for (schema|table|relation|view|sequence|function|procedure) (\S+)")
+_GRANTS = {
+    "schema": "USAGE on schema {}",
+    "table": "privileges on table {}",
+    "relation": "privileges on table {}",
+    "view": "privileges on view {}",
+    "sequence": "USAGE on sequence {}",
+    "function": "EXECUTE on function {}",
+    "procedure": "EXECUTE on procedure {}",
+}
+
+
+def missing_grant(detail: str) -> str | None:
+    """The grant a "permission denied for ..." message says is missing, in words."""
+    match = _DENIED.search(detail)
+    return _GRANTS[match[1]].format(match[2].strip('"')) if match else None
 
 
 def translate(
@@ -64,7 +85,9 @@ def translate(
             hint="Try again.",
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return PermissionDenied(f"Not allowed{what}: {detail}", hint=privilege_hint)
+        grant = missing_grant(detail)
+        missing = f" Your database role lacks {grant}." if grant else ""
+        return PermissionDenied(f"Not allowed{what}: {detail}.{missing}", hint=privilege_hint)
     # Connection refused or lost, server shutting down, out of connections or disk: all
     # OperationalErrors.
     if isinstance(exc, psycopg.OperationalError):

@@ -128,7 +128,14 @@ _planned_at: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKe
 
 
 def _mail_table_size(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT pg_relation_size('xtbatch.eml')").fetchone()
+    # Through pg_class, not 'xtbatch.eml'::regclass: resolving the name needs USAGE on the
+    # schema, and an ordinary user lacking it would fail here, before any statement that
+    # can say which grant is missing.
+    row = conn.execute(
+        """SELECT pg_relation_size(c.oid) FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'xtbatch' AND c.relname = 'eml'"""
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -179,11 +186,7 @@ def _write_retrying(
             log.info("batch of %d met a concurrent importer (%s); retrying (%d)",
                      len(items), type(exc).__name__, attempt)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise translate(
-                exc, "to store mail",
-                privilege_hint="Ask an administrator to grant your role access to the "
-                "xtbatch and xtmail schemas.",
-            ) from exc
+            raise translate(exc, "to store mail") from exc
     raise AssertionError("unreachable")
 
 
@@ -583,9 +586,14 @@ def create_contacts(conn: psycopg.Connection, entries: Sequence[tuple[str, str]]
         (addrs, list(firsts), list(lasts)),
     ).fetchall()
     created = {addr: cntct_id for cntct_id, addr in rows}
+    # xTuple's own AFTER INSERT trigger on cntct has already made the primary address row
+    # from cntct_email; a database without it (the demo subset) gets it here. One row per
+    # contact either way.
     conn.execute(
         """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email)
-           SELECT id, true, addr FROM unnest(%s::int[], %s::text[]) AS t(id, addr)""",
+           SELECT id, true, addr FROM unnest(%s::int[], %s::text[]) AS t(id, addr)
+            WHERE NOT EXISTS (SELECT 1 FROM cntcteml x
+                               WHERE x.cntcteml_cntct_id = t.id AND x.cntcteml_primary)""",
         (list(created.values()), list(created.keys())),
     )
     return created

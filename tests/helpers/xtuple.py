@@ -9,6 +9,7 @@ xTuple's triggers that touch xtmail's work.
 from __future__ import annotations
 
 import psycopg
+import psycopg.sql
 
 #: xTuple Connect's mail tables in their published shape, with Connect's grants.
 CONNECT_TABLES = """
@@ -79,3 +80,47 @@ def refuse_new_contacts(conn: psycopg.Connection) -> None:
     )
     conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON cntct FOR EACH ROW EXECUTE "
                  "FUNCTION refuse()")
+
+
+def create_user(conn: psycopg.Connection, name: str) -> None:
+    """A login role in xtrole, as xTuple's ``createuser()`` makes one (once per server)."""
+    ensure_xtrole(conn)
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    if not exists:
+        conn.execute(
+            psycopg.sql.SQL("CREATE ROLE {} LOGIN IN ROLE xtrole").format(
+                psycopg.sql.Identifier(name)))
+
+
+def add_contact_triggers(conn: psycopg.Connection) -> None:
+    """xTuple's contact triggers as far as they touch xtmail: BEFORE INSERT or UPDATE sets
+    cntct_name from first and last name; AFTER INSERT or UPDATE creates or updates the primary
+    cntcteml row from cntct_email; deleting a contact deletes its cntcteml rows."""
+    conn.execute(
+        """CREATE FUNCTION xt_cntct_before() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               NEW.cntct_name := nullif(trim(coalesce(NEW.cntct_first_name, '') || ' '
+                                             || coalesce(NEW.cntct_last_name, '')), '');
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER xt_cntct_before BEFORE INSERT OR UPDATE ON cntct
+               FOR EACH ROW EXECUTE FUNCTION xt_cntct_before();
+           CREATE FUNCTION xt_cntct_after() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF TG_OP = 'DELETE' THEN
+                   DELETE FROM cntcteml WHERE cntcteml_cntct_id = OLD.cntct_id;
+                   RETURN OLD;
+               END IF;
+               IF coalesce(NEW.cntct_email, '') <> '' THEN
+                   UPDATE cntcteml SET cntcteml_email = NEW.cntct_email
+                    WHERE cntcteml_cntct_id = NEW.cntct_id AND cntcteml_primary;
+                   IF NOT FOUND THEN
+                       INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email)
+                       VALUES (NEW.cntct_id, true, NEW.cntct_email);
+                   END IF;
+               END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER xt_cntct_after AFTER INSERT OR UPDATE OR DELETE ON cntct
+               FOR EACH ROW EXECUTE FUNCTION xt_cntct_after();"""
+    )

@@ -201,7 +201,9 @@ def test_every_method_raises_permission_denied_for_a_role_without_grants(
                     "permission", 6, Reaction.STOP), name
                 assert str(error).startswith("Not allowed to "), name
                 assert "permission denied" in str(error), name
+                assert "Your database role lacks " in str(error), name
                 assert "administrator" in error.hint, name
+                assert "xtrole" in error.hint, name
         finally:
             runner.run(store.close())
     finally:

@@ -20,11 +20,18 @@ from PyQt6.QtWidgets import QApplication
 from tests.helpers.mail import make_message
 from tests.helpers.postgres import TestDatabases
 from tests.helpers.qt import RunUntil
-from tests.helpers.xtuple import CONNECT_MAIL, create_connect_tables
+from tests.helpers.xtuple import (
+    CONNECT_MAIL,
+    add_contact_triggers,
+    create_connect_tables,
+    create_user,
+)
+from xtmail.sync.db.folder_state import FolderState, read_state, write_state
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.db.writer import EML_STATUS, Importer
-from xtmail.sync.values import Incoming
+from xtmail.sync.errors import PermissionDenied
+from xtmail.sync.values import Incoming, Location
 from xtmail.widgets.email_tab import EmailTab
 
 CONNECT_TABLES = ("eml", "emladdr", "emlassc")
@@ -188,3 +195,101 @@ def test_email_tab_lists_mail_of_both_kinds(
         tab.deleteLater()
         QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
         qloop.run_until_complete(store.close())
+
+
+# -- an ordinary ERP user -----------------------------------------------------------------------
+
+CLERK = "xt_clerk_in_xtrole"
+
+
+def test_an_ordinary_user_imports_attaches_detaches_and_keeps_sync_state(
+    kind_dsn: str, databases: TestDatabases,
+) -> None:
+    """A login role in xtrole, made like xTuple's createuser(), with nothing granted to it
+    by name: init-db's grants to xtrole are all it has."""
+    with databases.admin() as admin:
+        create_user(admin, CLERK)
+    with psycopg.connect(kind_dsn, autocommit=True) as owner:
+        order = owner.execute(
+            "INSERT INTO cohead (cohead_number) VALUES ('50123') RETURNING cohead_id"
+        ).fetchone()
+        assert order is not None
+        tied_before = owner.execute(
+            "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' "
+            "AND emlassc_assc_id = %s", (order[0],)).fetchone()
+        assert tied_before is not None
+    clerk_dsn = psycopg.conninfo.make_conninfo(kind_dsn, user=CLERK)
+    raws = _messages()
+    with psycopg.connect(clerk_dsn, autocommit=True) as conn:
+        assert migrate(conn) == []  # nothing to do, and allowed to find that out
+        state = FolderState(uidvalidity=7, last_uid=4, highestmodseq=None)
+        result = Importer(conn).import_batch(
+            [Incoming(raw, Location("clerk@ourco", "INBOX", 7, uid))
+             for uid, raw in enumerate(raws, 1)],
+            on_state=lambda c: write_state(c, "clerk@ourco", "INBOX", state),
+        )
+        assert sum(result.new) == 4 and result.contacts_created == 3
+        assert not result.warnings
+        assert read_state(conn, "clerk@ourco", "INBOX") == state
+        who = conn.execute("SELECT DISTINCT msg_imported_by FROM xtmail.msg "
+                           "WHERE msg_eml_id = ANY(%s)", (result.eml_ids,)).fetchall()
+        assert who == [(CLERK,)]
+    async def attach_and_detach() -> tuple[int, int, int]:
+        store = await MailStore.connect(clerk_dsn)
+        try:
+            eml = result.eml_ids[3]
+            attached = await store.attach([eml], "S", order[0])
+            listed = len(await store.messages_for("S", order[0]))
+            detached = await store.detach([eml], "S", order[0])
+            return attached, listed, detached
+        finally:
+            await store.close()
+
+    assert asyncio.run(attach_and_detach()) == (1, 4 + tied_before[0], 1)
+    with psycopg.connect(kind_dsn, autocommit=True) as owner:
+        log = owner.execute("SELECT al_action, al_username FROM xtmail.assc_log "
+                            "ORDER BY al_id").fetchall()
+        assert log == [("attach", CLERK), ("detach", CLERK)]
+
+
+def test_a_user_outside_xtrole_is_told_which_grant_is_missing(
+    kind_dsn: str, databases: TestDatabases,
+) -> None:
+    with databases.admin() as admin:
+        exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'xt_outsider'")
+        if not exists.fetchone():
+            admin.execute("CREATE ROLE xt_outsider LOGIN")
+    dsn = psycopg.conninfo.make_conninfo(kind_dsn, user="xt_outsider")
+    with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(PermissionDenied) as info:
+        Importer(conn).import_batch([Incoming(raw) for raw in _messages()[:1]])
+    assert "lacks USAGE on schema" in str(info.value)
+    assert "xtrole" in info.value.hint
+
+
+# -- contacts as xTuple makes them -------------------------------------------------------------
+
+
+def test_a_new_contact_has_one_primary_address_with_xtuples_trigger(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        add_contact_triggers(conn)
+        result = Importer(conn).import_batch([Incoming(raw) for raw in _messages()])
+        assert result.contacts_created == 3
+        rows = conn.execute(
+            """SELECT c.cntct_email, c.cntct_name, count(e.*), count(*) FILTER (WHERE
+                      e.cntcteml_primary)
+                 FROM cntct c JOIN cntcteml e ON e.cntcteml_cntct_id = c.cntct_id
+                GROUP BY 1, 2 ORDER BY 1""").fetchall()
+        assert rows == [("ada@example.com", "Ada Lovelace", 1, 1),
+                        ("noname@example.com", "noname", 1, 1),
+                        ("sales@ourco.example", "Sales", 1, 1)]
+
+
+def test_a_new_contact_has_its_primary_address_without_xtuples_trigger(db_dsn: str) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        Importer(conn).import_batch([Incoming(raw) for raw in _messages()])
+        rows = conn.execute(
+            """SELECT c.cntct_email, count(*) FILTER (WHERE e.cntcteml_primary), count(*)
+                 FROM cntct c JOIN cntcteml e ON e.cntcteml_cntct_id = c.cntct_id
+                GROUP BY 1 ORDER BY 1""").fetchall()
+        assert rows == [("ada@example.com", 1, 1), ("noname@example.com", 1, 1),
+                        ("sales@ourco.example", 1, 1)]
