@@ -122,6 +122,7 @@ class _Context:
         self.defects: list[str] = []
         self.hint: str | None = None
         self.label = "without Message-ID"  # names the message in the log
+        self.detections = 0  # charset detections so far (each reads up to a sample)
 
     def note(self, text: str) -> None:
         # Notes quote what they found (a content type, a charset label): storable text only.
@@ -219,6 +220,7 @@ def _detected(data: bytes) -> tuple[str, str] | None:
 
 # Detection reads a sample; the whole text is then decoded in the charset found.
 _DETECT_LIMIT = 64 * 1024
+_MAX_DETECTIONS = 8
 
 
 def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) -> str:
@@ -250,9 +252,11 @@ def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) ->
         else:
             ctx.note(f"{what}: not valid {charset}; read as UTF-8")
             return text
-    if codec != "utf-8" or _seven_bit_label(charset):
+    if (codec != "utf-8" or _seven_bit_label(charset)) and ctx.detections < _MAX_DETECTIONS:
         # The label cannot be right (8-bit bytes under a 7-bit charset, or bytes its codec
-        # refuses): ask a detector before replacing anything.
+        # refuses): ask a detector before replacing anything. Bounded per message, so that
+        # a message of many mislabelled parts still parses quickly.
+        ctx.detections += 1
         found = _detected(data)
         if found is not None:
             ctx.note(f"{what}: not valid {charset}; read as {found[1]} (detected)")
@@ -922,18 +926,17 @@ def _gunzip(data: bytes, what: str, ctx: _Context) -> bytes:
 
 
 _GUNZIP_LIMIT = 64 * 1024 * 1024
-_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+# Everything else: whitespace, and the stray characters that lenient decoding drops.
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64_ALPHABET)))
 
 
 def _decoded_size(entity: _Entity, what: str, ctx: _Context) -> int:
     if entity.transfer_encoding == "base64":
-        if entity.body.translate(None, _BASE64_CHARS):
-            # Characters outside base64 count for nothing: lenient decoding drops them.
-            ctx.note(f"{what}: damaged base64 read leniently")
-            return len(_b64decode(entity.body))
         # Counted, not decoded: attachments can be many megabytes and only the size is kept.
-        chars = len(entity.body.translate(None, b" \t\r\n"))
-        padding = entity.body[-64:].translate(None, b" \t\r\n")[-2:].count(b"=")
+        # Stray characters count for nothing, as in lenient decoding.
+        chars = len(entity.body.translate(None, _NOT_BASE64))
+        padding = entity.body[-64:].translate(None, _NOT_BASE64)[-2:].count(b"=")
         return max(0, (chars - padding) * 3 // 4)
     return len(_decoded(entity, what, ctx))
 
@@ -1007,7 +1010,12 @@ def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: b
     if maintype == "text" and subtype in {"plain", "html"} and entity.disposition != "attachment":
         if not named:
             text = _part_text(entity, subtype, ctx)
-            if subtype == "plain" and ("begin " in text or "=ybegin " in text):
+            if subtype == "plain" and entity.fields.first("content-type") is None and (
+                "begin " in text or "=ybegin " in text
+            ):
+                # Inline uuencode and yEnc come from mailers and newsreaders that predate
+                # MIME (no Content-Type); searching every text for them would cost as much
+                # as reading it.
                 text = _inline_encoded(text, out, ctx)
             out.segments.append((subtype, text))
             return
@@ -1076,7 +1084,8 @@ def _inner_message(entity: _Entity, ctx: _Context, depth: int) -> str:
 _RICH = frozenset({"richtext", "enriched"})
 _GZIP64 = frozenset({"x-gzip64", "gzip64"})
 _RICH_COMMAND = re.compile(r"<<|<(/?)([A-Za-z0-9-]{1,60})>")
-_RICH_PARAM = re.compile(r"(?is)<param>.*?</param>")
+# Linear: a <param> without its end stops at the next command.
+_RICH_PARAM = re.compile(r"(?i)<param>[^<]*(?:<<[^<]*)*</param>")
 
 
 def _rich_to_plain(text: str) -> str:
@@ -1093,33 +1102,46 @@ def _rich_to_plain(text: str) -> str:
     return _RICH_COMMAND.sub(command, text)
 
 
-_UU_BLOCK = re.compile(
-    r"(?m)^begin(?:-base64)? [0-7]{3,4} (?P<uuname>[^\n]+)\n(?:.*\n)*?end[ \t]*$"
-    r"|^=ybegin (?P<yhead>[^\n]*)\n(?:.*\n)*?=yend[^\n]*$"
+_ENCODED_START = re.compile(
+    r"(?m)^(?:begin(?:-base64)? [0-7]{3,4} (?P<uuname>[^\n]+)|=ybegin (?P<yhead>[^\n]*))$"
 )
+_ENCODED_END = re.compile(r"(?m)^(?:end[ \t]*|=yend[^\n]*)$")
 _YENC_NAME = re.compile(r"\bname=(.*)$")
 _YENC_SIZE = re.compile(r"\bsize=(\d+)")
 
 
 def _inline_encoded(text: str, out: _Body, ctx: _Context) -> str:
     """Uuencoded and yEnc blocks inside plain text are attachments, not text."""
-    def attach(match: re.Match[str]) -> str:
-        if match.group("uuname") is not None:
-            name = match.group("uuname").strip()
-            data = _uudecode(match.group(0).encode("utf-8", "surrogateescape"), name, ctx)
-            out.attachments.append(Attachment(_clean(name), "application/octet-stream", len(data)))
+    kept: list[str] = []
+    pos = 0
+    for start in _ENCODED_START.finditer(text):
+        if start.start() < pos:
+            continue  # inside a block already taken out
+        uu = start.group("uuname") is not None
+        end = _ENCODED_END.search(text, start.end())
+        while end is not None and end.group(0).startswith("end") != uu:
+            end = _ENCODED_END.search(text, end.end())
+        if end is None:
+            break  # no block closes after this one, nor after any later start
+        if uu:
+            name = start.group("uuname").strip()
+            block = text[start.start() : end.end()].encode("utf-8", "surrogateescape")
+            size = len(_uudecode(block, name, ctx))
             ctx.note(f"uuencoded {name!r} inside the text read as an attachment")
         else:
-            head = match.group("yhead")
+            head = start.group("yhead")
             name_match = _YENC_NAME.search(head)
             size_match = _YENC_SIZE.search(head)
             name = name_match.group(1).strip() if name_match else "yenc.bin"
             size = int(size_match.group(1)) if size_match else 0
-            out.attachments.append(Attachment(_clean(name), "application/octet-stream", size))
             ctx.note(f"yEnc {name!r} inside the text read as an attachment")
-        return ""
-
-    return _BLANK_LINES.sub("\n\n", _UU_BLOCK.sub(attach, text))
+        out.attachments.append(Attachment(_clean(name), "application/octet-stream", size))
+        kept.append(text[pos : start.start()])
+        pos = end.end()
+    if not kept:
+        return text
+    kept.append(text[pos:])
+    return _BLANK_LINES.sub("\n\n", "".join(kept))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -1226,6 +1248,56 @@ def _guarded(ctx: _Context, what: str, read: Callable[[], _T], default: _T) -> _
         return default
 
 
+_HeaderFields: TypeAlias = tuple[
+    str | None,  # message_id
+    tuple[datetime, bool],
+    str,  # subject
+    list[tuple[Address, ...]],  # from, to, cc, bcc, reply-to, sender
+    str | None,  # in_reply_to
+    tuple[str, ...],  # references
+    list[str | None],  # list-id, auto-submitted, precedence
+]
+_ADDRESS_FIELDS = ("from", "to", "cc", "bcc", "reply-to", "sender")
+_PLAIN_FIELDS = ("list-id", "auto-submitted", "precedence")
+
+
+def _header_fields(headers: _Headers, fallback: datetime | None, ctx: _Context) -> _HeaderFields:
+    return (
+        _first_id(headers, "message-id", ctx),
+        _date(headers, fallback, ctx),
+        _subject(headers, ctx),
+        [_addresses(headers, name, ctx) for name in _ADDRESS_FIELDS],
+        _first_id(headers, "in-reply-to", ctx),
+        _references(headers, ctx),
+        [_plain_header(headers, name, ctx) for name in _PLAIN_FIELDS],
+    )
+
+
+def _header_fields_one_by_one(
+    headers: _Headers, fallback: datetime | None, ctx: _Context
+) -> _HeaderFields:
+    # The same as _header_fields, each field on its own: run only after that failed, so
+    # that well-formed mail pays nothing for the guards.
+    message_id = _guarded(ctx, "Message-ID", lambda: _first_id(headers, "message-id", ctx), None)
+    ctx.label = message_id or ctx.label
+    return (
+        message_id,
+        _guarded(ctx, "Date", lambda: _date(headers, fallback, ctx), _fallback_date(fallback)),
+        _guarded(ctx, "Subject", lambda: _subject(headers, ctx), ""),
+        [
+            _guarded(ctx, name.capitalize(), functools.partial(_addresses, headers, name, ctx),
+                     _NONE)
+            for name in _ADDRESS_FIELDS
+        ],
+        _guarded(ctx, "In-Reply-To", lambda: _first_id(headers, "in-reply-to", ctx), None),
+        _guarded(ctx, "References", lambda: _references(headers, ctx), _NO_IDS),
+        [
+            _guarded(ctx, name, functools.partial(_plain_header, headers, name, ctx), None)
+            for name in _PLAIN_FIELDS
+        ],
+    )
+
+
 def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
     ctx = _Context()
     if raw.startswith(_BOM):
@@ -1234,29 +1306,24 @@ def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
         raw = raw[len(_BOM) :]
     root = _Entity(raw, ctx)
     headers = root.fields
-    message_id = _guarded(ctx, "Message-ID", lambda: _first_id(headers, "message-id", ctx), None)
-    ctx.label = message_id or "without Message-ID"
+    ctx.label = _fold(headers.first("message-id") or "")[:200] or ctx.label
     ctx.hint = root.charset
     out = _Body()
-    body_text = _guarded(ctx, "body", lambda: _root_text(root, out, ctx), None)
-    if body_text is None:
+    try:
+        body_text = _root_text(root, out, ctx)
+    except Exception:
+        # As for a header field: the body's failure costs only the body.
+        log.exception("the body of message %s could not be read", ctx.label)
         body_text = _raw_text(root.body, ctx)
-    date, date_from_header = _guarded(
-        ctx, "Date", lambda: _date(headers, fallback_date, ctx), _fallback_date(fallback_date)
+    try:
+        fields = _header_fields(headers, fallback_date, ctx)
+    except Exception:  # noqa: BLE001 - read again field by field, each failure logged there
+        fields = _header_fields_one_by_one(headers, fallback_date, ctx)
+    message_id, (date, date_from_header), subject, addresses, in_reply_to, references, plain = (
+        fields
     )
-    subject = _guarded(ctx, "Subject", lambda: _subject(headers, ctx), "")
-    from_, to, cc, bcc, reply_to, sender = (
-        _guarded(ctx, name.capitalize(), functools.partial(_addresses, headers, name, ctx), _NONE)
-        for name in ("from", "to", "cc", "bcc", "reply-to", "sender")
-    )
-    in_reply_to = _guarded(
-        ctx, "In-Reply-To", lambda: _first_id(headers, "in-reply-to", ctx), None
-    )
-    references = _guarded(ctx, "References", lambda: _references(headers, ctx), _NO_IDS)
-    list_id, auto_submitted, precedence = (
-        _guarded(ctx, name, functools.partial(_plain_header, headers, name, ctx), None)
-        for name in ("list-id", "auto-submitted", "precedence")
-    )
+    from_, to, cc, bcc, reply_to, sender = addresses
+    list_id, auto_submitted, precedence = plain
     return ParsedMessage(
         date=date,
         date_from_header=date_from_header,

@@ -1039,3 +1039,35 @@ def test_an_empty_file_reads_as_an_empty_message_and_is_no_mail() -> None:
 )
 def test_looks_like_mail(raw: bytes, is_mail: bool) -> None:
     assert mime.looks_like_mail(raw) is is_mail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "begin 644 x\n" * 50000,
+        "=ybegin size=1 name=y\n" * 50000 + "end\n",
+        "text\n" + "begin 644 a\nM86)C\n" * 20000 + "end\n",
+    ],
+)
+def test_inline_encoded_blocks_take_bounded_time(body: str) -> None:
+    started = time.perf_counter()
+    parsed = parse_message(make("Subject: blocks", body=body))
+    assert time.perf_counter() - started < 5
+    assert parsed.subject == "blocks"
+
+
+def test_richtext_params_without_end_take_bounded_time() -> None:
+    raw = make("Content-Type: text/enriched", body="<param>x " * 50000 + "<bold>end</bold>")
+    started = time.perf_counter()
+    parsed = parse_message(raw)
+    assert time.perf_counter() - started < 5
+    assert parsed.body_text.endswith("end")
+
+
+def test_charset_detection_is_bounded_per_message() -> None:
+    sjis = "会議は金曜日の午後三時に変更になりました。".encode("shift_jis")
+    parts = [part("text/plain; charset=us-ascii", sjis) for _ in range(200)]
+    started = time.perf_counter()
+    parsed = parse_message(multipart("mixed", "m", *parts))
+    assert time.perf_counter() - started < 5
+    assert parsed.body_text.startswith("会議は金曜日")
