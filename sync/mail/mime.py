@@ -1226,8 +1226,14 @@ def parse_message(raw: bytes, *, fallback_date: datetime | None = None) -> Parse
     except Exception:
         # A bug here must not stop a folder from syncing or lose the mail: keep it with
         # what can be read without MIME, and leave a trace so the bug gets fixed.
-        log.exception("MIME parsing failed; keeping the message with a raw reading")
+        found = _MESSAGE_ID_LINE.search(raw, 0, 65536)
+        label = found.group(1).strip().decode("ascii", "replace") if found else "without Message-ID"
+        log.exception("MIME parsing of message %s failed; keeping it with a raw reading", label)
         return _raw_reading(raw, fallback_date)
+
+
+# Names the message in the log when nothing else of it could be read.
+_MESSAGE_ID_LINE = re.compile(rb"(?im)^message-id:[ \t]*([^\r\n]{0,200})")
 
 
 _BOM = b"\xef\xbb\xbf"
