@@ -1071,3 +1071,15 @@ def test_charset_detection_is_bounded_per_message() -> None:
     parsed = parse_message(multipart("mixed", "m", *parts))
     assert time.perf_counter() - started < 5
     assert parsed.body_text.startswith("会議は金曜日")
+
+
+def test_search_words_cover_the_attached_message() -> None:
+    from xtmail.sync.mail.prepare import prepare
+
+    inner = make("From: Landlord <office@landlord.example>", "Subject: Lease terms",
+                 body="The inner offer: rent rises by two percent.")
+    raw = multipart("mixed", "m", part("text/plain", "See below."), part("message/rfc822", inner),
+                    headers=("Subject: Fwd: Lease terms",))
+    words = set(prepare(raw).search.replace("'", "").split())
+    # The inner text and the inner headers shown with it are found by search.
+    assert {"rent", "rises", "landlord"} <= words
