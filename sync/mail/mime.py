@@ -496,6 +496,11 @@ def _split_addresses(value: str, what: str, ctx: _Context) -> list[tuple[str, st
         # the stack. Comments carry nothing xtmail keeps.
         value = _without_comments(value)
         ctx.note(f"{what}: {_MAX_COMMENTS}+ comments removed before reading the addresses")
+    if value.count(":") > _MAX_COMMENTS:
+        # Likewise each ":" opens a group that getaddresses() reads by recursion; no real
+        # list has this many groups, and their names are not kept.
+        value = value.replace(":", " ")
+        ctx.note(f"{what}: {_MAX_COMMENTS}+ group colons removed before reading the addresses")
     pairs = getaddresses([value], **_GETADDRESSES_KW)
     good = [(n, a) for n, a in pairs if "@" not in a or _PLAUSIBLE_ADDR.fullmatch(a.strip())]
     if len(good) == len(pairs):
