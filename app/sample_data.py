@@ -103,7 +103,14 @@ def seed(conn: psycopg.Connection) -> bool:
             "UPDATE crmacct SET crmacct_cntct_id_1 = c.cntct_id FROM cntct c "
             "WHERE c.cntct_crmacct_id = crmacct_id AND crmacct_cntct_id_1 IS NULL"
         )
+        # Tables a commercial xTuple edition adds (tohead, rahead) may be absent: their
+        # documents are then unavailable, and none are made.
+        present = {r[0] for r in conn.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NOT NULL",
+            ([d[0] for d in _DOCUMENTS],))}
         for table, number_column, numbers, contacts in _DOCUMENTS:
+            if table not in present:
+                continue
             columns = [number_column, *contacts]
             for number in numbers:
                 values = [int(number) if table == "incdt" else number,
@@ -113,9 +120,10 @@ def seed(conn: psycopg.Connection) -> bool:
                     f"VALUES ({', '.join(['%s'] * len(values))})",
                     values,
                 )
-        conn.execute(
-            "UPDATE rahead SET rahead_cust_id = (SELECT min(cust_id) FROM custinfo)"
-        )
+        if "rahead" in present:
+            conn.execute(
+                "UPDATE rahead SET rahead_cust_id = (SELECT min(cust_id) FROM custinfo)"
+            )
         conn.execute(
             "INSERT INTO todoitem (todoitem_name, todoitem_cntct_id) VALUES "
             "('Call Ada about the engines', %s), ('Send Grace the compiler notes', %s)",

@@ -97,8 +97,11 @@ class MailStore:
     queries; or pass in a pool (the store then owns it, and closes it).
     """
 
-    def __init__(self, pool: AsyncPool) -> None:
+    def __init__(
+        self, pool: AsyncPool, available: tuple[registry.DocumentType, ...] | None = None
+    ) -> None:
         self._pool = pool
+        self._available = available
 
     @classmethod
     async def connect(
@@ -165,19 +168,44 @@ class MailStore:
             rows = await (await conn.execute(query, {"doc_id": doc_id})).fetchall()
         return [ContactRow(*r) for r in rows]
 
+    async def available_documents(self) -> tuple[registry.DocumentType, ...]:
+        """The document types this database has tables for (asked once per store: tables do
+        not come and go while a program runs)."""
+        if self._available is None:
+            async with self._connection("to look up the document tables") as conn:
+                return await self._available_on(conn)
+        return self._available
+
+    async def _available_on(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> tuple[registry.DocumentType, ...]:
+        """:meth:`available_documents` on a connection the caller holds already."""
+        if self._available is None:
+            cur = await conn.execute(
+                "SELECT t FROM unnest(%s::text[]) AS t "
+                "WHERE to_regclass(quote_ident(t)) IS NOT NULL",
+                ([doc.table for doc in registry.DOCUMENT_TYPES],),
+            )
+            self._available = registry.available({str(r[0]) for r in await cur.fetchall()})
+        return self._available
+
     async def document_number(self, code: str, doc_id: int) -> str | None:
-        """The number a person sees for a document (for its reference), or None."""
+        """The number a person sees for a document (for its reference), or None (also for a
+        type this database does not have)."""
         doc = _document(code)
         query = sql.SQL("SELECT {number}::text FROM {table} WHERE {key} = %s").format(
             number=sql.Identifier(doc.number_column or doc.key),
             table=sql.Identifier(doc.table), key=sql.Identifier(doc.key),
         )
         async with self._connection("to read the document's number") as conn:
+            if doc.edition_only and doc not in await self._available_on(conn):
+                return None
             row = await (await conn.execute(query, (doc_id,))).fetchone()
         return None if row is None else str(row[0])
 
     async def list_documents(self, code: str, *, limit: int = 500) -> list[DocumentRow]:
-        """Records of one document type with their first contact, by number."""
+        """Records of one document type with their first contact, by number; none for a type
+        this database does not have."""
         doc = _document(code)
         table, key = sql.Identifier(doc.table), sql.Identifier(doc.key)
         number = sql.Identifier(doc.number_column or doc.key)
@@ -202,6 +230,8 @@ class MailStore:
                 ORDER BY d.{number} LIMIT %s"""
         ).format(key=key, number=number, table=table, contact=contact)
         async with self._connection("to list the documents") as conn:
+            if doc.edition_only and doc not in await self._available_on(conn):
+                return []
             rows = await (await conn.execute(query, (limit,))).fetchall()
         return [DocumentRow(*r) for r in rows]
 

@@ -2,10 +2,16 @@
 
 Everything that needs to know about a document type (references, association, the Email
 tab, the demo) reads this module; nothing else lists document types.
+
+Not every xTuple database has every table: PostBooks has no transfer orders (``tohead``) or
+return authorizations (``rahead``); the commercial editions add them. xtmail never creates
+such a table (the commercial install would then fail on it); a type whose table is absent is
+unavailable there (:func:`available`), and references to it name no document.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 
@@ -17,6 +23,8 @@ class DocumentType:
     ``number_column`` is the number a person sees; ``None`` means the key itself (To-Do).
     ``contact_columns`` are columns of ``table`` holding cntct ids.
     ``shows_contact_mail``: the Email tab also lists mail of the document's contacts.
+    ``edition_only``: only some xTuple editions have the table (not PostBooks); every other
+    type's table is part of every xTuple database.
     """
 
     code: str
@@ -27,6 +35,7 @@ class DocumentType:
     contact_columns: tuple[str, ...]
     number_is_integer: bool = False
     shows_contact_mail: bool = False
+    edition_only: bool = False
 
 
 CONTACT = DocumentType("T", "Contact", "cntct", "cntct_id", "cntct_number", ("cntct_id",))
@@ -59,7 +68,7 @@ SALES_ORDER = DocumentType(
 )
 TRANSFER_ORDER = DocumentType(
     "TO", "Transfer Order", "tohead", "tohead_id", "tohead_number",
-    ("tohead_srccntct_id", "tohead_destcntct_id"),
+    ("tohead_srccntct_id", "tohead_destcntct_id"), edition_only=True,
 )
 PURCHASE_ORDER = DocumentType(
     "P", "Purchase Order", "pohead", "pohead_id", "pohead_number",
@@ -67,7 +76,7 @@ PURCHASE_ORDER = DocumentType(
 )
 # Return authorizations carry no contact column: their contacts are the customer's.
 RETURN_AUTHORIZATION = DocumentType(
-    "RA", "Return Authorization", "rahead", "rahead_id", "rahead_number", (),
+    "RA", "Return Authorization", "rahead", "rahead_id", "rahead_number", (), edition_only=True,
 )
 TODO_ITEM = DocumentType(
     "TD", "To-Do Item", "todoitem", "todoitem_id", None, ("todoitem_cntct_id",),
@@ -97,3 +106,8 @@ def by_code(code: str) -> DocumentType:
 def find(code: str) -> DocumentType | None:
     """Like :func:`by_code`, but ``None`` for an unknown code."""
     return _BY_CODE.get(code.upper())
+
+
+def available(present_tables: Collection[str]) -> tuple[DocumentType, ...]:
+    """The document types whose table is among ``present_tables`` (the database's tables)."""
+    return tuple(doc for doc in DOCUMENT_TYPES if doc.table in present_tables)

@@ -42,6 +42,18 @@ GRANT ALL ON SEQUENCE xtbatch.eml_eml_id_seq, xtbatch.emladdr_emladdr_id_seq,
                       xtbatch.emlassc_emlassc_id_seq TO xtrole;
 """
 
+#: The tables of the two document types only xTuple's commercial editions have, with the
+#: columns xtmail reads (init-db never creates them).
+COMMERCIAL_TABLES = """
+CREATE TABLE public.tohead (
+    tohead_id serial PRIMARY KEY, tohead_number text NOT NULL UNIQUE,
+    tohead_srccntct_id integer, tohead_destcntct_id integer
+);
+CREATE TABLE public.rahead (
+    rahead_id serial PRIMARY KEY, rahead_number text NOT NULL UNIQUE, rahead_cust_id integer
+);
+"""
+
 #: A message Connect stored: its MD5 hash as bytes, a day for a date, status open.
 CONNECT_MAIL = """
 INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status)

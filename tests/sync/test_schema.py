@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.helpers.xtuple import (
+    COMMERCIAL_TABLES,
     CONNECT_MAIL,
     CONNECT_TABLES,
     create_connect_tables,
@@ -148,6 +149,13 @@ def test_existing_xtuple_rows_are_untouched(empty_db_dsn: str) -> None:
 def test_every_registered_document_table_has_its_columns(conn: psycopg.Connection) -> None:
     assert len(registry.DOCUMENT_TYPES) == 14
     assert len({d.code for d in registry.DOCUMENT_TYPES}) == 14
+    present = {r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    # Only a commercial xTuple edition has these: never created by init-db.
+    assert "tohead" not in present and "rahead" not in present
+    assert {d.code for d in registry.available(present)} == {
+        d.code for d in registry.DOCUMENT_TYPES} - {"TO", "RA"}
+    conn.execute(COMMERCIAL_TABLES)  # type: ignore[arg-type]
     for doc in registry.DOCUMENT_TYPES:
         columns = [doc.key, *doc.contact_columns]
         if doc.number_column:

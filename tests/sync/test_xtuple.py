@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 import psycopg
 import pytest
 import qasync
+from psycopg import sql
 from PyQt6.QtCore import QEvent
 from PyQt6.QtWidgets import QApplication
 
@@ -21,6 +22,7 @@ from tests.helpers.mail import make_message
 from tests.helpers.postgres import TestDatabases
 from tests.helpers.qt import RunUntil
 from tests.helpers.xtuple import (
+    COMMERCIAL_TABLES,
     CONNECT_MAIL,
     add_contact_triggers,
     create_connect_tables,
@@ -31,6 +33,7 @@ from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.db.writer import EML_STATUS, Importer
 from xtmail.sync.errors import PermissionDenied
+from xtmail.sync.mail import registry
 from xtmail.sync.values import Incoming, Location
 from xtmail.widgets.email_tab import EmailTab
 
@@ -203,7 +206,7 @@ CLERK = "xt_clerk_in_xtrole"
 
 
 def test_an_ordinary_user_imports_attaches_detaches_and_keeps_sync_state(
-    kind_dsn: str, databases: TestDatabases,
+    kind_dsn: str, databases: TestDatabases, qloop: qasync.QEventLoop,
 ) -> None:
     """A login role in xtrole, made like xTuple's createuser(), with nothing granted to it
     by name: init-db's grants to xtrole are all it has."""
@@ -245,7 +248,7 @@ def test_an_ordinary_user_imports_attaches_detaches_and_keeps_sync_state(
         finally:
             await store.close()
 
-    assert asyncio.run(attach_and_detach()) == (1, 4 + tied_before[0], 1)
+    assert qloop.run_until_complete(attach_and_detach()) == (1, 4 + tied_before[0], 1)
     with psycopg.connect(kind_dsn, autocommit=True) as owner:
         log = owner.execute("SELECT al_action, al_username FROM xtmail.assc_log "
                             "ORDER BY al_id").fetchall()
@@ -293,3 +296,66 @@ def test_a_new_contact_has_its_primary_address_without_xtuples_trigger(db_dsn: s
                 GROUP BY 1 ORDER BY 1""").fetchall()
         assert rows == [("ada@example.com", 1, 1), ("noname@example.com", 1, 1),
                         ("sales@ourco.example", 1, 1)]
+
+
+# -- documents whose table is absent ----------------------------------------------------------
+
+
+def test_document_types_without_a_table_are_unavailable(
+    db_dsn: str, qloop: qasync.QEventLoop,
+) -> None:
+    async def ask() -> tuple[set[str], list[object], str | None]:
+        store = await MailStore.connect(db_dsn)
+        try:
+            codes = {d.code for d in await store.available_documents()}
+            return codes, list(await store.list_documents("TO")), await store.document_number(
+                "RA", 1)
+        finally:
+            await store.close()
+
+    codes, transfer_orders, number = qloop.run_until_complete(ask())
+    assert codes == {d.code for d in registry.DOCUMENT_TYPES} - {"TO", "RA"}
+    assert transfer_orders == [] and number is None
+    # A reference to one is kept on record, not tied.
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        result = Importer(conn).import_batch([Incoming(make_message(
+            subject="Transfer [xtref:TO-9001]"))])
+        assert all(code != "TO" for code, _ in result.ties[result.eml_ids[0]])
+        assert conn.execute("SELECT uref_code, uref_number FROM xtmail.unresolved_ref"
+                            ).fetchall() == [("TO", "9001")]
+
+
+def test_every_document_type_lists_its_mail(db_dsn: str, qloop: qasync.QEventLoop) -> None:
+    """All fourteen, with the commercial edition's tables added as that edition would."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(COMMERCIAL_TABLES)  # type: ignore[arg-type]
+        ids: dict[str, int] = {}
+        for n, doc in enumerate(registry.DOCUMENT_TYPES, 1):
+            insert = (
+                sql.SQL("INSERT INTO {t} ({n}) VALUES (%s) RETURNING {k}").format(
+                    t=sql.Identifier(doc.table), n=sql.Identifier(doc.number_column),
+                    k=sql.Identifier(doc.key))
+                if doc.number_column else
+                sql.SQL("INSERT INTO {t} DEFAULT VALUES RETURNING {k}").format(
+                    t=sql.Identifier(doc.table), k=sql.Identifier(doc.key)))
+            params = (n if doc.number_is_integer else f"DOC{n}",) if doc.number_column else ()
+            row = conn.execute(insert, params).fetchone()
+            assert row is not None
+            ids[doc.code] = int(row[0])
+        mail = {doc.code: Importer(conn).import_batch(
+                    [Incoming(make_message(sender="x@nowhere.example", subject=doc.label))],
+                    extra_ties=[(doc.code, ids[doc.code])]).eml_ids[0]
+                for doc in registry.DOCUMENT_TYPES}
+
+    async def lists() -> dict[str, list[int]]:
+        store = await MailStore.connect(db_dsn)
+        try:
+            assert len(await store.available_documents()) == 14
+            return {code: [r.eml_id for r in await store.messages_for(code, doc_id)]
+                    for code, doc_id in ids.items()}
+        finally:
+            await store.close()
+
+    listed = qloop.run_until_complete(lists())
+    for code, eml_id in mail.items():
+        assert eml_id in listed[code], code

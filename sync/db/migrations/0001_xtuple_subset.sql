@@ -1,7 +1,9 @@
 -- An xTuple-compatible subset of the ERP's base tables: only the columns xtmail reads, for
 -- an empty database (demo, tests). Each table is created only when absent, so on a real
 -- xTuple database this changes nothing; a table created here is granted to xtrole as xTuple
--- grants its own. xTuple's own functions and triggers are not recreated here.
+-- grants its own. xTuple's own functions and triggers are not recreated here. Tables only a
+-- commercial edition has (tohead, rahead) are never created: that edition's installer would
+-- fail on them; their document types are unavailable where they are absent.
 
 DO $$
 DECLARE
@@ -110,15 +112,6 @@ BEGIN
         );
         created := created || 'cohead'::text;
     END IF;
-    IF to_regclass('public.tohead') IS NULL THEN
-        CREATE TABLE public.tohead (
-            tohead_id            serial PRIMARY KEY,
-            tohead_number        text NOT NULL UNIQUE,
-            tohead_srccntct_id   integer,
-            tohead_destcntct_id  integer
-        );
-        created := created || 'tohead'::text;
-    END IF;
     IF to_regclass('public.pohead') IS NULL THEN
         CREATE TABLE public.pohead (
             pohead_id               serial PRIMARY KEY,
@@ -128,14 +121,6 @@ BEGIN
             pohead_shipto_cntct_id  integer
         );
         created := created || 'pohead'::text;
-    END IF;
-    IF to_regclass('public.rahead') IS NULL THEN
-        CREATE TABLE public.rahead (
-            rahead_id       serial PRIMARY KEY,
-            rahead_number   text NOT NULL UNIQUE,
-            rahead_cust_id  integer
-        );
-        created := created || 'rahead'::text;
     END IF;
     IF to_regclass('public.todoitem') IS NULL THEN
         CREATE TABLE public.todoitem (
