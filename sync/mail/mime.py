@@ -419,7 +419,9 @@ _GETADDRESSES_KW: dict[str, bool] = (
     {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
 )
 _PLAUSIBLE_ADDR = re.compile(r"[^@\s]+@[^@\s]+")
-_ADDR_SPEC = re.compile(r"[^\s<>,;:\"()\[\]@]+@[^\s<>,;:\"()\[\]@]+")
+# Only from the start of a run of address characters: trying every position of a long run
+# without "@" took quadratic time.
+_ADDR_SPEC = re.compile(r"(?<![^\s<>,;:\"()\[\]@])[^\s<>,;:\"()\[\]@]+@[^\s<>,;:\"()\[\]@]+")
 # `Mikel@Lindsaar <m@x.example>`: an unquoted "@" in a display name splits the address.
 _UNQUOTED_AT_NAME = re.compile(r"(^|,)(\s*)([^,\"<>()]*@[^,\"<>()]*?)(\s*<[^<>]*>)")
 

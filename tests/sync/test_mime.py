@@ -923,6 +923,7 @@ def test_a_field_that_cannot_be_read_costs_only_itself(
     [
         "(" * 20000 + "x" + ")" * 20000 + " <a@example.org>",
         "a@example.org, " + ":" * 20000,
+        "x" * 50000 + " y z, a@example.org",
         "g:" * 20000 + " a@example.org" + ";" * 20000,
         "=?utf-8?q?a?= (" * 5000 + " <a@example.org>",
         ", ".join(f"=?utf-8?b?w6Q=?={i} <u{i}@example.org>" for i in range(20000)),

@@ -77,7 +77,9 @@ def apply(raw: bytes, damage: list[Damage]) -> bytes:
     return bytes(data)
 
 
-_FIELD_LINE = re.compile(rb"^(subject|from|date|message-id)[ \t]*:.*(?:\r?\n[ \t].*)*", re.I | re.M)
+_FIELD_LINE = re.compile(
+    rb"^(subject|from|to|cc|date|message-id)[ \t]*:.*(?:\r?\n[ \t].*)*", re.I | re.M
+)
 
 
 def field_spans(raw: bytes) -> dict[str, list[tuple[int, int, bool]]]:
@@ -97,10 +99,15 @@ def field_spans(raw: bytes) -> dict[str, list[tuple[int, int, bool]]]:
     return spans
 
 
+ADDRESS_FIELDS = frozenset({"from", "to", "cc"})
+
+
 def fields(parsed: ParsedMessage) -> dict[str, object]:
     return {
         "subject": parsed.subject,
         "from": parsed.from_,
+        "to": parsed.to,
+        "cc": parsed.cc,
         "date": parsed.date if parsed.date_from_header else None,
         "message-id": parsed.message_id,
     }
@@ -131,7 +138,12 @@ def test_damaged_mail_keeps_every_untouched_header(case: tuple[int, list[Damage]
         # Only fields whose every line lies wholly before the damage; raw 8-bit values are
         # read in the charset of the message's text, which damage further on may change.
         if all(safe_from <= first and ascii_only for _start, safe_from, ascii_only in lines):
-            assert after[name] == before[name], (FILES[index].name, name)
+            value, expected = after[name], before[name]
+            if name in ADDRESS_FIELDS and isinstance(value, tuple) and isinstance(expected, tuple):
+                # Every field of the name counts: damage further on can join more (the body
+                # of a forwarded message pulled into the header block), none may be lost.
+                value = value[: len(expected)]
+            assert value == expected, (FILES[index].name, name)
 
 
 def test_fixed_seed_damage_of_every_message_is_read_in_bounded_time() -> None:
