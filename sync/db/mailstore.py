@@ -39,7 +39,22 @@ MAX_CONNECTIONS = 4
 WAIT_FOR_CONNECTION = 5.0
 
 
-def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
+#: How contacts belong to CRM accounts: xTuple 4.x has ``cntct.cntct_crmacct_id``; xTuple 5.0
+#: dropped it for the association table ``crmacctcntctass``; a database with neither (none
+#: known) links none.
+CRM_LINK_COLUMN, CRM_LINK_TABLE, CRM_LINK_NONE = "column", "table", "none"
+
+_CRM_LINK_QUERY = """
+SELECT CASE
+         WHEN EXISTS (SELECT 1 FROM pg_attribute
+                       WHERE attrelid = to_regclass('cntct') AND attname = 'cntct_crmacct_id'
+                         AND NOT attisdropped) THEN 'column'
+         WHEN to_regclass('crmacctcntctass') IS NOT NULL THEN 'table'
+         ELSE 'none' END
+"""
+
+
+def _contacts_sql(doc: registry.DocumentType, crm_link: str = CRM_LINK_COLUMN) -> sql.Composable:
     """SQL selecting the cntct ids of one document (parameter: the document id)."""
     parts: list[sql.Composable] = []
     table, key = sql.Identifier(doc.table), sql.Identifier(doc.key)
@@ -49,8 +64,11 @@ def _contacts_sql(doc: registry.DocumentType) -> sql.Composable:
                 col=sql.Identifier(column), table=table, key=key
             )
         )
-    if doc is registry.CRM_ACCOUNT:
+    if doc is registry.CRM_ACCOUNT and crm_link == CRM_LINK_COLUMN:
         parts.append(sql.SQL("SELECT cntct_id FROM cntct WHERE cntct_crmacct_id = %(doc_id)s"))
+    elif doc is registry.CRM_ACCOUNT and crm_link == CRM_LINK_TABLE:
+        parts.append(sql.SQL("SELECT crmacctcntctass_cntct_id FROM crmacctcntctass "
+                             "WHERE crmacctcntctass_crmacct_id = %(doc_id)s"))
     if doc is registry.RETURN_AUTHORIZATION:
         parts.append(
             sql.SQL(
@@ -102,6 +120,7 @@ class MailStore:
     ) -> None:
         self._pool = pool
         self._available = available
+        self._crm_link: str | None = None
 
     @classmethod
     async def connect(
@@ -153,7 +172,15 @@ class MailStore:
     async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]:
         """The contacts of a document, with their primary address (for New)."""
         doc = _document(code)
-        query = sql.SQL(
+        async with self._connection("to read the document's contacts") as conn:
+            link = await self._crm_link_on(conn, doc)
+            query = self._document_contacts_query(doc, link)
+            rows = await (await conn.execute(query, {"doc_id": doc_id})).fetchall()
+        return [ContactRow(*r) for r in rows]
+
+    @staticmethod
+    def _document_contacts_query(doc: registry.DocumentType, link: str) -> sql.Composed:
+        return sql.SQL(
             """SELECT c.cntct_id, c.cntct_number,
                       trim(coalesce(c.cntct_first_name, '') || ' ' ||
                            coalesce(c.cntct_last_name, '')),
@@ -162,11 +189,8 @@ class MailStore:
                                  WHERE e.cntcteml_cntct_id = c.cntct_id
                                  ORDER BY e.cntcteml_primary DESC, e.cntcteml_id LIMIT 1), '')
                  FROM cntct c WHERE c.cntct_id IN ({ids}) ORDER BY c.cntct_id"""
-        ).format(ids=_contacts_sql(doc) if doc is not registry.CONTACT
+        ).format(ids=_contacts_sql(doc, link) if doc is not registry.CONTACT
                  else sql.SQL("SELECT %(doc_id)s"))
-        async with self._connection("to read the document's contacts") as conn:
-            rows = await (await conn.execute(query, {"doc_id": doc_id})).fetchall()
-        return [ContactRow(*r) for r in rows]
 
     async def available_documents(self) -> tuple[registry.DocumentType, ...]:
         """The document types this database has tables for (asked once per store: tables do
@@ -175,6 +199,16 @@ class MailStore:
             async with self._connection("to look up the document tables") as conn:
                 return await self._available_on(conn)
         return self._available
+
+    async def _crm_link_on(self, conn: psycopg.AsyncConnection[Any], doc: registry.DocumentType
+                           ) -> str:
+        """How this database links contacts to CRM accounts (asked once, only for them)."""
+        if doc is not registry.CRM_ACCOUNT:
+            return CRM_LINK_COLUMN
+        if self._crm_link is None:
+            row = await (await conn.execute(_CRM_LINK_QUERY)).fetchone()
+            self._crm_link = str(row[0]) if row else CRM_LINK_NONE
+        return self._crm_link
 
     async def _available_on(
         self, conn: psycopg.AsyncConnection[Any]
@@ -236,7 +270,7 @@ class MailStore:
         return [DocumentRow(*r) for r in rows]
 
     # -- message lists ---------------------------------------------------------------------------
-    def _ids_query(self, doc: registry.DocumentType) -> sql.Composable:
+    def _ids_query(self, doc: registry.DocumentType, link: str) -> sql.Composable:
         direct = sql.SQL(
             "SELECT emlassc_eml_id AS eml_id, false AS via FROM xtbatch.emlassc "
             "WHERE emlassc_type = %(code)s AND emlassc_assc_id = %(doc_id)s"
@@ -246,7 +280,7 @@ class MailStore:
         via = sql.SQL(
             "SELECT emlassc_eml_id, true FROM xtbatch.emlassc "
             "WHERE emlassc_type = 'T' AND emlassc_assc_id IN ({contacts})"
-        ).format(contacts=_contacts_sql(doc))
+        ).format(contacts=_contacts_sql(doc, link))
         return sql.SQL(
             "SELECT eml_id, bool_and(via) AS via FROM ({direct} UNION ALL {via}) AS u "
             "GROUP BY eml_id"
@@ -257,21 +291,8 @@ class MailStore:
     ) -> list[MessageRow]:
         """A document's mail, newest first; ``limit`` rows from ``offset``."""
         doc = _document(code)
-        query = sql.SQL(
-            """SELECT m.eml_id, {date} AS date, coalesce(m.eml_subj, ''), t.via,
-                      coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
-                 FROM ({ids}) AS t
-                 JOIN xtbatch.eml m ON m.eml_id = t.eml_id
-                 LEFT JOIN xtmail.msg x ON x.msg_eml_id = m.eml_id
-                ORDER BY date DESC NULLS LAST, m.eml_id DESC
-                LIMIT %(limit)s OFFSET %(offset)s"""
-        ).format(
-            ids=self._ids_query(doc), date=sql.SQL(MESSAGE_TIME.format(eml="m", msg="x")),
-            from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
-            to=sql.SQL(_ADDRESSES.format(kind="TO")),
-            cc=sql.SQL(_ADDRESSES.format(kind="CC")),
-        )
         async with self._connection("to list the document's mail") as conn:
+            query = self._messages_query(doc, await self._crm_link_on(conn, doc))
             cur = await conn.execute(
                 query, {"code": doc.code, "doc_id": doc_id, "limit": limit, "offset": offset}
             )
@@ -281,6 +302,23 @@ class MailStore:
                        sender=r[4], to=r[5], cc=r[6])
             for r in rows
         ]
+
+    def _messages_query(self, doc: registry.DocumentType, link: str) -> sql.Composed:
+        return sql.SQL(
+            """SELECT m.eml_id, {date} AS date, coalesce(m.eml_subj, ''), t.via,
+                      coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
+                 FROM ({ids}) AS t
+                 JOIN xtbatch.eml m ON m.eml_id = t.eml_id
+                 LEFT JOIN xtmail.msg x ON x.msg_eml_id = m.eml_id
+                ORDER BY date DESC NULLS LAST, m.eml_id DESC
+                LIMIT %(limit)s OFFSET %(offset)s"""
+        ).format(
+            ids=self._ids_query(doc, link),
+            date=sql.SQL(MESSAGE_TIME.format(eml="m", msg="x")),
+            from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
+            to=sql.SQL(_ADDRESSES.format(kind="TO")),
+            cc=sql.SQL(_ADDRESSES.format(kind="CC")),
+        )
 
     # -- one message -------------------------------------------------------------------------------
     async def message(self, eml_id: int) -> MessageDetail:

@@ -359,3 +359,55 @@ def test_every_document_type_lists_its_mail(db_dsn: str, qloop: qasync.QEventLoo
     listed = qloop.run_until_complete(lists())
     for code, eml_id in mail.items():
         assert eml_id in listed[code], code
+
+
+# -- xTuple 5: contacts belong to CRM accounts through crmacctcntctass --------------------------
+
+XTUPLE5_CONTACTS = """
+CREATE TABLE public.crmacct (
+    crmacct_id serial PRIMARY KEY, crmacct_number text NOT NULL UNIQUE, crmacct_name text,
+    crmacct_cntct_id_1 integer, crmacct_cntct_id_2 integer
+);
+CREATE TABLE public.cntct (
+    cntct_id serial PRIMARY KEY, cntct_number text NOT NULL UNIQUE, cntct_first_name text,
+    cntct_last_name text, cntct_name text, cntct_email text,
+    cntct_active boolean NOT NULL DEFAULT true, cntct_owner_username text,
+    cntct_created timestamptz DEFAULT now()
+);
+CREATE TABLE public.crmacctcntctass (
+    crmacctcntctass_id serial PRIMARY KEY, crmacctcntctass_crmacct_id integer NOT NULL,
+    crmacctcntctass_cntct_id integer NOT NULL, crmacctcntctass_crmrole_id integer
+);
+INSERT INTO crmacct (crmacct_number, crmacct_name) VALUES ('TTOYS', 'Tremendous Toys');
+INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name, cntct_email)
+VALUES ('C1', 'Ada', 'Lovelace', 'ada@example.com');
+INSERT INTO crmacctcntctass (crmacctcntctass_crmacct_id, crmacctcntctass_cntct_id)
+VALUES (1, 1);
+"""
+
+
+@pytest.mark.parametrize("version", ["4", "5"])
+def test_crm_account_shows_its_contacts_mail_in_xtuple_4_and_5(
+    empty_db_dsn: str, qloop: qasync.QEventLoop, version: str,
+) -> None:
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        if version == "5":
+            conn.execute(XTUPLE5_CONTACTS)  # type: ignore[arg-type]
+        migrate(conn)
+        if version == "4":
+            conn.execute("INSERT INTO crmacct (crmacct_number) VALUES ('TTOYS')")
+            conn.execute("INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name, "
+                         "cntct_email, cntct_crmacct_id) "
+                         "VALUES ('C1', 'Ada', 'Lovelace', 'ada@example.com', 1)")
+        (eml,) = Importer(conn).import_batch([Incoming(raw) for raw in _messages()[:1]]).eml_ids
+
+    async def read() -> tuple[list[tuple[int, bool]], list[int]]:
+        store = await MailStore.connect(empty_db_dsn)
+        try:
+            rows = await store.messages_for("CRMA", 1)
+            contacts = await store.document_contacts("CRMA", 1)
+            return [(r.eml_id, r.via_contact) for r in rows], [c.cntct_id for c in contacts]
+        finally:
+            await store.close()
+
+    assert qloop.run_until_complete(read()) == ([(eml, True)], [1])
