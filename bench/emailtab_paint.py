@@ -53,9 +53,9 @@ def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
         """INSERT INTO xtbatch.eml (eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status)
            SELECT decode(md5('bench' || i), 'hex'),
                   date '2026-01-01' + i / 1440,
-                  initcap(w[1 + i %% 37]) || ' ' || w[1 + i %% 41] || ' ' || w[1 + i %% 43]
-                    || ' ' || w[1 + i %% 47] || ' [xtref:S-' || %(number)s || ']',
-                  'Message ' || i || E'\\n' || repeat(w[1 + i %% 31] || ' ', 200),
+                  concat_ws(' ', initcap(w[1 + i %% 37]), w[1 + i %% 41], w[1 + i %% 43],
+                            w[1 + i %% 47], '[xtref:S-' || %(number)s || ']'),
+                  'Message ' || i || E'\\n' || repeat(coalesce(w[1 + i %% 31], '') || ' ', 200),
                   convert_to('Subject: message ' || i || E'\\r\\n\\r\\nbody\\r\\n', 'UTF8'),
                   'C'
              FROM generate_series(1, %(total)s) AS i, (SELECT %(words)s::text[] AS w) AS v""",
