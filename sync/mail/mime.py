@@ -234,7 +234,7 @@ def _decode_bytes(data: bytes, charset: str | None, what: str, ctx: _Context) ->
     except UnicodeError:
         pass
     else:
-        if _single_byte(codec) and not data.isascii():
+        if codec != "utf-8" and not data.isascii() and _single_byte(codec):
             # A single-byte label cannot fail, so UTF-8 sent under a Latin-1 label would be
             # read as mojibake: valid UTF-8 with 8-bit bytes is practically never Latin-1.
             try:
@@ -630,7 +630,7 @@ def _date(headers: _Headers, fallback: datetime | None, ctx: _Context) -> tuple[
     else:
         value = _fold(_header_text(raw, "Date", ctx))
         try:
-            if value.count(":") > 2 or "GMT+" in value or "GMT-" in value:
+            if "GMT" in value and ("GMT+" in value or "GMT-" in value):
                 # "GMT+01:00": the strict reading takes GMT and drops the offset.
                 raise ValueError(value)
             parsed: datetime | None = parsedate_to_datetime(value)
@@ -673,7 +673,8 @@ _KNOWN_CTE = frozenset(
 
 
 # One header field: name, optional obsolete blanks, colon, value with its folded lines.
-_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
+# A line starting "--" is a boundary line, never a field, even with a colon in it.
+_FIELD = re.compile(rb"(?!--)([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
 
 
 def _read_headers(head: bytes, ctx: _Context) -> tuple[_Headers, bytes]:
@@ -688,7 +689,7 @@ def _read_headers(head: bytes, ctx: _Context) -> tuple[_Headers, bytes]:
     last: list[str] | None = None  # the values of the field read last
     while pos < size:
         field = _FIELD.match(head, pos)
-        if field is not None and not head.startswith(b"--", pos):
+        if field is not None:
             name = field.group(1).decode("ascii").lower()
             value = field.group(2).rstrip(b"\r\n").decode("ascii", "surrogateescape")
             last = values.setdefault(name, [])
@@ -765,7 +766,10 @@ def _main_value(value: str | None) -> str:
 class _Entity:
     """A message or body part: its header fields, its body bytes and what they declare."""
 
-    __slots__ = ("body", "ctype", "disposition", "dparams", "fields", "params", "transfer_encoding")
+    __slots__ = (
+        "body", "ctype", "declared", "disposition", "dparams", "fields", "params",
+        "transfer_encoding",
+    )
 
     def __init__(self, data: bytes, ctx: _Context, default_type: str = "text/plain") -> None:
         if data.startswith(b"\n") or data.startswith(b"\r\n"):
@@ -787,6 +791,7 @@ class _Entity:
         if disposition is not None:
             disposition = _unraw(_unfold(disposition), "Content-Disposition", ctx)
         ctype = _main_value(content_type)
+        self.declared = content_type is not None  # a Content-Type field, even a broken one
         # As compat32: no type means the default; a malformed one means text/plain.
         self.ctype = default_type if content_type is None else ctype
         if self.ctype.count("/") != 1:
@@ -1017,7 +1022,7 @@ def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: b
     if maintype == "text" and subtype in {"plain", "html"} and entity.disposition != "attachment":
         if not named:
             text = _part_text(entity, subtype, ctx)
-            if subtype == "plain" and entity.fields.first("content-type") is None and (
+            if subtype == "plain" and not entity.declared and (
                 "begin " in text or "=ybegin " in text
             ):
                 # Inline uuencode and yEnc come from mailers and newsreaders that predate
@@ -1292,7 +1297,6 @@ def _header_fields_one_by_one(
     # The same as _header_fields, each field on its own: run only after that failed, so
     # that well-formed mail pays nothing for the guards.
     message_id = _guarded(ctx, "Message-ID", lambda: _first_id(headers, "message-id", ctx), None)
-    ctx.label = message_id or ctx.label
     return (
         message_id,
         _guarded(ctx, "Date", lambda: _date(headers, fallback, ctx), _fallback_date(fallback)),
@@ -1311,6 +1315,11 @@ def _header_fields_one_by_one(
     )
 
 
+def _label(headers: _Headers) -> str:
+    # The Message-ID as written: names the message in the log, whatever else failed.
+    return _fold(headers.first("message-id") or "")[:200] or "without Message-ID"
+
+
 def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
     ctx = _Context()
     if raw.startswith(_BOM):
@@ -1319,18 +1328,19 @@ def _parse(raw: bytes, fallback_date: datetime | None) -> ParsedMessage:
         raw = raw[len(_BOM) :]
     root = _Entity(raw, ctx)
     headers = root.fields
-    ctx.label = _fold(headers.first("message-id") or "")[:200] or ctx.label
     ctx.hint = root.charset
     out = _Body()
     try:
         body_text = _root_text(root, out, ctx)
     except Exception:
         # As for a header field: the body's failure costs only the body.
+        ctx.label = _label(headers)
         log.exception("the body of message %s could not be read", ctx.label)
         body_text = _raw_text(root.body, ctx)
     try:
         fields = _header_fields(headers, fallback_date, ctx)
     except Exception:  # noqa: BLE001 - read again field by field, each failure logged there
+        ctx.label = _label(headers)
         fields = _header_fields_one_by_one(headers, fallback_date, ctx)
     message_id, (date, date_from_header), subject, addresses, in_reply_to, references, plain = (
         fields
