@@ -74,6 +74,9 @@ class TaskOwner:
         self._name = name
         self._on_failure = on_failure
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Cancelled tasks still unwinding (a query being cancelled, a connection going back
+        # to its pool): held until they finish, or they could be collected half-way.
+        self._cancelled: set[asyncio.Task[None]] = set()
         if parent is not None:
             parent.destroyed.connect(self.cancel_all)
 
@@ -110,7 +113,9 @@ class TaskOwner:
         """Cancel the tasks for ``purposes`` (those not running are ignored)."""
         for purpose in purposes:
             task = self._tasks.pop(purpose, None)
-            if task is not None:
+            if task is not None and not task.done():
+                self._cancelled.add(task)
+                task.add_done_callback(self._cancelled.discard)
                 task.cancel()
 
     def cancel_all(self, *_: object) -> None:

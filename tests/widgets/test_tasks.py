@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 
 import pytest
 import qasync
@@ -134,3 +136,35 @@ def test_failure_text() -> None:
     # Anything else is a bug: general words, the details are in the log.
     assert failure_text(KeyError("eml_id"), RETRY) == f"{UNEXPECTED_TEXT}\n{RETRY}"
     assert "eml_id" not in failure_text(KeyError("eml_id"))
+
+
+def test_a_cancelled_task_is_held_until_it_has_unwound(qloop: qasync.QEventLoop) -> None:
+    """Cancelling starts the task's clean-up (a query being cancelled, a connection going
+    back to its pool), which may await something only the task itself holds. The owner
+    keeps the task alive until that has run, so it is never collected half-way."""
+    cleaned: list[str] = []
+    gates: list[weakref.ref[asyncio.Future[None]]] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            gates.append(weakref.ref(gate))
+            await gate  # held by this task only, like a driver's pending reply
+            cleaned.append("done")
+
+    owner = TaskOwner("test")
+    task = owner.start("load", work)
+    qloop.run_until_complete(asyncio.sleep(0))
+    owner.cancel("load")
+    qloop.run_until_complete(asyncio.sleep(0))  # the task runs into its clean-up
+    assert not owner.is_running("load")
+    holder = weakref.ref(task)
+    del task
+    gc.collect()
+    held, gate = holder(), gates[0]()
+    assert held is not None and gate is not None, "the task was dropped while unwinding"
+    gate.set_result(None)
+    qloop.run_until_complete(asyncio.wait([held]))
+    assert cleaned == ["done"]
