@@ -158,6 +158,8 @@ class MessageDetail:
     cc: tuple[tuple[str, str], ...] = ()
     reply_to: tuple[tuple[str, str], ...] = ()
     attachments: tuple[dict[str, object], ...] = field(default=())
+    #: What was wrong with the message and how it was read (the parser's notes).
+    defects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,7 +217,12 @@ def message_headers(detail: MessageDetail) -> list[tuple[str, str]]:
 
 
 def preview_text(detail: MessageDetail) -> str:
-    head = "\n".join(f"{name}: {value}" for name, value in message_headers(detail))
+    lines = message_headers(detail)
+    if detail.defects:
+        # Said before the text, so a reader knows what they see may not be all the sender
+        # wrote; the raw message (double click) is always the original.
+        lines.append(("Damaged", "read with repairs: " + "; ".join(detail.defects)))
+    head = "\n".join(f"{name}: {value}" for name, value in lines)
     return f"{head}\n\n{detail.body}"
 
 

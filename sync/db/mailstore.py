@@ -329,7 +329,8 @@ class MailStore:
             await cur.execute(
                 """SELECT e.eml_id, m.msg_date, e.eml_date, coalesce(e.eml_subj, '') AS subject,
                           coalesce(e.eml_body, '') AS body, m.msg_reply_to,
-                          coalesce(m.msg_attachments, '[]') AS attachments
+                          coalesce(m.msg_attachments, '[]') AS attachments,
+                          coalesce(m.msg_defects, '{}') AS defects
                      FROM xtbatch.eml e LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
                     WHERE e.eml_id = %s""",
                 (eml_id,),
@@ -355,6 +356,7 @@ class MailStore:
             body=row["body"], from_=tuple(addresses.get("FROM", ())),
             to=tuple(addresses.get("TO", ())), cc=tuple(addresses.get("CC", ())),
             reply_to=reply_to, attachments=tuple(row["attachments"]),
+            defects=tuple(row["defects"]),
         )
 
     async def raw_message(self, eml_id: int) -> bytes:

@@ -165,6 +165,24 @@ def test_lists_newest_first_and_one_click_shows_the_text(
     assert tab.preview().isReadOnly()
 
 
+def test_the_preview_says_when_a_message_was_read_with_repairs(
+    qtbot: QtBot, tab: EmailTab, order: Order, mail_data: MailData, run_until: RunUntil
+) -> None:
+    damaged = b"\xef\xbb\xbf" + make_message(  # a byte-order mark before the first header
+        sender=JANE, subject="Damaged [xtref:S-50123]", body="Still readable.",
+        date="Mon, 02 Mar 2026 13:00:00 +0000",
+    )
+    (eml_id,) = mail_data.import_raw([damaged])
+    show(tab, run_until, "S", order.so, 4)
+    select(qtbot, tab, run_until, eml_id)
+    text = tab.preview().toPlainText()
+    assert "Subject: Damaged [xtref:S-50123]\nDamaged: read with repairs: " in text
+    assert "byte order mark" in text.split("\n\n", 1)[0].lower()
+    assert text.endswith("Still readable.\n") or text.endswith("Still readable.")
+    select(qtbot, tab, run_until, order.delivery)
+    assert "Damaged:" not in tab.preview().toPlainText()
+
+
 def test_toolbar_menu_and_shortcuts(bare_tab: EmailTab, run_until: RunUntil) -> None:
     tab = bare_tab
     names = [a.objectName() for a in tab.toolBar().actions()]
