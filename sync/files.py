@@ -115,7 +115,8 @@ def iter_sources(paths: Iterable[Path]) -> Iterator[Incoming | _Failure]:
 def _maildir(path: Path) -> Iterator[Incoming | _Failure]:
     # A Maildir is plain files in new/ and cur/; a file's mtime is its arrival time. The
     # folders are read as a stream, not listed and sorted first, so that memory does not
-    # grow with the number of messages (a sorted list of 100,000 paths is about 50 MB).
+    # grow with the number of messages (a sorted list of every path of a large archive
+    # costs tens of megabytes).
     # Order does not matter: rule 3 ties a reply whether it is stored before or after the
     # message it answers.
     base = path.resolve()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .textops import distinct_words, mapped_words
 
 # Word separators: ASCII punctuation and the common typographic marks. str.translate + split
-# runs in C and is about five times faster than a \w+ regex over a 10 KB body.
+# runs in C and is several times faster than a \w+ regex over a long body.
 _SEPARATORS = str.maketrans(
     {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")}
     | dict.fromkeys(
@@ -26,10 +26,10 @@ def search_lexemes(*texts: str) -> list[str]:
     """The distinct lower-case words of ``texts``, as stored in ``msg_search``.
 
     Words are computed here, in the parsing workers, rather than with PostgreSQL's
-    ``to_tsvector``, which costs about 1.7 ms per 10 KB message on the database's single
-    connection. Searches split their words with the same function (``search_query``), so
-    both sides always agree on what a word is. No positions are kept: the Attach dialog
-    matches words and prefixes, not phrases.
+    ``to_tsvector``, which costs milliseconds per message on the database's single
+    connection (docs/benchmarks.md). Searches split their words with the same function
+    (``search_query``), so both sides always agree on what a word is. No positions are kept:
+    the Attach dialog matches words and prefixes, not phrases.
     """
     joined = " ".join(text[:_SEARCH_TEXT_LIMIT] for text in texts)
     words = mapped_words(joined, _LATIN1_SEPARATED)
