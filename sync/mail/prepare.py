@@ -80,8 +80,8 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
     return PreparedMessage(
         hash=identity_hash(raw),
         date=parsed.date,
-        subject=_no_nul(parsed.subject),
-        body=_no_nul(parsed.body_text),
+        subject=parsed.subject,
+        body=parsed.body_text,
         message_id=parsed.message_id,
         in_reply_to=parsed.in_reply_to,
         references=parsed.references,
@@ -91,7 +91,7 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
         size=len(raw),
         attachments_json=json.dumps(attachments, ensure_ascii=False),
         defects=parsed.defects,
-        addresses=tuple((k, _no_nul(a), _no_nul(n)) for k, a, n in addresses),
+        addresses=addresses,
         refs=tuple(unique_refs),
         search=search_document(
             parsed.subject,
@@ -99,11 +99,6 @@ def prepare(raw: bytes, internal_date: datetime | None = None) -> PreparedMessag
             parsed.body_text,
         ),
     )
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; the raw bytes (bytea) keep the original.
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def prepare_raw(pairs: Sequence[tuple[bytes, datetime | None]]) -> list[PreparedMessage]:

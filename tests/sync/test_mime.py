@@ -23,6 +23,7 @@ import pytest
 
 from xtmail.sync.mail import mime
 from xtmail.sync.mail.mime import Address, Attachment, ParsedMessage, html_to_text, parse_message
+from xtmail.sync.mail.prepare import prepare
 
 FALLBACK = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -1077,8 +1078,6 @@ def test_charset_detection_is_bounded_per_message() -> None:
 
 
 def test_search_words_cover_the_attached_message() -> None:
-    from xtmail.sync.mail.prepare import prepare
-
     inner = make("From: Landlord <office@landlord.example>", "Subject: Lease terms",
                  body="The inner offer: rent rises by two percent.")
     raw = multipart("mixed", "m", part("text/plain", "See below."), part("message/rfc822", inner),
@@ -1086,3 +1085,16 @@ def test_search_words_cover_the_attached_message() -> None:
     words = set(prepare(raw).search.replace("'", "").split())
     # The inner text and the inner headers shown with it are found by search.
     assert {"rent", "rises", "landlord"} <= words
+
+
+def test_no_text_field_holds_a_nul() -> None:
+    """PostgreSQL text cannot hold NUL: the parser leaves none in any field it returns (the
+    raw bytes, stored as bytea, keep the original)."""
+    raw = (b"From: A\x00da <a\x00b@example.com>\r\nTo: B\x00 <b@x.example>\r\n"
+           b"Subject: Hi\x00there =?utf-8?q?a=00b?=\r\nContent-Type: text/html\r\n\r\n"
+           b"<p>x\x00y</p>\r\n")
+    prepared = prepare(raw)
+    texts = [prepared.subject, prepared.body, prepared.search,
+             *(part for address in prepared.addresses for part in address)]
+    assert all("\x00" not in text for text in texts), texts
+    assert prepared.subject == "Hithere ab"
