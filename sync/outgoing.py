@@ -37,8 +37,21 @@ def record_sent_mail(
     ``ties`` are (document type code, document id) pairs, for example ``[("S", 42)]``; each
     document must exist. Recording the same message twice stores it once.
     """
+    _check_documents(conn, ties)
+    return _record(conn, raw, ties, policy)
+
+
+def _check_documents(conn: psycopg.Connection, ties: Sequence[tuple[str, int]]) -> None:
     for code, doc_id in ties:
         writer.check_document(conn, code, doc_id)
+
+
+def _record(
+    conn: psycopg.Connection,
+    raw: bytes,
+    ties: Sequence[tuple[str, int]],
+    policy: ImportPolicy | None,
+) -> int:
     result = Importer(conn, policy).import_batch(
         [Incoming(raw)], source="erp", extra_ties=ties
     )
@@ -76,8 +89,7 @@ def send_mail(
     if security not in {"starttls", "ssl", "none"}:
         raise ConfigError(f"Unknown SMTP security {security!r}",
                           hint="Use 'starttls', 'ssl' or 'none'.")
-    for code, doc_id in ties:
-        writer.check_document(conn, code, doc_id)
+    _check_documents(conn, ties)
     if policy is None:
         senders = [addr for _, addr in getaddresses([str(v) for v in message.get_all("From", [])])]
         policy = ImportPolicy.build(own_addresses=senders)
@@ -111,7 +123,7 @@ def send_mail(
             f"Could not send mail through {host}:{port}: {exc}",
             hint="Check the SMTP server settings; the message was not recorded.",
         ) from exc
-    return record_sent_mail(conn, recorded, ties, policy=policy)
+    return _record(conn, recorded, ties, policy)  # its documents were checked before sending
 
 
 def _recipients(message: EmailMessage) -> list[str]:
