@@ -85,17 +85,17 @@ def _sync_credentials(args: argparse.Namespace) -> CredentialProvider:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    import multiprocessing
     import os
     import signal
     import threading
-    from concurrent.futures import Executor, ProcessPoolExecutor
+    from concurrent.futures import Executor
     from typing import Never
 
     from tqdm import tqdm
 
     from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff
     from xtmail.sync.imap.folder_sync import SyncListener
+    from xtmail.sync.pipeline import parse_processes
 
     settings = _sync_settings(args)
     credentials = _sync_credentials(args)
@@ -146,10 +146,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     # forkserver: the pool starts its processes lazily, when the sync's fetch thread already
     # runs, and forking a threaded process can copy a held lock into the child.
-    executor: Executor | None = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        if workers > 0 else None
-    )
+    executor: Executor | None = parse_processes(workers) if workers > 0 else None
     sync = AccountSync(
         settings, credentials, connect, executor=executor, listener=terminal, stop=stop,
         backoff=Backoff(initial=args.retry_initial, cap=args.retry_cap),

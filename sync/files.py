@@ -9,7 +9,6 @@ from __future__ import annotations
 import mailbox
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from xtmail.sync.pipeline import (
     Parsing,
     WriterPool,
     batches,
+    parse_processes,
     start_parse,
     writer_connections,
 )
@@ -229,7 +229,7 @@ def import_paths(
         # Every worker parses a batch while the writers store earlier ones: parsing and the
         # database overlap, and memory stays bounded by a few batches whatever the input size.
         with ExitStack() as stack:
-            executor = (stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            executor = (stack.enter_context(parse_processes(workers, start="fork"))
                         if workers > 1 else None)
             for batch in messages:
                 parsing = start_parse(executor, [(item.raw, item.internal_date)

@@ -16,10 +16,12 @@ each batch's transaction; file import reads files and counts a summary.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -38,6 +40,28 @@ BATCH_BYTES = 16 * 1024 * 1024
 PARSE_SPLIT = 64
 
 T = TypeVar("T")
+
+
+def parse_processes(workers: int, *, start: str = "forkserver",
+                    niceness: int = 0) -> ProcessPoolExecutor:
+    """The worker processes that parse batches (``start_parse``). The caller owns the pool
+    and shuts it down at exit.
+
+    ``start`` is the multiprocessing start method: never "fork" in a process that already
+    runs threads (a fork can copy a held lock into the child); "spawn" where Qt runs.
+    ``niceness`` lowers the workers' CPU priority, so that a GUI thread wins the CPU.
+    """
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context(start),
+        initializer=_worker_started,
+        initargs=(niceness,),
+    )
+
+
+def _worker_started(niceness: int) -> None:
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
 
 # -- the batcher ------------------------------------------------------------------------------
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -27,6 +25,7 @@ from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff, Connec
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import SyncListener
 from xtmail.sync.imap.settings import SyncSettings
+from xtmail.sync.pipeline import parse_processes
 
 log = logging.getLogger(__name__)
 
@@ -238,17 +237,7 @@ def parse_pool(workers: int = 2, *, niceness: int = 10) -> ProcessPoolExecutor:
     """A process pool for ``parse_executor``: spawned (forking a process that runs Qt and
     threads is unsafe) and at a lower CPU priority, so that on a busy machine the GUI thread
     wins the CPU over parsing. The caller owns it: ``shutdown()`` it at exit."""
-    return ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_lower_priority,
-        initargs=(niceness,),
-    )
-
-
-def _lower_priority(niceness: int) -> None:
-    if niceness and hasattr(os, "nice"):
-        os.nice(niceness)
+    return parse_processes(workers, start="spawn", niceness=niceness)
 
 
 class _DsnConnector:
