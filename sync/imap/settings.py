@@ -64,6 +64,9 @@ class AccountSettings:
     ca_file: str = ""  # extra trusted CA certificates (PEM), for private CAs
     pin_sha256: str = ""  # the server certificate's SHA-256, trusted even if it does not verify
     timeout: float = 30.0
+    #: A command whose first line of output is the password (or, with XOAUTH2, the access
+    #: token): isync's PassCmd, msmtp's passwordeval. Empty: the keyring, else ask.
+    password_command: str = ""
 
     @property
     def key(self) -> str:
@@ -102,7 +105,8 @@ class AccountSettings:
         if problems:
             raise ConfigError(
                 "The email account settings are incomplete: " + " ".join(problems),
-                hint="Fix them on the Email page of User Preferences (or the command line).",
+                hint="Fix them in the account settings (User Preferences, Email), or on the "
+                "command line.",
             )
         if self.pin_sha256:
             return replace(self, pin_sha256=normalize_fingerprint(self.pin_sha256))
@@ -149,9 +153,98 @@ class SyncSettings:
         return replace(self, account=account)
 
 
+# -- several accounts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailAccount:
+    """One account of the user with its own folders; ``enabled`` False keeps it configured
+    but not synchronized. ``delimiter`` is the server's folder hierarchy separator, kept so
+    that the saved folders are shown as a tree before the server is asked again."""
+
+    account: AccountSettings = field(default_factory=AccountSettings)
+    folders: tuple[str, ...] = ("INBOX",)
+    enabled: bool = True
+    delimiter: str = ""
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """Everything the Email page of User Preferences edits: the user's accounts, and the
+    options they share (``options``; its own ``account`` and ``folders`` are not used)."""
+
+    accounts: tuple[MailAccount, ...] = ()
+    options: SyncSettings = field(default_factory=SyncSettings)
+
+    @property
+    def sync_while_running(self) -> bool:
+        return self.options.sync_while_running
+
+    def own_addresses(self) -> tuple[str, ...]:
+        """The configured addresses, then every account's login that is an address."""
+        found: dict[str, str] = {}
+        logins = (m.account.user.strip() for m in self.accounts)
+        for address in (*self.options.own_addresses, *logins):
+            if _looks_like_address(address):
+                found.setdefault(address.lower(), address)
+        return tuple(found.values())
+
+    def sync_settings(self, entry: MailAccount) -> SyncSettings:
+        """What :class:`SyncService` and ``AccountSync`` take for one account: the shared
+        options, the account, its folders, and all of the user's own addresses."""
+        return replace(self.options, account=entry.account, folders=entry.folders,
+                       own_addresses=self.own_addresses())
+
+    def enabled(self) -> tuple[SyncSettings, ...]:
+        """One :class:`SyncSettings` per enabled account with a server."""
+        return tuple(self.sync_settings(m) for m in self.accounts
+                     if m.enabled and m.account.host.strip())
+
+    def problems(self) -> list[str]:
+        """What stops these settings from being saved, phrased as what to fix."""
+        found: list[str] = []
+        keys: set[str] = set()
+        for entry in self.accounts:
+            account = entry.account
+            if not account.host.strip() and not account.user.strip():
+                continue  # an empty account is dropped on save
+            name = account.key if account.host.strip() and account.user.strip() else ""
+            for problem in account.problems():
+                found.append(f"{name}: {problem}" if name else problem)
+            if name and name.lower() in keys:
+                found.append(f"The account {name} is configured twice.")
+            keys.add(name.lower())
+        if self.sync_while_running and not any(
+                m.enabled and m.account.host.strip() for m in self.accounts):
+            found.append("To synchronize email while the application runs, enter an account "
+                         "first: the IMAP server and the user name.")
+        return found
+
+    def validate(self) -> EmailSettings:
+        """Return the settings with empty accounts dropped and fingerprints normalised, or
+        raise :class:`ConfigError` saying what to fix."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(" ".join(problems))
+        kept = tuple(replace(m, account=m.account.validate()) for m in self.accounts
+                     if m.account.host.strip() or m.account.user.strip())
+        return replace(self, accounts=kept)
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.strip().rpartition("@")
+    return bool(at and local and "." in domain and not any(c.isspace() for c in text.strip()))
+
+
 # -- QSettings persistence -------------------------------------------------------------------
+#
+# Group ``xtmail/email``: the shared options as plain keys, the accounts as a QSettings array
+# ``accounts`` (host, user, ..., folders, enabled). The first account is also written to the
+# plain keys of the single-account format that came before, which is still read when no
+# array is there: settings move both ways between versions.
 
 _GROUP = "xtmail/email"
+_ARRAY = "accounts"
 
 
 def _split(value: object) -> tuple[str, ...]:
@@ -170,95 +263,152 @@ def _bool(value: object, default: bool) -> bool:
     return bool(value)
 
 
-def load_settings(store: QSettings) -> SyncSettings:
-    """Read the settings written by :func:`save_settings`; defaults for what is missing."""
+def _text(store: QSettings, name: str, default: str = "") -> str:
+    value = store.value(name, default)
+    return str(value) if value is not None else default
+
+
+def _number(store: QSettings, name: str, default: float) -> float:
+    try:
+        return float(_text(store, name, str(default)) or default)
+    except ValueError:
+        return default
+
+
+def _read_account(store: QSettings) -> MailAccount:
+    """The account at the store's current group or array index."""
+    try:
+        security = Security(_text(store, "security", Security.IMAPS.value))
+    except ValueError:
+        security = Security.IMAPS
+    try:
+        auth = AuthMethod(_text(store, "auth", AuthMethod.PASSWORD.value))
+    except ValueError:
+        auth = AuthMethod.PASSWORD
+    port = int(_number(store, "port", 0))
+    account = AccountSettings(
+        host=_text(store, "host"),
+        user=_text(store, "user"),
+        port=port if 0 <= port <= 65535 else 0,
+        security=security,
+        auth=auth,
+        ca_file=_text(store, "ca_file"),
+        pin_sha256=_text(store, "pin_sha256"),
+        timeout=_number(store, "timeout", AccountSettings.timeout),
+        password_command=_text(store, "password_command"),
+    )
+    folders = store.value("folders")
+    return MailAccount(
+        account=account,
+        folders=_split(folders) if folders is not None else MailAccount.folders,
+        enabled=_bool(store.value("enabled"), True),
+        delimiter=_text(store, "delimiter"),
+    )
+
+
+def _write_account(store: QSettings, entry: MailAccount) -> None:
+    account = entry.account
+    store.setValue("host", account.host)
+    store.setValue("user", account.user)
+    store.setValue("port", account.port)
+    store.setValue("security", account.security.value)
+    store.setValue("auth", account.auth.value)
+    store.setValue("ca_file", account.ca_file)
+    store.setValue("pin_sha256", account.pin_sha256)
+    store.setValue("timeout", account.timeout)
+    store.setValue("password_command", account.password_command)
+    store.setValue("folders", list(entry.folders))
+    store.setValue("enabled", entry.enabled)
+    store.setValue("delimiter", entry.delimiter)
+
+
+def load_email_settings(store: QSettings) -> EmailSettings:
+    """Read what :func:`save_email_settings` wrote (or the older single-account format);
+    defaults for what is missing or unreadable."""
     defaults = SyncSettings()
     store.beginGroup(_GROUP)
     try:
-        def text(name: str, default: str = "") -> str:
-            value = store.value(name, default)
-            return str(value) if value is not None else default
-
-        try:
-            security = Security(text("security", Security.IMAPS.value))
-        except ValueError:
-            security = Security.IMAPS
-        try:
-            auth = AuthMethod(text("auth", AuthMethod.PASSWORD.value))
-        except ValueError:
-            auth = AuthMethod.PASSWORD
-        try:
-            port = int(text("port", "0") or 0)
-        except ValueError:
-            port = 0
-        since_text = text("since")
+        since_text = _text(store, "since")
         try:
             since = date.fromisoformat(since_text) if since_text else None
         except ValueError:
             since = None
-        try:
-            poll = float(text("poll_interval", str(defaults.poll_interval)))
-        except ValueError:
-            poll = defaults.poll_interval
-        try:
-            batch_size = int(text("batch_size", str(defaults.batch_size)))
-        except ValueError:
-            batch_size = defaults.batch_size
-        try:
-            timeout = float(text("timeout", str(defaults.account.timeout)))
-        except ValueError:
-            timeout = defaults.account.timeout
-        account = AccountSettings(
-            host=text("host"),
-            user=text("user"),
-            port=port,
-            security=security,
-            auth=auth,
-            ca_file=text("ca_file"),
-            pin_sha256=text("pin_sha256"),
-            timeout=timeout,
-        )
-        folders = store.value("folders")
-        return SyncSettings(
-            account=account,
-            folders=_split(folders) if folders is not None else defaults.folders,
+        options = SyncSettings(
             sync_while_running=_bool(store.value("sync_while_running"), False),
             since=since,
-            poll_interval=poll,
-            batch_size=batch_size,
+            poll_interval=_number(store, "poll_interval", defaults.poll_interval),
+            batch_size=int(_number(store, "batch_size", defaults.batch_size)),
             own_addresses=_split(store.value("own_addresses")),
             excluded_domains=_split(store.value("excluded_domains")),
             exclude_automated=_bool(store.value("exclude_automated"), True),
             exclude_bulk=_bool(store.value("exclude_bulk"), True),
             create_contacts=_bool(store.value("create_contacts"), True),
         )
+        count = store.beginReadArray(_ARRAY)
+        try:
+            accounts = []
+            for index in range(count):
+                store.setArrayIndex(index)
+                accounts.append(_read_account(store))
+        finally:
+            store.endArray()
+        if not count and (_text(store, "host") or _text(store, "user")):
+            accounts = [_read_account(store)]  # the single-account format
+        elif not count:
+            # No account yet: keep what an earlier page saved of it (folders, say).
+            legacy = _read_account(store)
+            if legacy != MailAccount(account=legacy.account) or store.contains("folders"):
+                accounts = [legacy]
+        return EmailSettings(accounts=tuple(accounts), options=options)
     finally:
         store.endGroup()
 
 
-def save_settings(store: QSettings, settings: SyncSettings) -> None:
-    """Write everything but the password (which only the keyring holds)."""
-    account = settings.account
+def save_email_settings(store: QSettings, settings: EmailSettings) -> None:
+    """Write everything but passwords (which only the keyring holds)."""
+    options = settings.options
     store.beginGroup(_GROUP)
     try:
-        store.setValue("host", account.host)
-        store.setValue("user", account.user)
-        store.setValue("port", account.port)
-        store.setValue("security", account.security.value)
-        store.setValue("auth", account.auth.value)
-        store.setValue("ca_file", account.ca_file)
-        store.setValue("pin_sha256", account.pin_sha256)
-        store.setValue("timeout", account.timeout)
-        store.setValue("folders", list(settings.folders))
-        store.setValue("sync_while_running", settings.sync_while_running)
-        store.setValue("since", settings.since.isoformat() if settings.since else "")
-        store.setValue("poll_interval", settings.poll_interval)
-        store.setValue("batch_size", settings.batch_size)
-        store.setValue("own_addresses", list(settings.own_addresses))
-        store.setValue("excluded_domains", list(settings.excluded_domains))
-        store.setValue("exclude_automated", settings.exclude_automated)
-        store.setValue("exclude_bulk", settings.exclude_bulk)
-        store.setValue("create_contacts", settings.create_contacts)
+        store.setValue("sync_while_running", options.sync_while_running)
+        store.setValue("since", options.since.isoformat() if options.since else "")
+        store.setValue("poll_interval", options.poll_interval)
+        store.setValue("batch_size", options.batch_size)
+        store.setValue("own_addresses", list(options.own_addresses))
+        store.setValue("excluded_domains", list(options.excluded_domains))
+        store.setValue("exclude_automated", options.exclude_automated)
+        store.setValue("exclude_bulk", options.exclude_bulk)
+        store.setValue("create_contacts", options.create_contacts)
+        store.remove(_ARRAY)
+        store.beginWriteArray(_ARRAY, len(settings.accounts))
+        try:
+            for index, entry in enumerate(settings.accounts):
+                store.setArrayIndex(index)
+                _write_account(store, entry)
+        finally:
+            store.endArray()
+        _write_account(store, settings.accounts[0] if settings.accounts else MailAccount())
     finally:
         store.endGroup()
     store.sync()
+
+
+def load_settings(store: QSettings) -> SyncSettings:
+    """The first account's settings (the single-account view, as ``xtmail sync`` uses it);
+    defaults for what is missing."""
+    email = load_email_settings(store)
+    if not email.accounts:
+        return email.options
+    first = email.accounts[0]
+    return replace(email.options, account=first.account, folders=first.folders)
+
+
+def save_settings(store: QSettings, settings: SyncSettings) -> None:
+    """Write ``settings`` as the first account and the shared options; other saved accounts
+    are kept (the one with the same ``user@host`` is replaced)."""
+    email = load_email_settings(store)
+    entry = MailAccount(account=settings.account, folders=settings.folders)
+    others = [m for m in email.accounts if m.account.key != settings.account.key]
+    if email.accounts and email.accounts[0].account.key == settings.account.key:
+        entry = replace(email.accounts[0], account=settings.account, folders=settings.folders)
+    options = replace(settings, account=AccountSettings(), folders=SyncSettings.folders)
+    save_email_settings(store, EmailSettings(accounts=(entry, *others), options=options))

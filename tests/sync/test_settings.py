@@ -13,10 +13,14 @@ from xtmail.sync.errors import ConfigError
 from xtmail.sync.imap.settings import (
     AccountSettings,
     AuthMethod,
+    EmailSettings,
+    MailAccount,
     Security,
     SyncSettings,
+    load_email_settings,
     load_settings,
     normalize_fingerprint,
+    save_email_settings,
     save_settings,
 )
 
@@ -64,7 +68,7 @@ def test_a_bad_account_setting_is_refused_saying_what_to_fix(
         account.validate()
     text = caught.value.user_text()
     assert says in text
-    assert "Email page of User Preferences" in text
+    assert "User Preferences, Email" in text
     # The whole sync refuses to start for the same reason.
     with pytest.raises(ConfigError, match="settings are incomplete"):
         SyncSettings(account=account).validate()
@@ -205,3 +209,66 @@ def test_unreadable_values_fall_back_to_defaults(ini: Path) -> None:
 )
 def test_every_setting_loads_back(ini: Path, settings: SyncSettings) -> None:
     assert saved_and_loaded(ini, settings) == settings
+
+
+# -- several accounts ------------------------------------------------------------------------
+
+SECOND = AccountSettings(host="mail.other.example", user="ada.l", security=Security.STARTTLS,
+                         password_command="pass show mail/other")
+
+
+def test_several_accounts_each_with_their_folders_load_back(ini: Path) -> None:
+    email = EmailSettings(
+        accounts=(
+            MailAccount(GOOD, folders=("INBOX", "Sent"), delimiter="/"),
+            MailAccount(SECOND, folders=("INBOX.Clients",), enabled=False, delimiter="."),
+        ),
+        options=SyncSettings(sync_while_running=True, own_addresses=("sales@ourco.example",)),
+    )
+    save_email_settings(QSettings(str(ini), QSettings.Format.IniFormat), email)
+    loaded = load_email_settings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert loaded == email
+    # The logins that are addresses are the user's own too, each once.
+    assert loaded.own_addresses() == ("sales@ourco.example", "ada@example.com")
+    # Only enabled accounts are synchronized, each with its own folders.
+    (only,) = loaded.enabled()
+    assert only.account == GOOD and only.folders == ("INBOX", "Sent")
+    assert only.sync_while_running
+    assert only.policy().own_addresses == {"sales@ourco.example", "ada@example.com"}
+    # The first account is still where the single-account format kept it.
+    assert load_settings(QSettings(str(ini), QSettings.Format.IniFormat)).account == GOOD
+
+
+def test_the_single_account_format_is_still_read(ini: Path) -> None:
+    ini.write_text(
+        "[xtmail]\n"
+        "email\\host=imap.example.com\n"
+        "email\\user=ada@example.com\n"
+        "email\\folders=INBOX, Sent\n"
+        "email\\sync_while_running=true\n"
+    )
+    loaded = load_email_settings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert loaded.accounts == (MailAccount(GOOD, folders=("INBOX", "Sent")),)
+    assert loaded.sync_while_running
+
+
+def test_save_settings_keeps_the_other_accounts(ini: Path) -> None:
+    store = QSettings(str(ini), QSettings.Format.IniFormat)
+    save_email_settings(store, EmailSettings(accounts=(MailAccount(GOOD), MailAccount(SECOND))))
+    save_settings(store, SyncSettings(account=GOOD, folders=("Archive",)))
+    loaded = load_email_settings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert [(m.account, m.folders) for m in loaded.accounts] == [
+        (GOOD, ("Archive",)), (SECOND, ("INBOX",))]
+
+
+def test_email_settings_say_what_to_fix() -> None:
+    assert "enter an account first" in " ".join(
+        EmailSettings(options=SyncSettings(sync_while_running=True)).problems())
+    twice = EmailSettings(accounts=(MailAccount(GOOD), MailAccount(GOOD)))
+    assert f"The account {GOOD.key} is configured twice." in twice.problems()
+    bad = EmailSettings(accounts=(MailAccount(replace(GOOD, port=70000)),))
+    with pytest.raises(ConfigError, match=f"{GOOD.key}: The port 70000"):
+        bad.validate()
+    # An account left empty is dropped, not refused.
+    assert EmailSettings(accounts=(MailAccount(), MailAccount(GOOD))).validate().accounts == (
+        MailAccount(GOOD),)
