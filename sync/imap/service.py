@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -36,9 +36,11 @@ STOP_TIMEOUT = 30.0
 class _Bridge(SyncListener):
     """Forwards the engine's calls (sync thread) to the service's signals (loop thread)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, service: SyncService) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, service: SyncService,
+                 account: str) -> None:
         self._loop = loop
         self._service = service
+        self._account = account
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         if not self._loop.is_closed():
@@ -48,7 +50,7 @@ class _Bridge(SyncListener):
         self._post(self._service.progressChanged.emit, account, folder, done, total)
 
     def status(self, text: str) -> None:
-        self._post(self._service.statusChanged.emit, text)
+        self._post(self._service._status, self._account, text)
 
     def imported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
         self._post(self._service.messagesImported.emit, ties)
@@ -60,12 +62,28 @@ class _Bridge(SyncListener):
         self._post(self._service._report_error, "warning", text)
 
 
+class _Runner:
+    """One account's task, stop flag, engine and threads."""
+
+    def __init__(self, settings: SyncSettings) -> None:
+        self.settings = settings
+        self.task: asyncio.Task[None] | None = None
+        self.stop = threading.Event()
+        self.sync: AccountSync | None = None
+        # Two threads: the sync itself, and close() of its connections after a stop.
+        self.threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync")
+
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
 class SyncService(QObject):
-    """Synchronizes the configured account's folders while the application runs.
+    """Synchronizes the folders of each configured account while the application runs.
 
     Signals:
         progressChanged(str account, str folder, int done, int total): a batch was stored.
-        statusChanged(str text): what the service is doing now, one line for a status area.
+        statusChanged(str text): what the service is doing now, one line for a status area
+            (with several accounts, the line names the account).
         errorOccurred(str kind, str message): ``kind`` is the error's
             (:data:`xtmail.sync.errors.ERROR_KINDS`), ``"warning"`` when the sync goes on
             but the user should act (contacts not created for want of a privilege, a
@@ -73,9 +91,12 @@ class SyncService(QObject):
             not expect; the message says what to do.
         messagesImported(dict): new messages, eml_id -> list of (document code, id) ties;
             open Email tabs refresh from it.
-        syncFinished(str account, int imported): a pass over all folders ended.
-        runningChanged(bool running): the service started or stopped.
+        syncFinished(str account, int imported): a pass over all folders of an account ended.
+        runningChanged(bool running): the service started (its first account) or stopped
+            (its last one).
 
+    ``settings`` is one account's :class:`SyncSettings` or a sequence of them (each account
+    runs in its own worker thread, with its own folders and state);
     ``connect_db`` is a DSN or a function returning a new autocommit psycopg connection;
     ``parse_executor`` parses messages (:func:`parse_pool` keeps parsing off the GUI
     thread's interpreter lock and CPU; None parses in the sync thread). Call :meth:`aclose`
@@ -91,7 +112,7 @@ class SyncService(QObject):
 
     def __init__(
         self,
-        settings: SyncSettings,
+        settings: SyncSettings | Sequence[SyncSettings],
         credentials: CredentialProvider,
         connect_db: str | ConnectDb,
         parent: QObject | None = None,
@@ -100,7 +121,7 @@ class SyncService(QObject):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(parent)
-        self._settings = settings
+        self._accounts = _as_tuple(settings)
         self._credentials = credentials
         if isinstance(connect_db, str):
             self._connect_db: ConnectDb = _DsnConnector(connect_db)
@@ -108,38 +129,60 @@ class SyncService(QObject):
             self._connect_db = connect_db
         self._parse_executor = parse_executor
         self._backoff = backoff
-        # Two threads: the sync itself, and close() of its connections after a stop.
-        self._threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync")
-        self._task: asyncio.Task[None] | None = None
-        self._stop = threading.Event()
-        self._sync: AccountSync | None = None
+        self._runners: dict[str, _Runner] = {}
+        self._running = False
         self._last_finished: datetime | None = None
         self._last_error = ""
 
     # -- Qt-shaped API ------------------------------------------------------------------------
     def settings(self) -> SyncSettings:
-        return self._settings
+        """The first account's settings (the single-account view)."""
+        return self._accounts[0] if self._accounts else SyncSettings()
 
-    def setSettings(self, settings: SyncSettings) -> None:
+    def accounts(self) -> tuple[SyncSettings, ...]:
+        return self._accounts
+
+    def setSettings(self, settings: SyncSettings | Sequence[SyncSettings]) -> None:
         """New settings; folder and policy changes apply at the next pass, without a restart.
 
-        A changed account (host, user, security...) reconnects at the next pass.
+        A changed account (host, security...) reconnects at the next pass; an account that is
+        gone stops; a new one starts when the service runs.
         """
-        account_changed = settings.account != self._settings.account
-        self._settings = settings
-        sync = self._sync
-        if sync is not None:
-            sync.settings = settings
-            if account_changed:
-                sync.request_reconnect()
-            sync.wake.set()
+        self._accounts = _as_tuple(settings)
+        wanted = {s.account.key: s for s in self._accounts}
+        for key, runner in list(self._runners.items()):
+            new = wanted.get(key)
+            if new is None:
+                runner.stop.set()
+                if runner.sync is not None:
+                    runner.sync.wake.set()
+                continue
+            account_changed = new.account != runner.settings.account
+            runner.settings = new
+            sync = runner.sync
+            if sync is not None:
+                sync.settings = new
+                if account_changed:
+                    sync.request_reconnect()
+                sync.wake.set()
+        if self.isRunning():
+            for settings_ in self._accounts:
+                runner_ = self._runners.get(settings_.account.key)
+                if runner_ is None or not runner_.running():
+                    self._start_account(settings_)
 
-    def setFolders(self, folders: tuple[str, ...] | list[str]) -> None:
-        """Folders to synchronize; applies at once (a waiting service syncs right away)."""
-        self.setSettings(replace(self._settings, folders=tuple(folders)))
+    def setFolders(self, folders: tuple[str, ...] | list[str], account: str = "") -> None:
+        """Folders to synchronize for ``account`` (its ``user@host``; the first account when
+        empty); applies at once (a waiting service syncs right away)."""
+        key = account or self.settings().account.key
+        self.setSettings([replace(s, folders=tuple(folders)) if s.account.key == key else s
+                          for s in self._accounts])
 
     def isRunning(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return any(r.running() for r in self._runners.values())
+
+    def runningAccounts(self) -> list[str]:
+        return [key for key, r in self._runners.items() if r.running()]
 
     def lastFinished(self) -> datetime | None:
         return self._last_finished
@@ -148,89 +191,118 @@ class SyncService(QObject):
         return self._last_error
 
     def start(self) -> None:
-        """Start synchronizing on the running event loop (no-op when running)."""
-        if self.isRunning():
+        """Start synchronizing every account on the running event loop (those running go on)."""
+        if not self._accounts:
+            self._report_error("config", SyncSettings().account.problems()[0])
             return
-        try:
-            self._settings = self._settings.validate()
-        except XtmailError as exc:
-            self._report_error(exc.kind, exc.user_text())
-            return
-        self._stop = threading.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="xtmail-sync")
-        self._task.add_done_callback(self._task_done)
-        self.runningChanged.emit(True)
+        for settings in self._accounts:
+            runner = self._runners.get(settings.account.key)
+            if runner is None or not runner.running():
+                self._start_account(settings)
 
     def startNow(self) -> None:
-        """Sync now: start if stopped, else end the current wait (IDLE or polling pause)."""
-        if not self.isRunning():
-            self.start()
-        elif self._sync is not None:
-            self._sync.wake.set()
+        """Sync now: start what is stopped, end the current wait (IDLE or polling pause) of
+        what runs."""
+        for runner in self._runners.values():
+            if runner.running() and runner.sync is not None:
+                runner.sync.wake.set()
+        self.start()
 
     def stop(self) -> None:
-        """Ask the service to stop; it finishes the batch in hand (committed) and exits."""
-        self._stop.set()
-        if self._sync is not None:
-            self._sync.wake.set()
+        """Ask every account to stop; each finishes the batch in hand (committed) and exits."""
+        for runner in self._runners.values():
+            runner.stop.set()
+            if runner.sync is not None:
+                runner.sync.wake.set()
 
     async def aclose(self) -> None:
         """Stop, wait for the worker threads, release them. The service can start again."""
         self.stop()
-        task = self._task
-        if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("sync did not stop within %s s; cancelling", STOP_TIMEOUT)
-                task.cancel()
-        if self._threads is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._threads.shutdown)
-            self._threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync")
-
-    # -- the task -----------------------------------------------------------------------------
-    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        for runner in list(self._runners.values()):
+            task = runner.task
+            if task is not None and not task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning("sync did not stop within %s s; cancelling", STOP_TIMEOUT)
+                    task.cancel()
+            await loop.run_in_executor(None, runner.threads.shutdown)
+        self._runners = {key: r for key, r in self._runners.items() if r.running()}
+
+    # -- the tasks ----------------------------------------------------------------------------
+    def _start_account(self, settings: SyncSettings) -> None:
+        try:
+            settings = settings.validate()
+        except XtmailError as exc:
+            self._report_error(exc.kind, exc.user_text())
+            return
+        key = settings.account.key
+        old = self._runners.get(key)
+        runner = _Runner(settings)
+        if old is not None:
+            old.threads.shutdown(wait=False)
+        self._runners[key] = runner
+        runner.task = asyncio.get_running_loop().create_task(
+            self._run(runner), name=f"xtmail-sync {key}")
+        runner.task.add_done_callback(self._task_done)
+        if not self._running:
+            self._running = True
+            self.runningChanged.emit(True)
+
+    async def _run(self, runner: _Runner) -> None:
+        loop = asyncio.get_running_loop()
+        key = runner.settings.account.key
         sync = AccountSync(
-            self._settings, self._credentials, self._connect_db,
+            runner.settings, self._credentials, self._connect_db,
             executor=self._parse_executor,
-            listener=_Bridge(loop, self),
-            stop=self._stop,
+            listener=_Bridge(loop, self, key),
+            stop=runner.stop,
             backoff=self._backoff,
         )
-        self._sync = sync
+        runner.sync = sync
         try:
-            while not self._stop.is_set():
-                self.statusChanged.emit("Synchronizing")
-                result: AccountResult = await loop.run_in_executor(self._threads, sync.run_once)
+            while not runner.stop.is_set():
+                self._status(key, "Synchronizing")
+                result: AccountResult = await loop.run_in_executor(runner.threads,
+                                                                   sync.run_once)
                 self._last_finished = datetime.now().astimezone()
                 self.syncFinished.emit(result.account, result.imported)
                 if result.error is not None:
-                    self.statusChanged.emit("Stopped: " + str(result.error))
+                    self._status(key, "Stopped: " + str(result.error))
                     return
-                if self._stop.is_set():
+                if runner.stop.is_set():
                     break
-                self.statusChanged.emit(f"Up to date; {result.imported} new message(s)")
+                self._status(key, f"Up to date; {result.imported} new message(s)")
                 await loop.run_in_executor(
-                    self._threads, sync.wait_for_change, self._settings.poll_interval
+                    runner.threads, sync.wait_for_change, runner.settings.poll_interval
                 )
-            self.statusChanged.emit("Stopped")
+            self._status(key, "Stopped")
         finally:
-            self._sync = None
-            await loop.run_in_executor(self._threads, sync.close)
+            runner.sync = None
+            await loop.run_in_executor(runner.threads, sync.close)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task is self._task:
-            self._task = None
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             log.error("sync task failed", exc_info=exc)
             self._report_error("internal", f"Synchronization failed unexpectedly: {exc!r}")
-        self.runningChanged.emit(False)
+        if self._running and not self.isRunning():
+            self._running = False
+            self.runningChanged.emit(False)
+
+    def _status(self, account: str, text: str) -> None:
+        if len(self._accounts) > 1:
+            text = f"{account}: {text}"
+        self.statusChanged.emit(text)
 
     def _report_error(self, kind: str, message: str) -> None:
         self._last_error = message
         self.errorOccurred.emit(kind, message)
+
+
+def _as_tuple(settings: SyncSettings | Sequence[SyncSettings]) -> tuple[SyncSettings, ...]:
+    return (settings,) if isinstance(settings, SyncSettings) else tuple(settings)
 
 
 def parse_pool(workers: int = 2, *, niceness: int = 10) -> ProcessPoolExecutor:

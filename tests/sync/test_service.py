@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
+import keyring
+import keyring.backend
+import keyring.backends.fail
 import psycopg
 import qasync
 from PyQt6.QtCore import QTimer
@@ -16,11 +21,27 @@ from PyQt6.QtCore import QTimer
 from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
 from tests.helpers.mail import make_message
 from xtmail.sync.imap.account import Backoff
-from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.credentials import Credential, KeyringCredentials, StaticCredentials
 from xtmail.sync.imap.service import SyncService, parse_pool
-from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    AuthMethod,
+    EmailSettings,
+    MailAccount,
+    SyncSettings,
+)
 
 T = TypeVar("T")
+
+
+@contextmanager
+def installed_keyring(backend: keyring.backend.KeyringBackend) -> Iterator[None]:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
 
 
 class Signals:
@@ -238,3 +259,92 @@ def test_invalid_settings_do_not_start(
     assert not service.isRunning()
     assert signals.errors and signals.errors[0][0] == "config"
     assert "host name" in signals.errors[0][1]
+
+
+def account_of(server: DovecotServer, account: ImapAccount, **changes: Any) -> AccountSettings:
+    return AccountSettings(host=server.host, user=account.user, port=server.imaps_port,
+                           ca_file=str(server.ca_file), timeout=10.0, **changes)
+
+
+def test_two_accounts_run_side_by_side_each_with_its_folders(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    other = ImapAccount(f"second-{imap_user.user}", "second-password")
+    dovecot.add_user(other.user, other.password)
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(4, prefix="one"))
+    dovecot.seed_maildir(other.user, "INBOX", iter_generated_messages(3, prefix="two-in"))
+    dovecot.seed_maildir(other.user, "Clients", iter_generated_messages(2, prefix="two-cl"))
+    email = EmailSettings(accounts=(
+        MailAccount(account_of(dovecot, imap_user)),
+        MailAccount(account_of(dovecot, other), folders=("Clients",)),
+    ), options=SyncSettings(poll_interval=60.0))
+
+    class PerAccount:
+        def credential(self, account: AccountSettings) -> Credential:
+            password = {imap_user.user: imap_user.password, other.user: other.password}
+            return Credential(AuthMethod.PASSWORD, password[account.user])
+
+    service = SyncService(email.enabled(), PerAccount(), db_dsn,
+                          backoff=Backoff(initial=0.05, cap=0.5))
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        assert sorted(service.runningAccounts()) == sorted(
+            [f"{imap_user.user}@{dovecot.host}", f"{other.user}@{dovecot.host}"])
+        await until(lambda: len(signals.finished) >= 2)
+        # The second account's INBOX joins while running, for that account only.
+        service.setFolders(["Clients", "INBOX"], account=f"{other.user}@{dovecot.host}")
+        await until(lambda: len(signals.imported) == 9, within=10)
+        await service.aclose()
+
+    run(qloop, scenario())
+    assert signals.errors == []
+    assert dict(signals.finished[:2]) == {f"{imap_user.user}@{dovecot.host}": 4,
+                                          f"{other.user}@{dovecot.host}": 2}
+    assert signals.running == [True, False]
+    assert any(s.startswith(f"{other.user}@{dovecot.host}: ") for s in signals.statuses)
+    rows = conn.execute(
+        "SELECT loc_account, count(*) FROM xtmail.location GROUP BY 1 ORDER BY 1").fetchall()
+    assert sorted(rows) == sorted([(f"{imap_user.user}@{dovecot.host}", 4),
+                                   (f"{other.user}@{dovecot.host}", 5)])
+
+
+def test_a_password_command_signs_in_and_a_failing_one_says_which(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    tmp_path: Path, conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(3, prefix="cmd"))
+    helper = tmp_path / "get-password"
+    helper.write_text(f"#!/bin/sh\necho '{imap_user.password}'\n")
+    helper.chmod(0o700)
+    broken = tmp_path / "broken-helper"
+    broken.write_text("#!/bin/sh\necho 'vault is sealed' >&2\nexit 3\n")
+    broken.chmod(0o700)
+    with installed_keyring(keyring.backends.fail.Keyring()):
+        good = SyncService(
+            SyncSettings(account=account_of(dovecot, imap_user, password_command=str(helper)),
+                         poll_interval=60.0),
+            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+        good_signals = Signals(good)
+        bad = SyncService(
+            SyncSettings(account=account_of(dovecot, imap_user, password_command=str(broken))),
+            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+        bad_signals = Signals(bad)
+
+        async def scenario() -> None:
+            good.start()
+            await until(lambda: bool(good_signals.finished))
+            await good.aclose()
+            bad.start()
+            await until(lambda: not bad.isRunning())
+            await bad.aclose()
+
+        run(qloop, scenario())
+    assert good_signals.errors == [] and good_signals.finished[0][1] == 3
+    assert eml_count(conn) == 3
+    (kind, message), = bad_signals.errors
+    assert kind == "config"
+    assert message.startswith(f"The password command `{broken}` failed (exit status 3): "
+                              "vault is sealed.")
