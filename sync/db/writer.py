@@ -46,7 +46,10 @@ _facts: weakref.WeakKeyDictionary[psycopg.Connection, dict[str, bool]] = (
     weakref.WeakKeyDictionary()
 )
 _FACT_QUERIES = {
-    "unique_ties": "SELECT to_regclass('xtbatch.xtmail_emlassc_unique_idx') IS NOT NULL",
+    "quote_number": """SELECT EXISTS (SELECT 1 FROM pg_attribute
+                                         WHERE attrelid = to_regclass('public.cohead')
+                                           AND attname = 'cohead_quote_number'
+                                           AND NOT attisdropped)""",
     "fetch_next_number": "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'fetchnextnumber')",
 }
 
@@ -450,14 +453,20 @@ _MATCH = """
 SELECT a.addr, m.id
   FROM unnest(%(addrs)s::text[]) AS a(addr)
  CROSS JOIN LATERAL (
-       SELECT ce.cntcteml_cntct_id AS id FROM cntcteml ce WHERE lower(ce.cntcteml_email) = a.addr
-       UNION
-       SELECT c.cntct_id FROM cntct c WHERE lower(c.cntct_email) = a.addr) AS m
+       SELECT u.id FROM (
+              SELECT ce.cntcteml_cntct_id AS id FROM cntcteml ce
+               WHERE lower(ce.cntcteml_email) = a.addr
+              UNION
+              SELECT c.cntct_id FROM cntct c WHERE lower(c.cntct_email) = a.addr) AS u
+         JOIN cntct k ON k.cntct_id = u.id
+        ORDER BY NOT k.cntct_active, u.id) AS m
 """
 
 
 def match_contacts(conn: psycopg.Connection, addresses: Sequence[str]) -> dict[str, list[int]]:
-    """Lower-cased address -> ids of every contact carrying it (any of its addresses)."""
+    """Lower-cased address -> ids of every contact carrying it (any of its addresses),
+    active contacts first, each group by id: a contact xTuple deactivated (the merged one of
+    a merge that kept it) is chosen only where no active one carries the address."""
     found: dict[str, list[int]] = defaultdict(list)
     if addresses:
         for addr, cntct_id in conn.execute(_MATCH, {"addrs": list(addresses)}):
@@ -473,9 +482,9 @@ def _contacts_for(
 ) -> dict[str, int]:
     """Address -> contact for every address of ``messages``, creating contacts as allowed.
 
-    An address carried by several contacts ties the message to the lowest id only; the
-    store records one contact tie per address so that duplicate contacts do not multiply
-    ties. (Callers that need all of them use :func:`match_contacts`.)
+    An address carried by several contacts ties the message to the first of them only
+    (:func:`match_contacts`: active before inactive, then the lowest id); the store records
+    one contact tie per address so that duplicate contacts do not multiply ties.
     """
     names: dict[str, str] = {}
     creatable: set[str] = set()
@@ -495,7 +504,7 @@ def _contacts_for(
                 if ok:
                     creatable.add(key)
     matched = match_contacts(conn, sorted(names))
-    contact_of = {addr: min(ids) for addr, ids in matched.items()}
+    contact_of = {addr: ids[0] for addr, ids in matched.items()}
     to_create = sorted(creatable - contact_of.keys())
     if not to_create:
         return contact_of
@@ -510,7 +519,7 @@ def _contacts_for(
             )
             # Another importer may have created some while we waited for the locks.
             again = match_contacts(conn, to_create)
-            contact_of.update({addr: min(ids) for addr, ids in again.items()})
+            contact_of.update({addr: ids[0] for addr, ids in again.items()})
             still = [a for a in to_create if a not in again]
             if still:
                 created = create_contacts(conn, [(a, names.get(a, "")) for a in still])
@@ -612,24 +621,21 @@ def insert_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) 
             """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
                SELECT DISTINCT t.e, t.t, t.a
                  FROM unnest(%s::int[], %s::text[], %s::int[]) AS t(e, t, a)
-                WHERE {new}
-               ON CONFLICT DO NOTHING"""
-        ).format(new=_tie_is_new(conn, "t.e", "t.t", "t.a")),
+                WHERE {new}"""
+        ).format(new=_tie_is_new("t.e", "t.t", "t.a")),
         (eml_ids, types, ids),
     )
     return cur.rowcount
 
 
-def _tie_is_new(conn: psycopg.Connection, eml: str, kind: str, assc: str) -> sql.Composable:
+def _tie_is_new(eml: str, kind: str, assc: str) -> sql.Composable:
     """The condition that keeps a tie (eml, kind, assc) out when it is already stored.
 
-    Where our unique index exists, ON CONFLICT DO NOTHING does it and the condition is
-    ``true``. A Connect database holding duplicate ties has no such index; there a NOT EXISTS
-    looks the tie up through the message's ties. (The ``+ 0`` keeps the planner off the
-    (type, id) index: a contact with thousands of messages makes that lookup scan them all.)
+    There is no unique index to lean on: xTuple's own merges re-point ties with plain
+    UPDATEs, which such an index would make fail (0010). The lookup goes through the
+    message's ties (the ``+ 0`` keeps the planner off the (type, id) index: a contact with
+    thousands of messages makes that lookup scan them all).
     """
-    if _catalog_fact(conn, "unique_ties"):
-        return sql.SQL("true")
     return sql.SQL(
         """NOT EXISTS (SELECT 1 FROM xtbatch.emlassc x
                         WHERE x.emlassc_eml_id = {eml} AND x.emlassc_type = {kind}
@@ -696,15 +702,20 @@ def _resolve_references(
         for code, number in refs:
             by_code[code].add(number)
     resolved = {code: resolve_documents(conn, code, sorted(nums)) for code, nums in by_code.items()}
+    # A quote converted to a sales order: its reference reaches the order too, also when the
+    # quote was deleted on conversion (xTuple does unless told to keep converted quotes).
+    orders = _orders_of_quotes(conn, sorted(by_code.get(registry.by_code("Q").code, ())))
     ties: list[tuple[int, str, int]] = []
     unresolved: list[tuple[int, str, str]] = []
     for eml_id, refs in refs_of:
         for code, number in refs:
             doc_id = resolved[code].get(number)
-            if doc_id is None:
-                unresolved.append((eml_id, code, number))
-            else:
+            converted = orders.get(number, ()) if code == "Q" else ()
+            ties += [(eml_id, "S", order) for order in converted]
+            if doc_id is not None:
                 ties.append((eml_id, code, doc_id))
+            elif not converted:
+                unresolved.append((eml_id, code, number))
     if unresolved:
         e, c, n = (list(col) for col in zip(*unresolved, strict=True))
         conn.execute(
@@ -716,8 +727,23 @@ def _resolve_references(
     return ties
 
 
+def _orders_of_quotes(conn: psycopg.Connection, numbers: Sequence[str]) -> dict[str, list[int]]:
+    """Quote number (as written) -> the sales orders converted from it."""
+    if not numbers or not _catalog_fact(conn, "quote_number"):
+        return {}
+    upper = {n.upper(): n for n in numbers}
+    orders: dict[str, list[int]] = defaultdict(list)
+    for number, cohead_id in conn.execute(
+        "SELECT upper(cohead_quote_number), cohead_id FROM cohead "
+        "WHERE upper(cohead_quote_number) = ANY(%s) ORDER BY 2",
+        (list(upper),),
+    ):
+        orders[upper[number]].append(cohead_id)
+    return orders
+
+
 # The document ties (not contact ties) of the stored messages carrying these Message-IDs.
-# The ties are read by their message ids as an array, so that the unique index is probed
+# The ties are read by their message ids as an array, so that the tie index is probed
 # for each: as a join, the planner hashed every tie of every message once per batch (2.6
 # million rows read for 20,000 messages) while the table's statistics were those of a
 # much smaller one, which during a first sync they always are.
@@ -798,7 +824,6 @@ INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
 SELECT DISTINCT ch.id, pr.kind, pr.assc
   FROM child ch JOIN parent pr ON pr.mid = ANY(ch.answers) AND pr.id <> ch.id
  WHERE {new}
-ON CONFLICT DO NOTHING
 RETURNING emlassc_eml_id
 """
 
@@ -826,7 +851,7 @@ def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: dict[int, st
     ).fetchone()
     if answered is None:
         return []
-    query = sql.SQL(_TIES_DOWN).format(new=_tie_is_new(conn, "ch.id", "pr.kind", "pr.assc"))
+    query = sql.SQL(_TIES_DOWN).format(new=_tie_is_new("ch.id", "pr.kind", "pr.assc"))
     gained: list[int] = []
     frontier = list(parents)
     for _ in range(8):

@@ -136,3 +136,114 @@ def add_contact_triggers(conn: psycopg.Connection) -> None:
            CREATE TRIGGER xt_cntct_after AFTER INSERT OR UPDATE OR DELETE ON cntct
                FOR EACH ROW EXECUTE FUNCTION xt_cntct_after();"""
     )
+
+
+#: xTuple's merge and conversion functions as far as they touch mail, written from their
+#: published behaviour (docs/xtuple.md), with the metric and package tables they consult.
+#: Created before init-db, as in a real xTuple database: xtmail's migration looks for the
+#: merge selection table.
+MERGE_TABLES = """
+CREATE TABLE public.metric (metric_name text PRIMARY KEY, metric_value text);
+CREATE TABLE public.pkghead (pkghead_name text PRIMARY KEY);
+CREATE TABLE public.crmacctsel (
+    crmacctsel_src_crmacct_id  integer NOT NULL,
+    crmacctsel_dest_crmacct_id integer NOT NULL
+);
+CREATE TABLE public.mrgundo (
+    mrgundo_table    text, mrgundo_pkey_id integer, mrgundo_col text,
+    mrgundo_value    text, mrgundo_base_id integer
+);
+GRANT ALL ON public.metric, public.pkghead, public.crmacctsel, public.mrgundo TO xtrole;
+"""
+
+MERGE_FUNCTIONS = """
+ALTER TABLE public.crmacct ADD COLUMN IF NOT EXISTS crmacct_active boolean NOT NULL DEFAULT true;
+
+CREATE FUNCTION public.fetchMetricBool(name text) RETURNS boolean LANGUAGE sql STABLE AS
+$$ SELECT coalesce((SELECT metric_value = 't' FROM public.metric WHERE metric_name = name),
+                   false) $$;
+CREATE FUNCTION public.packageIsEnabled(name text) RETURNS boolean LANGUAGE sql STABLE AS
+$$ SELECT EXISTS (SELECT 1 FROM public.pkghead WHERE pkghead_name = name) $$;
+
+-- Every column that refers to the source contact is pointed at the target (xTuple finds
+-- them through foreign keys; the subset has none, so by name); mail ties only with Connect's
+-- batch manager on; then the source is deleted (purge) or deactivated.
+CREATE FUNCTION public.cntctmerge(source integer, target integer, purge boolean)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    col record;
+BEGIN
+    FOR col IN SELECT c.table_name, c.column_name FROM information_schema.columns c
+                WHERE c.table_schema = 'public' AND c.column_name LIKE '%cntct_id%'
+                  AND c.table_name <> 'cntct' AND c.data_type = 'integer'
+    LOOP
+        EXECUTE format('UPDATE public.%I SET %I = $1 WHERE %I = $2',
+                       col.table_name, col.column_name, col.column_name)
+        USING target, source;
+    END LOOP;
+    IF fetchMetricBool('EnableBatchManager') AND packageIsEnabled('xtbatch') THEN
+        UPDATE xtbatch.emlassc SET emlassc_assc_id = target
+         WHERE emlassc_type = 'T' AND emlassc_assc_id = source;
+    END IF;
+    IF purge THEN
+        DELETE FROM public.cntct WHERE cntct_id = source;
+    END IF;
+    UPDATE public.cntct SET cntct_active = false WHERE cntct_id = source;
+    RETURN true;
+END $$;
+
+-- Needs the user's selection row; moves references to the source account (mail ties only
+-- with the batch manager and the package), deletes the source (purge) or deactivates it
+-- with an undo marker, and deletes the selection row last.
+CREATE FUNCTION public.merge2crmaccts(source integer, target integer, purge boolean)
+RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM public.crmacctsel WHERE crmacctsel_src_crmacct_id = source
+                      AND crmacctsel_dest_crmacct_id = target) THEN
+        RAISE EXCEPTION 'Source % and target % have not been selected for merging',
+                        source, target;
+    END IF;
+    UPDATE public.cntct SET cntct_crmacct_id = target WHERE cntct_crmacct_id = source;
+    IF fetchMetricBool('EnableBatchManager') AND packageIsEnabled('xtbatch') THEN
+        UPDATE xtbatch.emlassc SET emlassc_assc_id = target
+         WHERE emlassc_type = 'CRMA' AND emlassc_assc_id = source;
+    END IF;
+    IF purge THEN
+        DELETE FROM public.crmacct WHERE crmacct_id = source;
+    ELSE
+        UPDATE public.crmacct SET crmacct_active = false WHERE crmacct_id = source;
+        INSERT INTO public.mrgundo (mrgundo_table, mrgundo_pkey_id, mrgundo_base_id)
+        VALUES ('crmacct', source, target);
+    END IF;
+    DELETE FROM public.crmacctsel WHERE crmacctsel_src_crmacct_id = source;
+    RETURN 1;
+END $$;
+
+-- A sales order from the quote, carrying the quote's number in cohead_quote_number; mail
+-- ties move from the quote to the order only with the batch manager on; the quote is then
+-- deleted unless converted quotes are kept.
+CREATE FUNCTION public.convertquote(quote integer) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    so integer;
+BEGIN
+    INSERT INTO public.cohead (cohead_number, cohead_cust_id, cohead_billto_cntct_id,
+                               cohead_quote_number)
+    SELECT quhead_number, quhead_cust_id, quhead_billto_cntct_id, quhead_number
+      FROM public.quhead WHERE quhead_id = quote
+    RETURNING cohead_id INTO so;
+    IF fetchMetricBool('EnableBatchManager') THEN
+        UPDATE xtbatch.emlassc SET emlassc_type = 'S', emlassc_assc_id = so
+         WHERE emlassc_type = 'Q' AND emlassc_assc_id = quote;
+    END IF;
+    IF NOT fetchMetricBool('ShowQuotesAfterSO') THEN
+        DELETE FROM public.quhead WHERE quhead_id = quote;
+    END IF;
+    RETURN so;
+END $$;
+"""
+
+
+def set_metric(conn: psycopg.Connection, name: str, on: bool) -> None:
+    conn.execute(
+        "INSERT INTO public.metric VALUES (%s, %s) ON CONFLICT (metric_name) "
+        "DO UPDATE SET metric_value = excluded.metric_value", (name, "t" if on else "f"))

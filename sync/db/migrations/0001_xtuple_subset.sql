@@ -108,7 +108,8 @@ BEGIN
             cohead_number           text NOT NULL UNIQUE,
             cohead_cust_id          integer,
             cohead_billto_cntct_id  integer,
-            cohead_shipto_cntct_id  integer
+            cohead_shipto_cntct_id  integer,
+            cohead_quote_number     text
         );
         created := created || 'cohead'::text;
     END IF;
