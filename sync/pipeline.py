@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
+import select
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from datetime import datetime
@@ -50,18 +55,95 @@ def parse_processes(workers: int, *, start: str = "forkserver",
     ``start`` is the multiprocessing start method: never "fork" in a process that already
     runs threads (a fork can copy a held lock into the child); "spawn" where Qt runs.
     ``niceness`` lowers the workers' CPU priority, so that a GUI thread wins the CPU.
+
+    The workers ignore Ctrl+C (the calling process handles it and shuts the pool down) and
+    end as soon as the calling process ends, however it ends (see :func:`_watch_parent`).
     """
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context(start),
         initializer=_worker_started,
-        initargs=(niceness,),
+        initargs=(niceness, os.getpid(), threading.main_thread().ident, start),
     )
 
 
-def _worker_started(niceness: int) -> None:
+def _worker_started(niceness: int, parent: int, parent_main: int | None, start: str) -> None:
+    # Ctrl+C reaches the whole foreground process group: the parent stops the work, the
+    # workers finish or drop what they hold when it shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's Python handlers; the pool ends broken workers
+    # with SIGTERM, which must simply end them.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
+    _watch_parent(parent, start,
+                  forked_by_main=start == "fork" and threading.get_ident() == parent_main)
+
+
+def _watch_parent(parent: int, start: str, *, forked_by_main: bool) -> None:
+    """End this worker as soon as the process ``parent`` ends, even by SIGKILL.
+
+    An orphaned worker would live on, blocked on its task pipe, and keep the forkserver and
+    the resource tracker alive with it: it holds the write ends of the pipes they wait on
+    (both end by themselves once no process holds those). Under "forkserver" the parent of
+    this process is the forkserver, so the watch is on xtmail's own pid.
+    """
+    if forked_by_main and sys.platform == "linux":
+        # The kernel's own guarantee. It follows the thread that forked, not the process, so
+        # only for a worker forked by the main thread: one forked by a short-lived thread
+        # would be killed when that thread ends.
+        _kill_me_with_my_parent()
+        if os.getppid() != parent:
+            os._exit(1)  # the parent ended before the signal was armed
+    wait = _parent_exit_waiter(parent, start)
+    threading.Thread(target=_exit_after, args=(wait,), daemon=True,
+                     name="xtmail-parent-watch").start()
+
+
+def _kill_me_with_my_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError) as exc:  # no prctl in this libc: the watch thread stays
+        log.debug("prctl(PR_SET_PDEATHSIG) is not available: %s", exc)
+
+
+def _parent_exit_waiter(parent: int, start: str) -> Callable[[], object]:
+    """A call that returns once the process ``parent`` has ended."""
+    pidfd_open = getattr(os, "pidfd_open", None)  # Linux 5.3 and later
+    if pidfd_open is not None:
+        try:
+            pidfd = pidfd_open(parent)
+        except ProcessLookupError:
+            os._exit(1)  # already gone
+        except OSError as exc:  # an older kernel, or a sandbox refusing the call
+            log.debug("pidfd_open is not available: %s", exc)
+        else:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            return poller.poll
+    origin = multiprocessing.parent_process()
+    if start != "fork" and origin is not None and origin.sentinel is not None:
+        # A pipe only the parent holds (spawn, forkserver), or its process handle (Windows).
+        # A forked worker shares its siblings' pipes, so it cannot use one.
+        sentinel = origin.sentinel
+        return lambda: multiprocessing.connection.wait([sentinel])
+    return lambda: _poll_parent_pid(parent)
+
+
+def _poll_parent_pid(parent: int) -> None:
+    # A forked worker is adopted by another process when its parent ends.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+
+
+def _exit_after(wait: Callable[[], object]) -> None:
+    wait()
+    os._exit(1)
+
 
 # -- the batcher ------------------------------------------------------------------------------
 
