@@ -587,6 +587,16 @@ _NAMED_ZONE_OFFSET = re.compile(r"\b(?:GMT|UTC|UT)\s*([+-]\d{4})\b", re.I)
 _UNSIGNED_ZONE = re.compile(r"(\d\d:\d\d(?::\d\d)?)\s+([01]\d[0-5]\d)\s*(\(.*\))?$")
 _YEAR_BEFORE_TIME = re.compile(r"\b\d{4}\b.*\d\d?:\d\d")
 _DATE_NOISE = re.compile(r"[,.](?=\s)|\s+at\s+", re.I)
+# "2:05:09 PM": a twelve-hour clock. The strict reading takes "PM" for an unknown zone.
+_TWELVE_HOUR = re.compile(r"\b(\d\d?)(:\d\d(?::\d\d)?)\s*([AP])\.?M\.?(?=\s|$)", re.I)
+
+
+def _twenty_four_hour(match: re.Match[str]) -> str:
+    hour = int(match.group(1))
+    if not 1 <= hour <= 12:
+        return match.group(0)  # "13:00 PM" is no time a person reads one way
+    hour = hour % 12 + (12 if match.group(3).upper() == "P" else 0)
+    return f"{hour:02d}{match.group(2)}"
 
 
 def _lenient_date(value: str) -> datetime | None:
@@ -610,6 +620,7 @@ def _lenient_date(value: str) -> datetime | None:
         except ValueError:
             return None
     fixed = _FRACTION.sub(r"\1", value)
+    fixed = _TWELVE_HOUR.sub(_twenty_four_hour, fixed)
     fixed = _COLON_ZONE.sub(r"\1\2", fixed)
     fixed = _NAMED_ZONE_OFFSET.sub(r"\1", fixed)
     fixed = _DATE_NOISE.sub(" ", fixed)
@@ -632,6 +643,8 @@ def _date(headers: _Headers, fallback: datetime | None, ctx: _Context) -> tuple[
         try:
             if "GMT" in value and ("GMT+" in value or "GMT-" in value):
                 # "GMT+01:00": the strict reading takes GMT and drops the offset.
+                raise ValueError(value)
+            if "M" in value.upper() and _TWELVE_HOUR.search(value):
                 raise ValueError(value)
             parsed: datetime | None = parsedate_to_datetime(value)
         except (TypeError, ValueError, OverflowError, IndexError):
@@ -908,6 +921,7 @@ def _decoded(entity: _Entity, what: str, ctx: _Context) -> bytes:
     cte = entity.transfer_encoding
     body = entity.body
     if cte == "base64":
+        _stray_base64(body, what, ctx)
         try:
             return binascii.a2b_base64(body)
         except binascii.Error:
@@ -941,12 +955,21 @@ _GUNZIP_LIMIT = 64 * 1024 * 1024
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 # Everything else: whitespace, and the stray characters that lenient decoding drops.
 _NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64_ALPHABET)))
+_BASE64_OR_SPACE = _BASE64_ALPHABET + b" \t\r\n"
+
+
+def _stray_base64(body: bytes, what: str, ctx: _Context) -> None:
+    stray = len(body.translate(None, _BASE64_OR_SPACE))
+    if stray:
+        plural = "character" if stray == 1 else "characters"
+        ctx.note(f"{what}: {stray} stray {plural} in its base64 ignored")
 
 
 def _decoded_size(entity: _Entity, what: str, ctx: _Context) -> int:
     if entity.transfer_encoding == "base64":
         # Counted, not decoded: attachments can be many megabytes and only the size is kept.
         # Stray characters count for nothing, as in lenient decoding.
+        _stray_base64(entity.body, what, ctx)
         chars = len(entity.body.translate(None, _NOT_BASE64))
         padding = entity.body[-64:].translate(None, _NOT_BASE64)[-2:].count(b"=")
         return max(0, (chars - padding) * 3 // 4)
@@ -1022,12 +1045,13 @@ def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: b
     if maintype == "text" and subtype in {"plain", "html"} and entity.disposition != "attachment":
         if not named:
             text = _part_text(entity, subtype, ctx)
-            if subtype == "plain" and not entity.declared and (
-                "begin " in text or "=ybegin " in text
+            if subtype == "plain" and (
+                "\nbegin " in text or "\n=ybegin " in text
+                or text.startswith(("begin ", "=ybegin "))
             ):
-                # Inline uuencode and yEnc come from mailers and newsreaders that predate
-                # MIME (no Content-Type); searching every text for them would cost as much
-                # as reading it.
+                # Inline uuencode and yEnc: mailers and newsreaders that predate MIME, and
+                # some that label the whole text text/plain around them. Only a line that
+                # starts so is looked at further (two substring searches per text part).
                 text = _inline_encoded(text, out, ctx)
             out.segments.append((subtype, text))
             return
