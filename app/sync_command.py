@@ -106,6 +106,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         def __init__(self) -> None:
             self.bar: tqdm[Never] | None = None
             self.folder = ""
+            # Counted as batches commit (the sync thread calls in), so that the summary is
+            # what the database holds however the run ends: reconnects, stops, signals.
+            self.imported_total = 0
+            self.present_total = 0
 
         def progress(self, account: str, folder: str, done: int, total: int) -> None:
             if quiet:
@@ -123,6 +127,16 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             if not quiet and args.verbose:
                 tqdm.write(text, file=sys.stderr)
 
+        def retrying(self, text: str) -> None:
+            # Shown without --verbose: a run that waits for a server must say so.
+            if not quiet:
+                tqdm.write(f"xtmail: {text}", file=sys.stderr)
+
+        def committed(self, account: str, folder: str, imported: int,
+                      already_present: int) -> None:
+            self.imported_total += imported
+            self.present_total += already_present
+
         def error(self, kind: str, error: XtmailError) -> None:
             self.close()
             print(f"xtmail: {error.user_text()}", file=sys.stderr)
@@ -139,9 +153,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return psycopg.connect(args.dsn, autocommit=True, connect_timeout=10)
 
     def interrupted(signum: int, frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: stop waiting for the batch
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, interrupted)
+    # Both signals stop between batches, so that the summary can count what committed.
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     terminal = Terminal()
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     # forkserver: the pool starts its processes lazily, when the sync's fetch thread already
@@ -152,14 +169,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         backoff=Backoff(initial=args.retry_initial, cap=args.retry_cap),
         retry_limit=None if args.watch else args.retries, writers=args.writers,
     )
-    totals = {"imported": 0, "present": 0}
-    last: list[AccountResult] = []
-
     def summarize(result: AccountResult) -> None:
         terminal.close()
-        totals["imported"] += result.imported
-        totals["present"] += result.already_present
-        last[:] = [result]
         if args.watch and result.imported and not quiet:
             print(f"imported {result.imported} new message(s)", flush=True)
 
@@ -171,19 +182,23 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
     finally:
+        # Every way out prints what was committed, an interrupted run too.
         terminal.close()
         sync.close()
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-        signal.signal(signal.SIGTERM, previous)
-    result = last[0] if last else None
-    for folder in result.folders if result else []:
-        note = f" ({folder.skipped})" if folder.skipped else ""
-        rescan = " after a UIDVALIDITY change" if folder.rescanned else ""
-        print(f"{folder.folder}: {folder.imported} new, {folder.already_present} already "
-              f"stored{rescan}{note}")
-    print(f"imported: {totals['imported']}")
-    print(f"already present: {totals['present']}")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        result: AccountResult | None = sync.current
+        for folder in result.folders if result else []:
+            note = f" ({folder.skipped})" if folder.skipped else ""
+            rescan = " after the server renumbered it" if folder.rescanned else ""
+            print(f"{folder.folder}: {folder.imported} new, {folder.already_present} "
+                  f"already stored{rescan}{note}")
+        if stop.is_set():
+            print("interrupted: what is counted below is stored; the next run resumes")
+        print(f"imported: {terminal.imported_total}")
+        print(f"already present: {terminal.present_total}", flush=True)
     error = result.error if result else None
     if stop.is_set():
         return EXIT_INTERRUPTED

@@ -13,21 +13,26 @@ LOCK_CLASS = 0x78746D6C
 
 @dataclass
 class FolderState:
+    """What the last pass saw of a folder: ``mailboxid`` is the server's identity of the
+    folder (RFC 8474), None where the server offers none."""
+
     uidvalidity: int
     last_uid: int
     highestmodseq: int | None
-
+    mailboxid: str | None = None
 
 
 def read_state(conn: psycopg.Connection, account: str, folder: str) -> FolderState | None:
     row = conn.execute(
-        """SELECT fs_uidvalidity, fs_last_uid, fs_highestmodseq FROM xtmail.folder_state
+        """SELECT fs_uidvalidity, fs_last_uid, fs_highestmodseq, fs_mailboxid
+             FROM xtmail.folder_state
             WHERE fs_account = %s AND fs_mailbox = %s""",
         (account, folder),
     ).fetchone()
     if row is None:
         return None
-    return FolderState(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None)
+    return FolderState(int(row[0]), int(row[1]), int(row[2]) if row[2] is not None else None,
+                       row[3])
 
 
 def write_state(
@@ -36,32 +41,36 @@ def write_state(
     folder: str,
     state: FolderState,
     *,
-    drop_other_uidvalidity: bool = False,
+    forget_locations: bool = False,
     advance_only: bool = False,
 ) -> None:
     """Upsert the folder's state; call inside the transaction that stored its messages.
 
-    ``advance_only`` never lowers the stored last UID: batches committing out of order each
-    write the mark they can vouch for, and a later commit may vouch for less.
+    ``forget_locations`` deletes every location row of the folder first: the server
+    renumbered it, so the stored UIDs point at nothing, or at other messages (a folder
+    renamed in its place with the same UIDVALIDITY). ``advance_only`` never lowers the
+    stored last UID: batches committing out of order each write the mark they can vouch
+    for, and a later commit may vouch for less. A ``mailboxid`` of None keeps the stored one.
     """
-    if drop_other_uidvalidity:
+    if forget_locations:
         conn.execute(
-            """DELETE FROM xtmail.location
-                WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity <> %s""",
-            (account, folder, state.uidvalidity),
+            "DELETE FROM xtmail.location WHERE loc_account = %s AND loc_mailbox = %s",
+            (account, folder),
         )
     conn.execute(
         """INSERT INTO xtmail.folder_state (fs_account, fs_mailbox, fs_uidvalidity, fs_last_uid,
-                                            fs_highestmodseq)
-           VALUES (%s, %s, %s, %s, %s)
+                                            fs_highestmodseq, fs_mailboxid)
+           VALUES (%s, %s, %s, %s, %s, %s)
            ON CONFLICT (fs_account, fs_mailbox) DO UPDATE
               SET fs_uidvalidity = EXCLUDED.fs_uidvalidity,
                   fs_last_uid = CASE WHEN %s THEN GREATEST(folder_state.fs_last_uid,
                                                            EXCLUDED.fs_last_uid)
                                      ELSE EXCLUDED.fs_last_uid END,
                   fs_highestmodseq = EXCLUDED.fs_highestmodseq,
+                  fs_mailboxid = COALESCE(EXCLUDED.fs_mailboxid, folder_state.fs_mailboxid),
                   fs_updated_at = now()""",
-        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq, advance_only),
+        (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq,
+         state.mailboxid, advance_only),
     )
 
 

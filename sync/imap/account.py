@@ -123,6 +123,11 @@ class AccountSync:
         self._reconnect = False
         #: Set to interrupt a wait (IDLE or polling sleep) without stopping: "sync now".
         self.wake = threading.Event()
+        # Pauses after an IDLE whose connection broke; reset by an IDLE that ends well.
+        self._idle_backoff = Backoff(initial=self.backoff.initial / 4, cap=self.backoff.cap)
+        #: The pass in progress, or the last one: its folder results grow as batches
+        #: commit, so that whoever stops a pass early can still say what it did.
+        self.current: AccountResult | None = None
 
     @property
     def account(self) -> AccountSettings:
@@ -171,28 +176,37 @@ class AccountSync:
         # pass reads, so the wait after it must not sleep through it.
         self.wake.clear()
         settings = self.settings
-        result = AccountResult(self.account.key)
+        result = self.current = AccountResult(self.account.key)
         for folder in folders if folders is not None else settings.folders:
             if self.stop.is_set():
                 break
-            folder_result = self._sync_folder(folder, result)
+            self._sync_folder(folder, result)
             if result.error is not None:
                 break
-            if folder_result is not None:
-                result.folders.append(folder_result)
         return result
 
-    def _sync_folder(self, folder: str, result: AccountResult) -> FolderResult | None:
+    def _sync_folder(self, folder: str, result: AccountResult) -> None:
+        # One result for every attempt, in the pass's list from the start: what a failed
+        # or interrupted attempt committed stays counted.
+        outcome = FolderResult(self.account.key, folder)
+        result.folders.append(outcome)
+        if self._attempts(folder, outcome, result) is None:
+            result.folders.remove(outcome)
+
+    def _attempts(self, folder: str, outcome: FolderResult,
+                  result: AccountResult) -> FolderResult | None:
         failures = 0
         while not self.stop.is_set():
+            connecting = True
             try:
                 # The folder sync and the writer run SQL of their own: whatever the driver
                 # raises on the way is translated here, once for the whole pass.
                 with translated():
                     db = self._db_connection()
                     imap = self._imap_connection()
+                    connecting = False
                     self.listener.status(f"Synchronizing {folder}")
-                    outcome = FolderSync(
+                    FolderSync(
                         db, imap, self.account.key, folder,
                         policy=self.settings.policy(),
                         executor=self.executor,
@@ -203,7 +217,7 @@ class AccountSync:
                         connect=self.connect_db,
                         writers=self.writers,
                         batch_bytes=self.batch_bytes,
-                    ).run()
+                    ).run(outcome)
                 self.backoff.reset()
                 return outcome
             except XtmailError as error:
@@ -214,26 +228,28 @@ class AccountSync:
                 else:
                     self._drop_imap()
                 if error.reaction is Reaction.STOP:
-                    result.error = error
-                    self.listener.error(error.kind, error)
-                    return None
+                    return self._give_up(outcome, result, error)
                 failures += 1
                 result.retries += 1
                 if self.retry_limit is not None and failures > self.retry_limit:
-                    result.error = error
-                    self.listener.error(error.kind, error)
-                    return None
+                    return self._give_up(outcome, result, error)
                 # A lost race is run again at once, but only once in a row: a second one in
                 # a row waits like an outage, so that two importers cannot spin.
                 retry_now = error.reaction is Reaction.RETRY_NOW and failures == 1
                 delay = 0.0 if retry_now else self.backoff.next()
-                what = ("paused: the database is unreachable"
-                        if isinstance(error, DatabaseUnavailable) else
-                        "ran into another importer" if retry_now else "connection lost")
-                self.listener.status(f"{folder}: {what}; retrying in {delay:.1f} s ({error})")
+                self.listener.retrying(
+                    f"{folder}: {_what_failed(error, connecting, retry_now)}; retrying in "
+                    f"{_seconds(delay)}{_attempt(failures, self.retry_limit)}")
                 if self.stop.wait(delay):
-                    return None
-        return None
+                    break
+        return outcome if outcome.fetched else None
+
+    def _give_up(self, outcome: FolderResult, result: AccountResult,
+                 error: XtmailError) -> FolderResult | None:
+        result.error = error
+        self.listener.error(error.kind, error)
+        # What the failed attempts committed is in the database: keep it in the counts.
+        return outcome if outcome.fetched else None
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until new mail may have arrived: IDLE on the first folder where the server
@@ -254,9 +270,21 @@ class AccountSync:
                 if len(folders) > 1:
                     timeout = min(timeout, self.other_folders_every)
                 imap.idle(timeout, either)
+                self._idle_backoff.reset()
                 return
-        except (TransientImapError, ImapError) as exc:
-            # The next pass reconnects with backoff and reports persistent trouble.
+        except TransientImapError as exc:
+            # The connection broke (with or without a word from the server): mail may be
+            # arriving unseen, so the next pass comes at once and reconnects with its own
+            # backoff. This short pause, growing while it keeps happening, keeps a server
+            # that breaks every IDLE from making the passes spin.
+            self._drop_imap()
+            delay = self._idle_backoff.next()
+            self.listener.retrying(f"connection lost while waiting for new mail ({exc}); "
+                                   f"reconnecting in {_seconds(delay)}")
+            either.wait(delay)
+            return
+        except ImapError as exc:
+            # IDLE refused, or the login: the next pass reports persistent trouble.
             log.info("IDLE failed, falling back to a pause: %s", exc)
             self._drop_imap()
         except ConfigError:
@@ -272,6 +300,27 @@ class AccountSync:
             if result.error is not None:
                 return
             self.wait_for_change(self.settings.poll_interval)
+
+
+def _what_failed(error: XtmailError, connecting: bool, retry_now: bool) -> str:
+    if isinstance(error, DatabaseUnavailable):
+        return f"paused: the database is unreachable ({error})"
+    if retry_now:
+        return f"ran into another importer ({error})"
+    if connecting:
+        return str(error)  # "Cannot reach host:port (connection refused)"
+    return f"connection lost ({error})"
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:.0f} s" if delay >= 10 else f"{delay:.1f} s"
+
+
+def _attempt(failures: int, limit: int | None) -> str:
+    # Attempt 1 failed before the first retry: the next one is attempt failures + 1.
+    if limit is None:
+        return f" (attempt {failures + 1})"
+    return f" (attempt {failures + 1} of {limit + 1})"
 
 
 class _Either:

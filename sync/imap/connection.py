@@ -18,6 +18,7 @@ import functools
 import hashlib
 import imaplib
 import re
+import selectors
 import socket
 import ssl
 import time
@@ -28,7 +29,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
-from imap_tools.errors import MailboxLoginError, MailboxStarttlsError
+from imap_tools.errors import (
+    MailboxLoginError,
+    MailboxStarttlsError,
+    MailboxTaggedResponseError,
+)
 from imap_tools.utils import encode_folder
 
 from xtmail.sync.errors import (
@@ -54,6 +59,14 @@ _UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 _STATUS_ITEM = re.compile(rb"(UIDVALIDITY|UIDNEXT|HIGHESTMODSEQ|MESSAGES) (\d+)")
+_MAILBOXID = re.compile(rb"MAILBOXID \(([A-Za-z0-9_-]{1,255})\)")
+#: getaddrinfo's "no such name" answers: a wrong host name, not an outage.
+_UNKNOWN_HOST = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+#: How servers refuse LOGIN before TLS: RFC 5530's response code (Dovecot), Cyrus' text.
+_TLS_REQUIRED = re.compile(r"PRIVACYREQUIRED|only available under a layer", re.IGNORECASE)
 #: How often an IDLE wait looks at its stop flag: bounds how long stop() takes.
 IDLE_TICK = 0.25
 #: RFC 2177: re-issue IDLE at least every 29 minutes.
@@ -85,6 +98,9 @@ class FolderStatus:
     uidnext: int
     messages: int
     highestmodseq: int | None
+    #: The folder's identity (RFC 8474 MAILBOXID), kept across renames; None where the
+    #: server does not offer OBJECTID.
+    mailboxid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +195,20 @@ class ImapConnection:
                 f"The server {account.host}:{port} does not offer STARTTLS.",
                 hint="Choose IMAPS (usually port 993) in the account settings.",
             ) from exc
+        except socket.gaierror as exc:
+            if exc.errno in _UNKNOWN_HOST:
+                raise ConfigError(
+                    f"The host name {account.host!r} is unknown ({exc.strerror}).",
+                    hint="Check the IMAP server's host name in the account settings.",
+                ) from exc
+            raise TransientImapError(
+                f"Cannot reach {account.host}:{port} (its name cannot be looked up now: "
+                f"{exc.strerror})",
+                hint="Check the network connection; xtmail retries by itself.",
+            ) from exc
         except (OSError, imaplib.IMAP4.abort, EOFError) as exc:
             raise TransientImapError(
-                f"Cannot connect to {account.host}:{port}: {exc}",
+                f"Cannot reach {account.host}:{port} ({_reason(exc)})",
                 hint="Check the host name and port, and that the server is reachable.",
             ) from exc
         except imaplib.IMAP4.error as exc:
@@ -237,6 +264,9 @@ class ImapConnection:
 
     def _login(self, credential: Credential) -> None:
         user = self.account.user
+        client = self._mailbox.client
+        if credential.method is AuthMethod.PASSWORD and "LOGINDISABLED" in client.capabilities:
+            raise self._tls_required()
         try:
             if credential.method is AuthMethod.XOAUTH2:
                 self._mailbox.xoauth2(user, credential.secret, initial_folder=None)
@@ -247,6 +277,8 @@ class ImapConnection:
         except (MailboxLoginError, imaplib.IMAP4.error) as exc:
             if isinstance(exc, imaplib.IMAP4.abort):
                 raise TransientImapError(f"The connection broke during login: {exc}") from exc
+            if _TLS_REQUIRED.search(_text(exc)):
+                raise self._tls_required() from exc
             raise AuthenticationFailed(
                 f"The server {self.account.host} refused the login of {user}.",
                 hint="Check the user name and password (or the OAuth2 sign-in) in the account "
@@ -254,6 +286,14 @@ class ImapConnection:
             ) from exc
         except (OSError, EOFError) as exc:
             raise TransientImapError(f"The connection broke during login: {exc}") from exc
+
+    def _tls_required(self) -> ConfigError:
+        return ConfigError(
+            f"The server {self.account.host}:{self.account.effective_port} accepts a login "
+            "only over an encrypted connection.",
+            hint="Choose STARTTLS (usually port 143) or IMAPS (usually port 993) as the "
+            "security in the account settings.",
+        )
 
     def close(self) -> None:
         """Log out; a connection that is already broken is just dropped."""
@@ -306,7 +346,8 @@ class ImapConnection:
     def status(self, folder: str) -> FolderStatus:
         """STATUS without selecting: the cheap "has anything arrived?" question."""
         items = "(UIDVALIDITY UIDNEXT MESSAGES"
-        items += " HIGHESTMODSEQ)" if "CONDSTORE" in self.capabilities else ")"
+        items += " HIGHESTMODSEQ" if "CONDSTORE" in self.capabilities else ""
+        items += " MAILBOXID)" if "OBJECTID" in self.capabilities else ")"
         with self._errors(f" while checking {folder}"):
             if self._selected == folder:
                 # Dovecot answers STATUS on the selected mailbox from this session's view,
@@ -316,11 +357,11 @@ class ImapConnection:
             typ, data = self.client._untagged_response(typ, data, "STATUS")
         if typ != "OK":
             raise self._no_folder(folder, data)
-        found = {k.decode(): int(v) for k, v in _STATUS_ITEM.findall(b" ".join(
-            d for d in data if isinstance(d, bytes)))}
+        text = b" ".join(d for d in data if isinstance(d, bytes))
+        found = {k.decode(): int(v) for k, v in _STATUS_ITEM.findall(text)}
         return FolderStatus(
             found.get("UIDVALIDITY", 0), found.get("UIDNEXT", 0), found.get("MESSAGES", 0),
-            found.get("HIGHESTMODSEQ"),
+            found.get("HIGHESTMODSEQ"), _mailboxid(text),
         )
 
     def examine(self, folder: str) -> FolderStatus:
@@ -338,13 +379,15 @@ class ImapConnection:
             return int(value) if value is not None else None
 
         exists = int(data[0]) if data and data[0] else 0
+        _, codes = client.response("MAILBOXID")  # the response code [MAILBOXID (id)]
         return FolderStatus(
-            number("UIDVALIDITY") or 0, number("UIDNEXT") or 0, exists, number("HIGHESTMODSEQ")
+            number("UIDVALIDITY") or 0, number("UIDNEXT") or 0, exists, number("HIGHESTMODSEQ"),
+            _mailboxid(b"MAILBOXID " + codes[-1]) if codes and codes[-1] else None,
         )
 
     def _no_folder(self, folder: str, data: object) -> ConfigError:
         return ConfigError(
-            f"The folder {folder!r} cannot be opened on {self.account.host}: {data!r}",
+            f"The folder {folder!r} cannot be opened on {self.account.host}: {_text(data)}",
             hint="Untick it or pick another folder in the Email settings.",
         )
 
@@ -357,7 +400,7 @@ class ImapConnection:
         with self._errors(" while searching"):
             typ, data = self.client.uid("SEARCH", *criteria)
         if typ != "OK":
-            raise ImapError(f"UID SEARCH failed in {self._selected}: {data!r}")
+            raise ImapError(f"UID SEARCH failed in {self._selected}: {_text(data)}")
         # "N:*" matches the highest UID even when it is below N (RFC 3501 6.4.8): filter.
         uids = {int(u) for u in b" ".join(d for d in data if d).split()}
         return sorted(u for u in uids if u > last_uid)
@@ -369,7 +412,7 @@ class ImapConnection:
         with self._errors(" while searching"):
             typ, data = self.client.uid("SEARCH", f"UID {last_uid + 1}:*", f"LARGER {size}")
         if typ != "OK":
-            raise ImapError(f"UID SEARCH LARGER failed in {self._selected}: {data!r}")
+            raise ImapError(f"UID SEARCH LARGER failed in {self._selected}: {_text(data)}")
         uids = {int(u) for u in b" ".join(d for d in data if d).split()}
         return sorted(u for u in uids if u > last_uid)
 
@@ -384,7 +427,7 @@ class ImapConnection:
         with self._errors(" while reading message sizes"):
             typ, data = self.client.uid("FETCH", uid_set(uids), "(UID RFC822.SIZE)")
         if typ != "OK":
-            raise ImapError(f"UID FETCH RFC822.SIZE failed in {self._selected}: {data!r}")
+            raise ImapError(f"UID FETCH RFC822.SIZE failed in {self._selected}: {_text(data)}")
         found: dict[int, int] = {}
         for part in data:
             line = part[0] if isinstance(part, tuple) else part
@@ -402,7 +445,7 @@ class ImapConnection:
         with self._errors(" while fetching"):
             typ, data = self.client.uid("FETCH", uid_set(uids), _FETCH_ITEMS)
         if typ != "OK":
-            raise ImapError(f"UID FETCH failed in {self._selected}: {data!r}")
+            raise ImapError(f"UID FETCH failed in {self._selected}: {_text(data)}")
         out: list[FetchedMessage] = []
         pending: tuple[bytes, bytes] | None = None
         for part in data:
@@ -438,29 +481,121 @@ class ImapConnection:
 
     def idle(self, timeout: float, stop: StopFlag) -> bool:
         """IDLE on the selected folder until something happens, ``timeout`` passes or ``stop``
-        is set. Returns whether the server reported a change."""
+        is set. Returns whether the server reported a change.
+
+        A connection that ends during the wait raises :class:`TransientImapError` at once,
+        also when the server sent no ``* BYE`` (a killed server process, a dropped link):
+        imap-tools' own poll returns nothing at end of file, which made the wait spin.
+        """
         deadline = time.monotonic() + min(timeout, IDLE_MAX)
         idle = self._mailbox.idle
         with self._errors(" while waiting for new mail"):
-            idle.start()
+            try:
+                idle.start()
+            except MailboxTaggedResponseError as exc:
+                raise ImapError(f"The server {self.account.host} refused IDLE: "
+                                f"{_text(exc)}") from exc
+            broken = True
             try:
                 while not stop.is_set():
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return False
-                    responses = idle.poll(timeout=min(IDLE_TICK, left))
-                    if any(b"EXISTS" in r or b"RECENT" in r or b"FETCH" in r
-                           for r in responses):
+                        break
+                    line = self._idle_line(min(IDLE_TICK, left))
+                    if line is None:
+                        continue
+                    if line.startswith(b"* BYE"):
+                        raise TransientImapError(
+                            f"The server {self.account.host} ended the session: "
+                            f"{_text(line)}", hint="xtmail reconnects by itself.")
+                    if b"EXISTS" in line or b"RECENT" in line or b"FETCH" in line:
+                        broken = False
                         return True
-                    if any(r.startswith(b"* BYE") for r in responses):
-                        raise TransientImapError("The server ended the IDLE session.")
+                broken = False
                 return False
             finally:
-                idle.stop()
+                if not broken:
+                    idle.stop()
+
+    def _idle_line(self, wait: float) -> bytes | None:
+        """The next line the server sends within ``wait`` seconds, or None; raises
+        :class:`TransientImapError` when the connection has ended."""
+        client = self.client
+        if not _ahead(client):
+            if not _readable(client.sock, wait):
+                return None
+            try:
+                if not _ahead(client, strict=True):
+                    raise TransientImapError(
+                        f"The connection to {self.account.host} ended without a word from "
+                        "the server while waiting for new mail.",
+                        hint="xtmail reconnects by itself.")
+            except ssl.SSLWantReadError:
+                return None  # part of a TLS record, or TLS housekeeping: no line yet
+        line: bytes = client._get_line()
+        return line
 
     def noop(self) -> None:
         with self._errors():
             self.client.noop()
+
+
+def _ahead(client: Any, *, strict: bool = False) -> bytes:
+    """What the connection has received and not yet read, without waiting: its buffer or
+    else one read from the socket. ``b""`` is nothing now or, after the socket was seen
+    readable, the end of the connection. ``strict`` lets a TLS socket's "nothing yet"
+    (``ssl.SSLWantReadError``) through, so that it is not taken for the end."""
+    sock = client.sock
+    previous = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        data: bytes = client.file.peek(1)
+        return data
+    except ssl.SSLWantReadError:
+        if strict:
+            raise
+        return b""
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(previous)
+
+
+def _readable(sock: socket.socket, wait: float) -> bool:
+    """Whether ``sock`` has something to read (data, or its end) within ``wait`` seconds."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(wait))
+
+
+def _mailboxid(text: bytes) -> str | None:
+    match = _MAILBOXID.search(text)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection attempt failed, in a few words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer, timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return _text(exc) or type(exc).__name__
+
+
+def _text(data: object) -> str:
+    """A server's response as text: ``[b'Mailbox does not exist']`` becomes
+    ``Mailbox does not exist``."""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data).decode("utf-8", "replace").strip()
+    if isinstance(data, list | tuple):
+        return " ".join(t for t in (_text(item) for item in data) if t)
+    if data is None:
+        return ""
+    if isinstance(data, BaseException):
+        return _text(data.args[0]) if len(data.args) == 1 else str(data)
+    return str(data)
 
 
 class StopFlag(Protocol):

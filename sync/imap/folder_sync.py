@@ -16,12 +16,15 @@ by advancing ``fs_last_uid`` to the highest UID below which every batch has comm
 lowering it). A process killed at any instant therefore resumes from ``fs_last_uid`` and
 skips the UIDs whose location rows exist above it: nothing is lost or imported twice.
 
-UIDVALIDITY policy: a new UIDVALIDITY means the old UIDs mean nothing any more. The folder is
-rescanned from UID 1; messages already stored are recognised by their identity hash (no new
-``eml`` rows), and get a location under the new UIDVALIDITY. Before the first batch, one
-transaction deletes the ``xtmail.location`` rows of the old UIDVALIDITY for that account and
-folder (they point at UIDs that no longer exist) and records the new UIDVALIDITY with last
-UID 0; stored messages are never deleted by sync.
+Renumbering policy: a new UIDVALIDITY means the old UIDs mean nothing any more. So does a
+UIDNEXT not above the last stored UID (a mailbox never reuses a UID: another folder was
+renamed into this name and kept its UIDVALIDITY, as Cyrus does), and a changed MAILBOXID
+(RFC 8474) where the server offers one. The folder is rescanned from UID 1; messages
+already stored are recognised by their identity hash (no new ``eml`` rows), and get a
+location under the new numbering. Before the first batch, one transaction deletes the
+folder's ``xtmail.location`` rows for that account (they point at UIDs that no longer
+exist, or at other messages) and records the new numbering with last UID 0; stored messages
+are never deleted by sync.
 
 :class:`AccountSync` runs the passes over an account's folders with the fault handling:
 network errors reconnect with capped, jittered exponential backoff; an unreachable database
@@ -111,6 +114,16 @@ class SyncListener:
         created (a missing privilege), a message was kept by its raw bytes only. Each text
         is reported once per pass over a folder."""
 
+    def committed(self, account: str, folder: str, imported: int, already_present: int) -> None:
+        """A batch of ``folder`` committed: ``imported`` new messages, ``already_present``
+        found stored already. Called once per batch, as it commits: the sum is what is in
+        the database, whatever happens to the pass afterwards."""
+
+    def retrying(self, text: str) -> None:
+        """The connection failed or broke; ``text`` says why and when the next attempt
+        comes. By default a status line; a terminal shows it even when not verbose."""
+        self.status(text)
+
 
 def _chunks(
     uids: Sequence[int], size: int, sizes: dict[int, int] | None = None,
@@ -165,8 +178,11 @@ class FolderSync:
         self.writers = max(1, writers) if connect is not None else 1
         self.batch_bytes = max(1, batch_bytes)
 
-    def run(self) -> FolderResult:
-        result = FolderResult(self.account, self.folder)
+    def run(self, result: FolderResult | None = None) -> FolderResult:
+        """One pass; its counts are added to ``result`` as batches commit (so that the
+        attempts of a folder that had to reconnect add up), or to a new one."""
+        result = result if result is not None else FolderResult(self.account, self.folder)
+        result.skipped = None
         if not try_lock_folder(self.conn, self.account, self.folder):
             result.skipped = "another process is synchronizing this folder"
             self.listener.status(f"{self.folder}: skipped, {result.skipped}")
@@ -186,18 +202,19 @@ class FolderSync:
             result.skipped = "unchanged"
             return
         selected = self.imap.examine(self.folder)
-        rescan = state is None or state.uidvalidity != selected.uidvalidity
-        if state is not None and rescan:
-            log.warning("%s %s: UIDVALIDITY changed from %s to %s; rescanning", self.account,
-                        self.folder, state.uidvalidity, selected.uidvalidity)
-            self.listener.status(f"{self.folder}: the server renumbered the folder; rescanning")
-            # The old UIDs mean nothing now: forget their locations and start the new
-            # numbering from 0, before any batch of the rescan commits.
+        renumbered = _renumbered(state, selected) if state is not None else None
+        rescan = state is None or renumbered is not None
+        if renumbered is not None:
+            # Not a warning on stderr: the pass copes, and the summary says it rescanned.
+            log.info("%s %s: %s; rescanning", self.account, self.folder, renumbered)
+            self.listener.status(f"{self.folder}: {renumbered}; rescanning")
+            # The old UIDs mean nothing now, or name other messages: forget their
+            # locations and start the new numbering from 0, before any batch commits.
             with self.conn.transaction():
                 write_state(self.conn, self.account, self.folder,
-                            FolderState(selected.uidvalidity, 0, None),
-                            drop_other_uidvalidity=True)
-        result.rescanned = rescan and state is not None
+                            FolderState(selected.uidvalidity, 0, None, selected.mailboxid),
+                            forget_locations=True)
+        result.rescanned = result.rescanned or renumbered is not None
         last = 0 if rescan or state is None else state.last_uid
         uids = self.imap.uids_after(last, self.since if last == 0 else None)
         # All UIDs below UIDNEXT that the search did not return were expunged: the state may
@@ -221,11 +238,12 @@ class FolderSync:
         if chunks:
             self._import(chunks, selected, last, final_last, result)
         if not chunks and (state is None or rescan or final_last != state.last_uid
-                           or selected.highestmodseq != state.highestmodseq):
+                           or selected.highestmodseq != state.highestmodseq
+                           or selected.mailboxid != state.mailboxid):
             with self.conn.transaction():
                 write_state(self.conn, self.account, self.folder,
                             FolderState(selected.uidvalidity, final_last,
-                                        selected.highestmodseq))
+                                        selected.highestmodseq, selected.mailboxid))
 
     def _import(
         self,
@@ -307,6 +325,7 @@ class _Watermark:
         self.ends = [chunk[-1] for chunk in chunks]
         self.uidvalidity = selected.uidvalidity
         self.highestmodseq = selected.highestmodseq
+        self.mailboxid = selected.mailboxid
         self.start = last
         self.final_last = final_last
         self.committed: set[int] = set()
@@ -318,7 +337,8 @@ class _Watermark:
         return self.prefix == len(self.ends)
 
     def final_state(self) -> FolderState:
-        return FolderState(self.uidvalidity, self.final_last, self.highestmodseq)
+        return FolderState(self.uidvalidity, self.final_last, self.highestmodseq,
+                           self.mailboxid)
 
     def state_with(self, index: int) -> FolderState:
         """The state to write in batch ``index``'s transaction."""
@@ -328,7 +348,8 @@ class _Watermark:
         if end == len(self.ends):
             return self.final_state()
         # HIGHESTMODSEQ only with the whole folder: a pass cut short must not look complete.
-        return FolderState(self.uidvalidity, self.ends[end - 1] if end else self.start, None)
+        return FolderState(self.uidvalidity, self.ends[end - 1] if end else self.start, None,
+                           self.mailboxid)
 
     def commit(self, index: int, state: FolderState) -> None:
         self.committed.add(index)
@@ -370,6 +391,8 @@ class _Ledger:
         result.fetched += len(items)
         result.imported += stored.imported
         result.already_present += stored.already_present
+        sync.listener.committed(sync.account, sync.folder, stored.imported,
+                                stored.already_present)
         self.done += len(items)
         ties: dict[int, list[tuple[str, int]]] = {}
         if stored.ties or stored.imported:
@@ -389,8 +412,24 @@ def _never() -> bool:
     return False
 
 
-def _unchanged(state: FolderState, status: FolderStatus) -> bool:
+def _renumbered(state: FolderState, status: FolderStatus) -> str | None:
+    """Why the stored UIDs of a folder no longer name its messages, or None if they do."""
     if status.uidvalidity != state.uidvalidity:
+        return (f"the server renumbered the folder (UIDVALIDITY {state.uidvalidity} became "
+                f"{status.uidvalidity})")
+    if state.mailboxid and status.mailboxid and status.mailboxid != state.mailboxid:
+        return "another folder has taken this name (its MAILBOXID differs)"
+    if 0 < status.uidnext <= state.last_uid:
+        # A mailbox never hands out a UID below one it gave before: a folder renamed or
+        # swapped into this name that kept its UIDVALIDITY (Cyrus keeps it on RENAME, and
+        # gives folders created in the same second the same one).
+        return (f"another folder has taken this name (its next UID {status.uidnext} is "
+                f"not above the last one stored, {state.last_uid})")
+    return None
+
+
+def _unchanged(state: FolderState, status: FolderStatus) -> bool:
+    if _renumbered(state, status) is not None:
         return False
     if status.highestmodseq is not None and status.highestmodseq == state.highestmodseq:
         return True

@@ -512,6 +512,22 @@ class DovecotServer:
                 count += 1
         return count
 
+    def kill_sessions(self, user: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the imap processes serving ``user``'s sessions, and return how
+        many. SIGKILL ends a session as a crash or an out-of-memory kill would: the server
+        says no ``* BYE``, the client just sees its connection end."""
+        if self._proc is None:
+            return 0
+        killed = 0
+        for pid in _pids_in_group(self._proc.pid):
+            title = _title_of(pid)
+            if title is None or title[0] != "imap" or title[1].split()[:1] != [user]:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                killed += 1
+        return killed
+
     def wait_for_idle(self, user: str, *, sessions: int = 1, timeout: float = 10.0) -> None:
         """Return once ``sessions`` of ``user``'s sessions are in IDLE on the server."""
         deadline = time.monotonic() + timeout
