@@ -214,8 +214,7 @@ class EmailSettings:
             if name and name.lower() in keys:
                 found.append(f"The account {name} is configured twice.")
             keys.add(name.lower())
-        if self.sync_while_running and not any(
-                m.enabled and m.account.host.strip() for m in self.accounts):
+        if self.sync_while_running and not any(m.account.host.strip() for m in self.accounts):
             found.append("To synchronize email while the application runs, enter an account "
                          "first: the IMAP server and the user name.")
         return found
