@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+#: How much of a stored message is read to compare its header with the server's.
+HEADER_BYTES = 256 * 1024
 #: First key of our advisory locks ("xtml"): keeps them apart from other applications' locks.
 LOCK_CLASS = 0x78746D6C
 
@@ -72,6 +74,22 @@ def write_state(
         (account, folder, state.uidvalidity, state.last_uid, state.highestmodseq,
          state.mailboxid, advance_only),
     )
+
+
+def last_stored_message(
+    conn: psycopg.Connection, account: str, folder: str, uidvalidity: int, last_uid: int
+) -> tuple[int, bytes] | None:
+    """The highest stored UID up to ``last_uid`` and the first bytes of the message stored
+    for it, as received at that location: enough to compare its header with the server's."""
+    row = conn.execute(
+        """SELECT loc_uid, substring(coalesce(loc_raw, eml_msg) FROM 1 FOR %s)
+             FROM xtmail.location JOIN xtbatch.eml ON eml_id = loc_eml_id
+            WHERE loc_account = %s AND loc_mailbox = %s AND loc_uidvalidity = %s
+              AND loc_uid <= %s
+            ORDER BY loc_uid DESC LIMIT 1""",
+        (HEADER_BYTES, account, folder, uidvalidity, last_uid),
+    ).fetchone()
+    return (int(row[0]), bytes(row[1])) if row is not None else None
 
 
 def stored_uids_above(

@@ -474,6 +474,20 @@ class ImapConnection:
         out.sort(key=_by_uid)
         return out
 
+    def header(self, uid: int) -> bytes | None:
+        """The header section of message ``uid`` of the selected folder, exactly as the
+        server sends it (BODY.PEEK[HEADER]); None if there is no such message."""
+        with self._errors(" while reading a header"):
+            typ, data = self.client.uid("FETCH", str(uid), "(UID BODY.PEEK[HEADER])")
+        if typ != "OK":
+            raise ImapError(f"UID FETCH HEADER failed in {self._selected}: {_text(data)}")
+        for part in data:
+            if isinstance(part, tuple):
+                found = _UID.search(part[0])
+                if found is not None and int(found.group(1)) == uid:
+                    return bytes(part[1])
+        return None
+
     # -- waiting for mail -----------------------------------------------------------------------
     @property
     def supports_idle(self) -> bool:

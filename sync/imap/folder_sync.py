@@ -46,7 +46,9 @@ from datetime import date
 import psycopg
 
 from xtmail.sync.db.folder_state import (
+    HEADER_BYTES,
     FolderState,
+    last_stored_message,
     read_state,
     relax_commit,
     stored_uids_above,
@@ -203,6 +205,8 @@ class FolderSync:
             return
         selected = self.imap.examine(self.folder)
         renumbered = _renumbered(state, selected) if state is not None else None
+        if state is not None and renumbered is None and selected.mailboxid is None:
+            renumbered = self._other_messages(state)
         rescan = state is None or renumbered is not None
         if renumbered is not None:
             # Not a warning on stderr: the pass copes, and the summary says it rescanned.
@@ -244,6 +248,21 @@ class FolderSync:
                 write_state(self.conn, self.account, self.folder,
                             FolderState(selected.uidvalidity, final_last,
                                         selected.highestmodseq, selected.mailboxid))
+
+    def _other_messages(self, state: FolderState) -> str | None:
+        """Whether the last stored UID now names another message: a folder renamed into
+        this name with the same UIDVALIDITY and a higher UIDNEXT (a bigger one) passes the
+        counters' test. The servers without MAILBOXID get this check: one header fetched,
+        on passes that have something to fetch anyway."""
+        stored = last_stored_message(self.conn, self.account, self.folder, state.uidvalidity,
+                                     state.last_uid)
+        if stored is None:
+            return None
+        uid, raw = stored
+        header = self.imap.header(uid)
+        if header is None or len(header) >= HEADER_BYTES or raw.startswith(header):
+            return None  # expunged since, or too long to compare here, or the same message
+        return f"another folder has taken this name (UID {uid} is another message now)"
 
     def _import(
         self,
