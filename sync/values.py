@@ -85,11 +85,17 @@ class BatchResult:
 class ImportPolicy:
     """Which unknown addresses become new contacts (association rule 1's exclusion list).
 
-    All matching is case-insensitive. ``own_addresses`` are the user's addresses;
-    ``excluded_domains`` also excludes their subdomains; ``exclude_automated`` skips
-    no-reply, mailer-daemon, postmaster and bounce senders; ``exclude_bulk`` creates no
-    contacts from bulk or list mail (List-Id, Precedence: bulk/list/junk, Auto-Submitted).
-    Matching existing contacts is never affected by the policy.
+    All matching is case-insensitive. ``create_contacts`` off: no contact is ever created.
+    ``contact_scope`` says whose addresses may become contacts: ``senders`` (From),
+    ``correspondents`` (From and To, the default: the people a message is between, not
+    those copied on it) or ``everyone`` (From, To, Cc, Bcc). A message with more than
+    ``max_recipients`` recipients (To, Cc and Bcc together; 0: no limit) creates none: a
+    newsletter or a company-wide thread must not fill the CRM. ``own_addresses`` are the
+    user's addresses; ``excluded_domains`` also excludes their subdomains;
+    ``exclude_automated`` skips no-reply, mailer-daemon, postmaster and bounce senders;
+    ``exclude_bulk`` creates no contacts from bulk or list mail (List-Id, Precedence:
+    bulk/list/junk, Auto-Submitted). Matching existing contacts is never affected by the
+    policy.
     """
 
     own_addresses: frozenset[str] = frozenset()
@@ -97,6 +103,17 @@ class ImportPolicy:
     exclude_automated: bool = True
     exclude_bulk: bool = True
     create_contacts: bool = True
+    contact_scope: str = "correspondents"
+    max_recipients: int = 10
+
+    def creates_from(self, kind: str, recipients: int) -> bool:
+        """Whether an address of this kind ("FROM", "TO", "CC", "BCC") of a message with
+        this many recipients may become a contact (before the per-address checks)."""
+        if not self.create_contacts:
+            return False
+        if self.max_recipients and recipients > self.max_recipients:
+            return False
+        return kind in CONTACT_SCOPES.get(self.contact_scope, ())
 
     @classmethod
     def build(
@@ -122,6 +139,13 @@ class ImportPolicy:
             return False
         return not (self.exclude_automated and _AUTOMATED.search(local))
 
+
+#: Contact scopes -> the address kinds whose unknown addresses may become contacts.
+CONTACT_SCOPES: dict[str, tuple[str, ...]] = {
+    "senders": ("FROM",),
+    "correspondents": ("FROM", "TO"),
+    "everyone": ("FROM", "TO", "CC", "BCC"),
+}
 
 _AUTOMATED = re.compile(
     r"(^|[._+-])(no-?reply|do-?not-?reply|donotreply|mailer-daemon|postmaster|bounces?"

@@ -490,14 +490,15 @@ def _contacts_for(
     creatable: set[str] = set()
     allowed: dict[str, bool] = {}  # may_create once per address, not once per occurrence
     for p in messages:
-        may = policy.create_contacts and not (policy.exclude_bulk and p.is_bulk)
-        for _, addr, name in p.addresses:
+        bulk = policy.exclude_bulk and p.is_bulk
+        recipients = sum(1 for a in p.addresses if a[0] != "FROM")
+        for kind, addr, name in p.addresses:
             key = addr.lower()
             if name and not names.get(key):
                 names[key] = name
             else:
                 names.setdefault(key, name)
-            if may:
+            if not bulk and policy.creates_from(kind, recipients):
                 ok = allowed.get(key)
                 if ok is None:
                     ok = allowed[key] = policy.may_create(key)
@@ -539,14 +540,20 @@ def _contacts_for(
 
 
 def split_name(display: str, addr: str) -> tuple[str, str]:
-    """First and last name from a display name ("Last, First" or "First Last")."""
+    """First and last name from a display name ("Last, First" or "First Last").
+
+    Without a display name, only a local part that reads as a person's name gives one:
+    two or more parts of letters only ("john.smith", "jane_doe"). Anything else ("cc10",
+    "info", "j.smith2") gives no name: the contact is known by its address, and a person
+    names it in xTuple, rather than the CRM filling with contacts called "Cc10".
+    """
     name = " ".join(display.replace('"', " ").split())
     if not name or "@" in name:
         local = addr.split("@", 1)[0]
         parts = [p for p in local.replace("_", ".").replace("-", ".").split(".") if p]
-        if len(parts) >= 2:
-            return parts[0].capitalize(), " ".join(parts[1:]).capitalize()
-        return "", local
+        if len(parts) >= 2 and all(p.isalpha() for p in parts):
+            return parts[0].capitalize(), " ".join(p.capitalize() for p in parts[1:])
+        return "", ""
     if "," in name:
         last, _, first = name.partition(",")
         return first.strip(), last.strip()

@@ -271,7 +271,7 @@ def test_unknown_addresses_become_contacts(conn: psycopg.Connection) -> None:
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("Grace", "Hopper", "grace@navy.example"),
         ("Linus", "Torvalds", "linus@kernel.example"),
-        ("", "plain", "plain@nobody.example"),
+        ("", "", "plain@nobody.example"),  # no name from a bare local part
     ]
     assert all(r[3] and r[4] == "postgres" and r[5] and r[6] for r in rows)
     assert len({r[3] for r in rows}) == 3

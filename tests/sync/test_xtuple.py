@@ -283,7 +283,7 @@ def test_a_new_contact_has_one_primary_address_with_xtuples_trigger(db_dsn: str)
                  FROM cntct c JOIN cntcteml e ON e.cntcteml_cntct_id = c.cntct_id
                 GROUP BY 1, 2 ORDER BY 1""").fetchall()
         assert rows == [("ada@example.com", "Ada Lovelace", 1, 1),
-                        ("noname@example.com", "noname", 1, 1),
+                        ("noname@example.com", None, 1, 1),
                         ("sales@ourco.example", "Sales", 1, 1)]
 
 

@@ -1,0 +1,75 @@
+"""Contact creation the user controls: whose addresses become contacts, and how many
+recipients a message may have before it creates none (docs/import.md, "Contacts")."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.helpers.mail import make_message
+from xtmail.sync.db.writer import Importer
+from xtmail.sync.values import ImportPolicy, Incoming
+
+
+def _created(conn: psycopg.Connection, raw: bytes, policy: ImportPolicy | None = None) -> set[str]:
+    result = Importer(conn, policy).import_batch([Incoming(raw)])
+    emails = {r[0] for r in conn.execute("SELECT lower(cntct_email) FROM cntct")}
+    assert len(emails) == result.contacts_created
+    return emails
+
+
+def test_a_message_to_sixty_people_creates_no_contacts_by_default(
+    conn: psycopg.Connection,
+) -> None:
+    raw = make_message(
+        sender="Events <events@conference.example>",
+        to=", ".join(f"to{i}@guests.example" for i in range(30)),
+        cc=", ".join(f"cc{i}@guests.example" for i in range(30)),
+    )
+    assert _created(conn, raw) == set()
+    # Each address a contact with everyone allowed and no limit.
+    everyone = ImportPolicy(contact_scope="everyone", max_recipients=0)
+    assert len(_created(conn, raw.replace(b"Message-ID: <", b"Message-ID: <again."),
+                        everyone)) == 61
+
+
+@pytest.mark.parametrize(("scope", "expected"), [
+    ("senders", {"ann@customer.example"}),
+    ("correspondents", {"ann@customer.example", "bob@customer.example"}),
+    ("everyone", {"ann@customer.example", "bob@customer.example", "carol@customer.example"}),
+])
+def test_the_scope_says_whose_addresses_become_contacts(
+    conn: psycopg.Connection, scope: str, expected: set[str]
+) -> None:
+    raw = make_message(sender="Ann <ann@customer.example>", to="Bob <bob@customer.example>",
+                       cc="Carol <carol@customer.example>")
+    assert _created(conn, raw, ImportPolicy(contact_scope=scope)) == expected
+
+
+def test_the_default_creates_the_people_a_message_is_between(conn: psycopg.Connection) -> None:
+    raw = make_message(sender="Ann <ann@customer.example>", to="Bob <bob@customer.example>",
+                       cc="Carol <carol@customer.example>")
+    assert _created(conn, raw) == {"ann@customer.example", "bob@customer.example"}
+
+
+def test_never_creates_none_but_still_ties_existing_contacts(conn: psycopg.Connection) -> None:
+    conn.execute("INSERT INTO cntct (cntct_number, cntct_email) "
+                 "VALUES ('K1', 'ann@customer.example')")
+    raw = make_message(sender="Ann <ann@customer.example>", to="Bob <bob@customer.example>")
+    result = Importer(conn, ImportPolicy(create_contacts=False)).import_batch([Incoming(raw)])
+    assert result.contacts_created == 0
+    assert conn.execute("SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'T' "
+                        "AND emlassc_eml_id = %s", (result.eml_ids[0],)).fetchone() == (1,)
+
+
+def test_no_names_from_local_parts_that_are_no_names(conn: psycopg.Connection) -> None:
+    raw = make_message(sender="cc10@lists.example",
+                       to="mary.ann.smith@customer.example, j.smith2@customer.example")
+    Importer(conn).import_batch([Incoming(raw)])
+    names = dict(conn.execute(
+        "SELECT lower(cntct_email), (cntct_first_name, cntct_last_name)::text FROM cntct"))
+    assert names == {
+        "cc10@lists.example": "(\"\",\"\")",
+        "mary.ann.smith@customer.example": "(Mary,\"Ann Smith\")",
+        "j.smith2@customer.example": "(\"\",\"\")",
+    }
