@@ -120,14 +120,26 @@ class ImportPolicy:
         cls,
         own_addresses: Iterable[str] = (),
         excluded_domains: Iterable[str] = (),
-        **flags: bool,
+        *,
+        exclude_automated: bool = True,
+        exclude_bulk: bool = True,
+        create_contacts: bool = True,
+        contact_scope: str = "correspondents",
+        max_recipients: int = 10,
     ) -> ImportPolicy:
+        if contact_scope not in CONTACT_SCOPES:
+            raise ValueError(f"contact scope {contact_scope!r} is not one of "
+                             f"{', '.join(CONTACT_SCOPES)}")
         return cls(
             own_addresses=frozenset(a.strip().lower() for a in own_addresses if a.strip()),
             excluded_domains=frozenset(
                 d.strip().lower().lstrip("@.") for d in excluded_domains if d.strip()
             ),
-            **flags,
+            exclude_automated=exclude_automated,
+            exclude_bulk=exclude_bulk,
+            create_contacts=create_contacts,
+            contact_scope=contact_scope,
+            max_recipients=max(0, max_recipients),
         )
 
     def may_create(self, address: str) -> bool:
