@@ -223,7 +223,9 @@ class DovecotServer:
     Data (users, Maildirs, certificates) lives in ``self.root`` and survives ``stop()`` and
     ``restart()``; the ports picked by the first ``start()`` are kept for the object's life.
     With ``oauth2=True`` an in-process HTTP endpoint validates tokens registered with
-    ``add_oauth_token()`` for the XOAUTH2 and OAUTHBEARER mechanisms.
+    ``add_oauth_token()`` for the XOAUTH2 and OAUTHBEARER mechanisms. With
+    ``plaintext_auth=True`` the plain port takes a login without STARTTLS (for tests of
+    unencrypted connections; by default it announces LOGINDISABLED there).
     """
 
     def __init__(
@@ -231,6 +233,7 @@ class DovecotServer:
         base_dir: str | os.PathLike[str],
         *,
         oauth2: bool = False,
+        plaintext_auth: bool = False,
         host: str = DEFAULT_HOST,
     ) -> None:
         self._dovecot = find_dovecot()
@@ -238,6 +241,7 @@ class DovecotServer:
         Path(base_dir).mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-", dir=base_dir)).resolve()
         self.oauth2 = oauth2
+        self.plaintext_auth = plaintext_auth
         self.home_dir = self.root / "home"
         self.state_dir = self.root / "state"
         self.tls_dir = self.root / "tls"
@@ -668,7 +672,7 @@ last_valid_uid = {self.mail_uid}
 ssl = yes
 ssl_cert = <{self.tls_dir / "server.crt"}
 ssl_key = <{self.tls_dir / "server.key"}
-disable_plaintext_auth = yes
+disable_plaintext_auth = {"no" if self.plaintext_auth else "yes"}
 auth_mechanisms = {mechanisms}
 auth_verbose = yes
 # Process titles show each session's user and the command in progress: tests wait for a

@@ -180,6 +180,44 @@ def test_idle_raises_at_once_when_the_connection_ends(
         imap.close()
 
 
+@pytest.fixture(scope="module")
+def plain_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A Dovecot that takes logins without TLS: IDLE over a plain socket, whose "nothing
+    to read now" looks like its end to a careless reader."""
+    with DovecotServer(tmp_path_factory.mktemp("dovecot-plain"), plaintext_auth=True) as server:
+        yield server
+
+
+def test_idle_over_a_plain_socket_tells_new_mail_from_the_end(
+    plain_dovecot: DovecotServer,
+) -> None:
+    server = plain_dovecot
+    server.add_user("plain", "secret")
+    account = account_for(server, "plain", security=Security.NONE, port=server.imap_port,
+                          ca_file="")
+    imap = ImapConnection(account, Credential(AuthMethod.PASSWORD, "secret"))
+    try:
+        imap.examine("INBOX")
+        # Quiet: the whole timeout passes, and no end is imagined.
+        started = time.monotonic()
+        assert imap.idle(0.6, threading.Event()) is False
+        assert time.monotonic() - started >= 0.55
+        appender = threading.Timer(0.3, server.append,
+                                   ("plain", "secret", "INBOX", make_message()))
+        appender.start()
+        assert imap.idle(20.0, threading.Event()) is True
+        appender.join()
+        killer = threading.Timer(0.3, server.kill_sessions, ("plain",))
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(TransientImapError, match="ended without a word"):
+            imap.idle(60.0, threading.Event())
+        killer.join()
+        assert time.monotonic() - started < 5
+    finally:
+        imap.close()
+
+
 # -- item: a folder renamed into a synchronized name ---------------------------------------------
 
 
