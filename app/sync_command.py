@@ -156,6 +156,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: stop waiting for the batch
         stop.set()
+        if not quiet:
+            tqdm.write("xtmail: stopping after the batch in progress (Ctrl+C again to "
+                       "quit at once)", file=sys.stderr)
 
     # Both signals stop between batches, so that the summary can count what committed.
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -162,6 +162,34 @@ def test_connection_cut_during_idle_reconnects_through_the_proxy(
         stop_watch(sync, stop, thread)
 
 
+def test_stalled_connection_during_idle_recovers_within_the_poll_interval(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+    proxy: TcpProxy,
+) -> None:
+    # A link that dies silently (no end of file, nothing arrives): the IDLE ends at the poll
+    # interval, its DONE goes unanswered within the timeout, and the sync reconnects.
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(2, prefix="st"))
+    stop = threading.Event()
+    recorder = Recorder()
+    sync = make_sync(db_dsn, dovecot, imap_user, stop=stop, listener=recorder,
+                     poll_interval=1.0,
+                     account_changes={"host": proxy.host, "port": proxy.port, "timeout": 1.0})
+    thread = watch_in_thread(sync, stop)
+    try:
+        wait_until(lambda: eml_count(conn) == 2, 20, "first pass did not finish")
+        dovecot.wait_for_idle(imap_user.user)
+        proxy.stall()
+        dovecot.append(imap_user.user, imap_user.password, "INBOX", make_message())
+        wait_until(lambda: any("timed out" in s for s in recorder.statuses), 15,
+                   "the stalled connection was not given up")
+        assert eml_count(conn) == 2
+        proxy.resume()
+        wait_until(lambda: eml_count(conn) == 3, 15, "mail not stored after the stall ended")
+    finally:
+        proxy.resume()
+        stop_watch(sync, stop, thread)
+
+
 def test_idle_raises_at_once_when_the_connection_ends(
     dovecot: DovecotServer, imap_user: ImapAccount,
 ) -> None:
