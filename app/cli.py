@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -16,9 +18,12 @@ from xtmail.app.options import (  # noqa: F401  (the exit codes are part of this
     EXIT_CONFIG,
     EXIT_DATABASE,
     EXIT_INTERRUPTED,
+    EXIT_MEANINGS,
     EXIT_NETWORK,
     EXIT_OK,
+    EXIT_SOME_FAILED,
     add_policy_options,
+    exit_codes,
     policy,
     positive,
 )
@@ -29,10 +34,27 @@ if TYPE_CHECKING:
     from xtmail.app.localpg import LocalPostgres
 
 
+#: Seconds to wait for a database connection (libpq's connect_timeout) where neither the
+#: connection string nor PGCONNECT_TIMEOUT sets one: a server that accepts the connection but
+#: never answers would otherwise hold the command forever.
+CONNECT_TIMEOUT = 10
+#: How long init-db waits for a lock (another init-db, or a long transaction on the tables).
+LOCK_TIMEOUT = "60s"
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    """An autocommit connection to ``dsn``, with a connect timeout unless one is set."""
+    given = psycopg.conninfo.conninfo_to_dict(dsn)  # a malformed string raises here
+    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+        dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
+    return psycopg.connect(dsn, autocommit=True)
+
+
 def _cmd_init_db(args: argparse.Namespace) -> int:
     from xtmail.sync.db.schema import migrate
 
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
+    with connect(args.dsn) as conn:
+        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         applied = migrate(conn)
     if applied:
         for migration in applied:
@@ -50,13 +72,13 @@ def _cmd_local_db(args: argparse.Namespace) -> int:
 
     server = LocalPostgres(Path(args.folder) / "pg", port=args.port)
     server.start()
-    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+    with connect(server.dsn()) as admin:
         if not admin.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (args.dbname,)
         ).fetchone():
             admin.execute(f'CREATE DATABASE "{args.dbname}"')
     dsn = server.dsn(args.dbname)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect(dsn) as conn:
         applied = migrate(conn)
     print(f"PostgreSQL is running in {server.folder} ({len(applied)} migrations applied).")
     print(f"DSN: {dsn}")
@@ -70,14 +92,19 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from xtmail.sync.files import check_paths, import_paths
 
     paths = check_paths(args.paths)
-    with (
-        psycopg.connect(args.dsn, autocommit=True) as conn,
-        tqdm(unit=" msg", desc="importing", file=sys.stderr, disable=args.quiet) as bar,
-    ):
-        summary = import_paths(
-            conn, paths, policy=policy(args), workers=args.workers, progress=bar.update,
-            writers=args.writers, connect=lambda: psycopg.connect(args.dsn, autocommit=True),
-        )
+    # SIGTERM ends the import as Ctrl+C does: the batches being stored are finished.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with (
+            connect(args.dsn) as conn,
+            tqdm(unit=" msg", desc="importing", file=sys.stderr, disable=args.quiet) as bar,
+        ):
+            summary = import_paths(
+                conn, paths, policy=policy(args), workers=args.workers, progress=bar.update,
+                writers=args.writers, connect=lambda: connect(args.dsn),
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"imported: {summary.imported}")
     print(f"already present: {summary.already_present}")
     print(f"contacts created: {summary.contacts_created}")
@@ -95,7 +122,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
             print(f"  {what}")
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    if summary.interrupted:
+        print(f"xtmail: interrupted: {summary.imported} messages saved. Run the same command "
+              "again to import the rest (what is stored already is recognised).",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary.failed:
+        print(f"xtmail: {len(summary.failed)} messages or files could not be imported "
+              "(listed under 'failed').", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def _prepare_demo_database(args: argparse.Namespace) -> tuple[str, LocalPostgres | None]:
@@ -114,14 +150,14 @@ def _prepare_demo_database(args: argparse.Namespace) -> tuple[str, LocalPostgres
         if not (server.datadir / "PG_VERSION").exists() or server.running_port() is None:
             started = server
         server.start()
-        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        with connect(server.dsn()) as admin:
             if not admin.execute(
                 "SELECT 1 FROM pg_database WHERE datname = 'xtmail_demo'"
             ).fetchone():
                 admin.execute("CREATE DATABASE xtmail_demo")
         dsn = server.dsn("xtmail_demo")
         print(f"demo database: {dsn} (data in {server.folder})")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect(dsn) as conn:
         migrate(conn)
         if not args.dsn or args.sample_data:
             seed(conn)
@@ -166,17 +202,26 @@ def _run_demo(args: argparse.Namespace, dsn: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="xtmail", description="Email integration for xTuple ERP."
+        prog="xtmail", description="Email integration for xTuple ERP.", formatter_class=raw,
+        epilog=exit_codes(tuple(EXIT_MEANINGS)) + "\n\nEach command's --help lists its own.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    init = sub.add_parser("init-db", help="create or upgrade xtmail's tables in a database")
+    init = sub.add_parser("init-db", help="create or upgrade xtmail's tables in a database",
+                          formatter_class=raw, epilog=exit_codes())
     init.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     init.set_defaults(func=_cmd_init_db)
 
     imp = sub.add_parser(
-        "import", help="import .eml files, Maildir folders and mbox files into a database"
+        "import", help="import .eml files, Maildir folders and mbox files into a database",
+        description="A path that is missing or unreadable is reported and the others are "
+        "imported. Ctrl+C stops the import; what is stored is kept, and running the same "
+        "command again imports the rest.",
+        formatter_class=raw,
+        epilog=exit_codes((EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG, EXIT_DATABASE,
+                           EXIT_INTERRUPTED)),
     )
     imp.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     imp.add_argument("paths", nargs="+", metavar="PATH", help=".eml file, Maildir or mbox")
@@ -190,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_options(imp)
     imp.set_defaults(func=_cmd_import)
 
-    demo = sub.add_parser("demo", help="run the demo ERP host with the Email tabs")
+    demo = sub.add_parser("demo", help="run the demo ERP host with the Email tabs",
+                          formatter_class=raw, epilog=exit_codes())
     demo.add_argument("--dsn", help="database to use (default: a private local PostgreSQL "
                       "in --folder, filled with sample records and mail)")
     demo.add_argument("--folder", default=".xtmail-data",
@@ -207,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     local = sub.add_parser(
-        "local-db", help="start a private PostgreSQL in a folder and initialise a database"
+        "local-db", help="start a private PostgreSQL in a folder and initialise a database",
+        formatter_class=raw, epilog=exit_codes(),
     )
     local.add_argument("--folder", default=".xtmail-data", help="where the server keeps data")
     local.add_argument("--dbname", default="xtmail", help="database to create (default xtmail)")
@@ -227,3 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XtmailError as exc:
         print(f"xtmail: {exc.user_text()}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Before any work was stored (the commands report their own interruptions).
+        print("xtmail: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

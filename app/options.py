@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import TYPE_CHECKING
 
 from xtmail.sync.errors import (
@@ -19,12 +20,37 @@ if TYPE_CHECKING:
 #: Exit codes of ``xtmail`` (docs/sync.md). A command ending with an error exits with the
 #: error's ``exit_code``; these name them for scripts and tests.
 EXIT_OK = 0
+EXIT_SOME_FAILED = 1  # the command ran, but some of its work failed (listed in its output)
 EXIT_CONFIG = ConfigError.exit_code  # a setting or argument is wrong (as argparse's errors)
 EXIT_AUTH = AuthenticationFailed.exit_code  # the server refused the login
 EXIT_CERTIFICATE = CertificateError.exit_code  # the certificate did not verify, not pinned
 EXIT_NETWORK = ImapError.exit_code  # the server stayed unreachable through all retries
 EXIT_DATABASE = DatabaseError.exit_code  # the database stayed unreachable, or refused
 EXIT_INTERRUPTED = 130  # Ctrl+C / SIGTERM: committed batches are kept
+
+#: What each exit code means, for the commands' --help.
+EXIT_MEANINGS = {
+    EXIT_OK: "done",
+    EXIT_SOME_FAILED: "done, but some messages or files could not be imported (listed)",
+    EXIT_CONFIG: "a wrong argument or setting: a malformed connection string, a database, "
+                 "user or host that does not exist, a refused database password, a missing "
+                 "file",
+    EXIT_AUTH: "the IMAP server refused the login",
+    EXIT_CERTIFICATE: "the IMAP server's certificate did not verify and is not pinned",
+    EXIT_NETWORK: "the IMAP server stayed unreachable",
+    EXIT_DATABASE: "the database could not be reached or did not answer in time, refused "
+                   "the work (missing rights), or is not set up (run 'xtmail init-db')",
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C or SIGTERM); what was stored is kept",
+}
+#: A command that only talks to the database exits with these.
+DATABASE_EXITS = (EXIT_OK, EXIT_CONFIG, EXIT_DATABASE, EXIT_INTERRUPTED)
+
+
+def exit_codes(codes: tuple[int, ...] = DATABASE_EXITS) -> str:
+    """The "exit codes" paragraph of a command's --help (use RawDescriptionHelpFormatter)."""
+    lines = [textwrap.fill(EXIT_MEANINGS[code], width=88, initial_indent=f"  {code:<5}",
+                           subsequent_indent=" " * 7) for code in codes]
+    return "exit codes:\n" + "\n".join(lines)
 
 
 def positive(text: str) -> int:

@@ -77,6 +77,16 @@ class DatabaseConflict(DatabaseError):
     reaction = Reaction.RETRY_NOW
 
 
+class DatabaseConfigError(ConfigError, DatabaseError):
+    """The connection settings are wrong: a malformed connection string, a database, user or
+    host that does not exist, a password the server refused. Retrying cannot help."""
+
+
+class SchemaMissing(DatabaseError):
+    """xtmail's tables are not in the database, or are older than this version: run
+    ``xtmail init-db``."""
+
+
 class PermissionDenied(DatabaseError):
     """The connected role lacks a privilege (for example to maintain contacts)."""
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import mailbox
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,6 +48,8 @@ class ImportSummary:
     warnings: list[str] = field(default_factory=list)
     #: (where, defect notes) for every new message that was damaged and read with repairs.
     repaired: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    #: Ctrl+C stopped the import: the counts cover the batches stored before it.
+    interrupted: bool = False
 
     @property
     def seen(self) -> int:
@@ -81,35 +85,45 @@ def iter_sources(paths: Iterable[Path]) -> Iterator[Incoming | _Failure]:
     """Every message under ``paths``: .eml files, Maildir folders and mbox files.
 
     A folder that is not a Maildir is walked for ``*.eml`` files and Maildirs. Anything
-    unreadable is yielded as a failure with its reason, never skipped silently.
+    missing or unreadable is yielded as a failure with its reason, never skipped silently,
+    and the other paths are read all the same.
     """
     for path in paths:
         path = Path(path)
-        if not path.exists():
-            yield _Failure(str(path), "no such file or folder")
-        elif path.is_dir():
-            if (path / "cur").is_dir() and (path / "new").is_dir():
-                yield from _maildir(path)
-            else:
-                for child in sorted(path.iterdir()):
-                    if child.is_dir() or child.suffix.lower() == ".eml" or _is_mbox(child):
-                        yield from iter_sources([child])
-                    else:
-                        yield _Failure(str(child), "not a mail file", skipped=True)
-        elif path.suffix.lower() == ".eml":
-            try:
-                raw = path.read_bytes()
-            except OSError as exc:
-                yield _Failure(str(path), exc.strerror or str(exc))
-            else:
-                if looks_like_mail(raw):
-                    yield Incoming(
-                        raw, Location(FILE_ACCOUNT, str(path.resolve()), 0, 0), _mtime(path)
-                    )
-                else:
-                    yield _Failure(str(path), NOT_MAIL)
+        try:
+            yield from _sources(path)
+        except OSError as exc:
+            # An unreadable folder, or a file that became unreadable part-way: what it gave
+            # before is imported, the rest of it is reported.
+            yield _Failure(exc.filename or str(path), exc.strerror or str(exc))
+
+
+def _sources(path: Path) -> Iterator[Incoming | _Failure]:
+    if not path.exists():
+        yield _Failure(str(path), "no such file or folder")
+    elif path.is_dir():
+        if (path / "cur").is_dir() and (path / "new").is_dir():
+            yield from _maildir(path)
         else:
-            yield from _mbox(path)
+            for child in sorted(path.iterdir()):
+                if child.is_dir() or child.suffix.lower() == ".eml" or _is_mbox(child):
+                    yield from iter_sources([child])
+                else:
+                    yield _Failure(str(child), "not a mail file", skipped=True)
+    elif path.suffix.lower() == ".eml":
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            yield _Failure(str(path), exc.strerror or str(exc))
+        else:
+            if looks_like_mail(raw):
+                yield Incoming(
+                    raw, Location(FILE_ACCOUNT, str(path.resolve()), 0, 0), _mtime(path)
+                )
+            else:
+                yield _Failure(str(path), NOT_MAIL)
+    else:
+        yield from _mbox(path)
 
 
 def _maildir(path: Path) -> Iterator[Incoming | _Failure]:
@@ -224,29 +238,54 @@ def import_paths(
     # processes parses) the next batch while the writer stores one.
     pool: WriterPool[Parsing] = WriterPool([conn, *extra], policy, source="file",
                                         on_stored=counter.stored, backlog=max(workers, 1))
+    executor = parse_processes(workers, start="fork") if workers > 1 else None
     try:
-        messages = _batches(iter_sources(paths), batch_size, summary, batch_bytes)
-        # Every worker parses a batch while the writers store earlier ones: parsing and the
-        # database overlap, and memory stays bounded by a few batches whatever the input size.
-        with ExitStack() as stack:
-            executor = (stack.enter_context(parse_processes(workers, start="fork"))
-                        if workers > 1 else None)
-            for batch in messages:
+        try:
+            # Every worker parses a batch while the writers store earlier ones: parsing and
+            # the database overlap, and memory stays bounded by a few batches whatever the
+            # input size.
+            for batch in _batches(iter_sources(paths), batch_size, summary, batch_bytes):
                 parsing = start_parse(executor, [(item.raw, item.internal_date)
                                                  for item in batch])
                 if executor is None:
                     parsing.result()  # here, so that the writers only write
                 # The parse goes with the batch as its tag: the summary reads its notes.
                 pool.put(batch, parsing, parsing)
+            pool.close()
+        except KeyboardInterrupt:
+            # Ctrl+C: the batches being stored are finished (and counted), the waiting ones
+            # dropped; every batch commits whole, so a second run imports the rest.
+            summary.interrupted = True
+            with _interrupts_held():
+                pool.stop()
+                if executor is not None:
+                    executor.shutdown(cancel_futures=True)
+                pool.abort()
     except BaseException:
-        pool.abort()
+        with _interrupts_held():
+            pool.abort()
         raise
-    else:
-        pool.close()
     finally:
-        for extra_conn in extra:
-            extra_conn.close()
+        with _interrupts_held():
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+            for extra_conn in extra:
+                extra_conn.close()
     return summary
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl+C is ignored while the import winds down (a few batches at most), so that a
+    second one cannot leave the worker processes and writer threads half stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Counter:
@@ -279,10 +318,12 @@ def _where(location: Location | None) -> str:
 
 
 def check_paths(paths: Sequence[str]) -> list[Path]:
-    """The paths as Path objects; a ConfigError names the first one that does not exist."""
+    """The paths as Path objects. A path that does not exist is left in: the import reports
+    it and goes on with the others. A ConfigError when none of them exists: there is nothing
+    to import."""
     result = [Path(p) for p in paths]
-    for path in result:
-        if not path.exists():
-            raise ConfigError(f"{path}: no such file or folder",
-                              hint="Give .eml files, Maildir folders or mbox files.")
+    if result and not any(path.exists() for path in result):
+        names = ", ".join(str(path) for path in result)
+        raise ConfigError(f"{names}: no such file or folder",
+                          hint="Give .eml files, Maildir folders or mbox files.")
     return result

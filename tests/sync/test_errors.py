@@ -30,6 +30,7 @@ from xtmail.sync.errors import (
     AuthenticationFailed,
     CertificateError,
     ConfigError,
+    DatabaseConfigError,
     DatabaseConflict,
     DatabaseError,
     DatabaseUnavailable,
@@ -37,6 +38,7 @@ from xtmail.sync.errors import (
     MigrationError,
     PermissionDenied,
     Reaction,
+    SchemaMissing,
     TransientImapError,
     XtmailError,
 )
@@ -58,6 +60,10 @@ from xtmail.sync.values import Incoming
     (DatabaseConflict, "database", 6, Reaction.RETRY_NOW),
     (PermissionDenied, "permission", 6, Reaction.STOP),
     (MigrationError, "database", 6, Reaction.STOP),
+    (SchemaMissing, "database", 6, Reaction.STOP),
+    # A wrong connection setting: a setting to fix (exit 2), and a database error (the sync
+    # drops the database connection, not the IMAP one).
+    (DatabaseConfigError, "config", 2, Reaction.STOP),
 ])
 def test_every_error_class_says_how_to_react(
     cls: type[XtmailError], kind: str, exit_code: int, reaction: Reaction
@@ -96,6 +102,27 @@ def test_driver_errors_become_xtmail_errors(
     assert "to store mail" in str(error)
     assert str(driver_error) in str(error)
     assert error.hint, "every translated error says what to do"
+
+
+@pytest.mark.parametrize(("driver_error", "expected", "text"), [
+    (psycopg.errors.InvalidSchemaName('schema "xtmail" does not exist'), SchemaMissing,
+     "The database is not set up for xtmail"),
+    (psycopg.errors.UndefinedTable('relation "xtmail.folder_state" does not exist'),
+     SchemaMissing, "The database is not set up for xtmail"),
+    (psycopg.errors.UndefinedTable('relation "cohead" does not exist'), DatabaseError,
+     "The database refused"),  # a document table an edition lacks is not a missing schema
+    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+     DatabaseUnavailable, "did not answer in time"),
+    (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"),
+     DatabaseUnavailable, "did not answer in time"),
+])
+def test_a_missing_schema_and_a_timeout_say_what_they_are(
+    driver_error: psycopg.Error, expected: type[DatabaseError], text: str,
+) -> None:
+    error = translate(driver_error, "to store mail")
+    assert type(error) is expected
+    assert text in str(error)
+    assert isinstance(error, DatabaseError)
 
 
 def test_translated_raises_the_translation_from_the_driver_error() -> None:
