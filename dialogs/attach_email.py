@@ -61,7 +61,7 @@ from PyQt6.QtWidgets import (
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.mail import registry
 from xtmail.widgets.message_model import EmlIdRole, MessageListModel
-from xtmail.widgets.tasks import TaskOwner, failure_text
+from xtmail.widgets.tasks import RetryCountdown, TaskOwner, failure_text, mends_by_itself
 
 if TYPE_CHECKING:
     from xtmail.sync.values import ContactRow, MessageRow
@@ -161,6 +161,9 @@ def contact_label(contact: ContactRow) -> str:
 
 _SEARCH_AGAIN = "Press Enter in the search box to try again."
 _ATTACH_AGAIN = "Press Attach to try again."
+#: Said after the user stopped waiting for a search.
+STOPPED_TEXT: Final = "Stopped waiting for the database. Press Enter in the search box to " \
+    "search again."
 
 
 class AttachEmailDialog(QDialog):
@@ -201,6 +204,12 @@ class AttachEmailDialog(QDialog):
         # whether Enter asked for the best match of a search still to come.
         self._contacts_text = ""
         self._choose_first = False
+        # A search that failed because the database is away is run again by itself.
+        self._countdown = RetryCountdown(self)
+        self._countdown.ticked.connect(self._on_countdown)
+        self._countdown.due.connect(self._retry)
+        self._retry_text = ""
+        self._heading_failed = False
 
         self.setWindowTitle(self.tr("Attach Email"))
         self.setObjectName("attachEmailDialog")
@@ -258,6 +267,16 @@ class AttachEmailDialog(QDialog):
         self._status.setObjectName("statusLabel")
         self._status.setWordWrap(True)
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._stop = QPushButton(self.tr("Stop"), self)
+        self._stop.setObjectName("stopSearchButton")
+        self._stop.setToolTip(self.tr("Stop waiting for the database (Esc)"))
+        self._stop.setAutoDefault(False)
+        self._stop.hide()
+        self._retry_now = QPushButton(self.tr("Retry now"), self)
+        self._retry_now.setObjectName("retryNowButton")
+        self._retry_now.setToolTip(self.tr("Search again now"))
+        self._retry_now.setAutoDefault(False)
+        self._retry_now.hide()
 
         self._buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
         self._buttons.setObjectName("buttonBox")
@@ -280,6 +299,8 @@ class AttachEmailDialog(QDialog):
             label.setBuddy(self._contact_edit)
         bottom = QHBoxLayout()
         bottom.addWidget(self._status, 1)
+        bottom.addWidget(self._stop, 0, Qt.AlignmentFlag.AlignTop)
+        bottom.addWidget(self._retry_now, 0, Qt.AlignmentFlag.AlignTop)
         bottom.addWidget(self._buttons)
         layout = QVBoxLayout(self)
         layout.addWidget(self._heading)
@@ -306,6 +327,8 @@ class AttachEmailDialog(QDialog):
         self._contact_button.clicked.connect(self.showContactList)
         self._buttons.accepted.connect(self.accept)
         self._buttons.rejected.connect(self.reject)
+        self._stop.clicked.connect(self.stopSearch)
+        self._retry_now.clicked.connect(self._retry)
         self._selection.selectionChanged.connect(self._on_selection_changed)
         self._update_heading()
 
@@ -384,6 +407,10 @@ class AttachEmailDialog(QDialog):
     def isSearching(self) -> bool:
         return self._tasks.is_running("search")
 
+    def isRetryScheduled(self) -> bool:
+        """Whether a search that failed is run again by itself (the database was away)."""
+        return self._countdown.isActive()
+
     def selectedIds(self) -> list[int]:
         """The ``eml_id`` of the selected messages, in list order."""
         rows = sorted(i.row() for i in self._selection.selectedRows())
@@ -393,6 +420,8 @@ class AttachEmailDialog(QDialog):
     def searchNow(self, *_: object) -> None:
         """Search with the current text and contact at once (a running search is dropped)."""
         self._search_timer.stop()
+        self._countdown.stop()
+        self._retry_now.hide()
         self._generation += 1
         if self._store is None:
             self._show_status("No mail database is connected to this dialog.\n"
@@ -401,6 +430,31 @@ class AttachEmailDialog(QDialog):
         self._show_status(self.tr("Searching…"))
         self._tasks.start("search", self._search, self._generation, self._search_edit.text(),
                           self._contact.cntct_id if self._contact else None)
+        self._stop.show()
+
+    def stopSearch(self, *_: object) -> None:
+        """Stop waiting for the search under way (Stop, or Esc while searching); what was
+        found before stays. Automatic retries stop too."""
+        if not self._tasks.is_running("search"):
+            return
+        self._tasks.cancel("search")
+        self._generation += 1
+        self._countdown.stop()
+        self._retry_now.hide()
+        self._stop.hide()
+        self._show_status(STOPPED_TEXT)
+
+    def _retry(self, *_: object) -> None:
+        """Run the failed search again (the countdown ran out, or Retry now)."""
+        if self._heading_failed:
+            self._tasks.start("heading", self._load_document)
+        self.searchNow()
+        if self._retry_text:
+            self._show_status(f"{self._retry_text}\nRetrying now…")
+
+    def _on_countdown(self, seconds: int) -> None:
+        if self._retry_text:
+            self._show_status(f"{self._retry_text}\nRetrying in {seconds} s.")
 
     def showContactList(self, *_: object) -> None:
         """Open the contact list: the document's contacts, or the matches for the text."""
@@ -429,6 +483,10 @@ class AttachEmailDialog(QDialog):
         """Closing, either way, stops every search and attach still under way."""
         self._search_timer.stop()
         self._contact_timer.stop()
+        self._countdown.reset()
+        self._retry_text = ""
+        self._retry_now.hide()
+        self._stop.hide()
         self._tasks.cancel_all()
         self._generation += 1
         self._attaching = False
@@ -446,6 +504,10 @@ class AttachEmailDialog(QDialog):
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         # Enter in a text field acts on that field; QDialog would press Attach instead.
+        if (isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress
+                and event.key() == Qt.Key.Key_Escape and self.isSearching()):
+            self.stopSearch()
+            return True
         if (isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress
                 and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)):
             if watched is self._search_edit:
@@ -509,6 +571,20 @@ class AttachEmailDialog(QDialog):
         if purpose == "attach":
             self._attaching = False
             self._ok.setEnabled(bool(self.selectedIds()))
+        if purpose == "search":
+            self._stop.hide()
+        if purpose == "heading":
+            self._heading_failed = True
+        store = self._store
+        if (purpose == "search" and mends_by_itself(exc) and store is not None
+                and not getattr(store, "closed", False)):
+            # The database is away: search again by itself until it answers. What was
+            # found before stays in the list meanwhile.
+            self._retry_text = f"Searching failed. {failure_text(exc)}"
+            self._retry_now.show()
+            self._countdown.stop()
+            self._on_countdown(self._countdown.schedule())
+            return
         if purpose in ("search", "attach"):
             retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
             verb = "Attaching" if purpose == "attach" else "Searching"
@@ -525,6 +601,10 @@ class AttachEmailDialog(QDialog):
         rows = await store.search_messages(text, contact_id=contact_id, limit=self._limit + 1)
         if generation != self._generation:
             return  # a newer search started meanwhile
+        self._stop.hide()
+        self._countdown.reset()
+        self._retry_text = ""
+        self._retry_now.hide()
         shown = rows[: self._limit]
         self._results.setRows(shown)
         self._count_text = _count_text(len(rows), self._limit, text, contact_id)
@@ -565,6 +645,7 @@ class AttachEmailDialog(QDialog):
         if document is None:
             return
         number = await store.document_number(*document)
+        self._heading_failed = False
         self._update_heading(number)
         await self._load_document_contacts(False)
 

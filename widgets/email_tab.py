@@ -100,7 +100,7 @@ from xtmail.widgets.desktop import (
 )
 from xtmail.widgets.formatting import format_date
 from xtmail.widgets.message_model import CC, DATE, FROM, TO, MessageListModel
-from xtmail.widgets.tasks import TaskOwner, failure_text
+from xtmail.widgets.tasks import RetryCountdown, TaskOwner, failure_text, mends_by_itself
 
 if TYPE_CHECKING:
     from PyQt6.QtPrintSupport import QPrinter
@@ -154,6 +154,13 @@ _NO_DOCUMENT_TEXT: Final = "Open a document to see its mail here."
 
 #: Added to the text of a failure that trying again may mend.
 _RETRY: Final = "Press Refresh (F5) to try again."
+#: Said in the status line after the user stopped waiting for the list.
+STOPPED_TEXT: Final = "Stopped waiting for the database. Press Refresh (F5) to try again."
+
+
+def retry_line(seconds: int) -> str:
+    """The banner's last line while an automatic retry is counted down."""
+    return f"Retrying in {seconds} s." if seconds > 0 else "Retrying now…"
 
 
 async def _dialog_result(dialog: QDialog) -> int:
@@ -306,7 +313,14 @@ class EmailTab(QWidget):
         self._loading = False
         self._loaded = False
         self._error_purpose = ""
+        # The failure an automatic retry is counted down for (the banner's text without
+        # its last line), and whether the user stopped waiting for the list.
+        self._retry_text = ""
+        self._stopped = False
         self._tasks = TaskOwner("Email tab", self._on_task_failed, self)
+        self._countdown = RetryCountdown(self)
+        self._countdown.ticked.connect(self._on_countdown)
+        self._countdown.due.connect(self._retry)
         self._model = MessageListModel(None, self)
         self._actions: dict[str, QAction] = {}
         self._build()
@@ -353,11 +367,19 @@ class EmailTab(QWidget):
         self._banner_label.setSizePolicy(
             QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred
         )
+        self._retry_now = QToolButton(self._banner)
+        self._retry_now.setObjectName("retryNowButton")
+        self._retry_now.setText("Retry now")
+        self._retry_now.setToolTip("Try to read this document's mail again now")
+        self._retry_now.clicked.connect(self.refresh)
+        self._retry_now.hide()
         dismiss = QToolButton(self._banner)
+        dismiss.setObjectName("dismissButton")
         dismiss.setText("Dismiss")
         dismiss.setAutoRaise(True)
         dismiss.clicked.connect(self.clearError)
         banner_layout.addWidget(self._banner_label)
+        banner_layout.addWidget(self._retry_now, 0, Qt.AlignmentFlag.AlignTop)
         banner_layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
         self._banner.hide()
         layout.addWidget(self._banner)
@@ -415,8 +437,14 @@ class EmailTab(QWidget):
         self._more.setObjectName("showMoreButton")
         self._more.setToolTip("Show older mail of this document")
         self._more.clicked.connect(self.showMore)
+        self._cancel = QPushButton("Cancel", top)
+        self._cancel.setObjectName("cancelLoadButton")
+        self._cancel.setToolTip("Stop waiting for the database (Esc)")
+        self._cancel.clicked.connect(self.cancelLoading)
+        self._cancel.hide()
         more_row.addWidget(self._status, 1)
         more_row.addWidget(self._more)
+        more_row.addWidget(self._cancel)
         top_layout.addLayout(more_row)
 
         self._preview = QPlainTextEdit(self._splitter)
@@ -450,6 +478,15 @@ class EmailTab(QWidget):
         }
         for name, slot in triggered.items():
             self._actions[name].triggered.connect(slot)
+        # Esc stops waiting for the list; enabled only while it loads, so Esc reaches the
+        # host window at any other time.
+        self._stop_action = QAction("Cancel", self)
+        self._stop_action.setObjectName("cancelLoadAction")
+        self._stop_action.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self._stop_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._stop_action.setEnabled(False)
+        self._stop_action.triggered.connect(self.cancelLoading)
+        self.addAction(self._stop_action)
 
     # -- configuration -----------------------------------------------------------------------------
     def store(self) -> MailStore | None:
@@ -550,6 +587,8 @@ class EmailTab(QWidget):
         self._detail = None
         self._selected_id = -1
         self._loaded = False
+        self._stopped = False
+        self._countdown.reset()
         self.clearError()
         self._model.clear()
         self._preview.clear()
@@ -612,8 +651,12 @@ class EmailTab(QWidget):
         return self._banner_label.text() if not self._banner.isHidden() else ""
 
     def clearError(self) -> None:
+        """Hide the banner; an automatic retry it announced is called off."""
         self._banner.hide()
         self._banner_label.clear()
+        self._retry_now.hide()
+        self._countdown.stop()
+        self._retry_text = ""
         self._error_purpose = ""
 
     def isEmptyStateShown(self) -> bool:
@@ -622,15 +665,31 @@ class EmailTab(QWidget):
     def emptyStateText(self) -> str:
         return self._empty.text()
 
-    def _report(self, purpose: str, text: str) -> None:
+    def _report(self, purpose: str, text: str, *, retrying: bool = False) -> None:
+        """Show ``text`` in the banner; with ``retrying``, count down to an automatic retry
+        of the list, offering "Retry now"."""
         if sip.isdeleted(self):
             return
         self._error_purpose = purpose
-        self._banner_label.setText(text)
-        self._banner.show()
+        self._countdown.stop()
+        self._retry_text = text if retrying else ""
+        if retrying:
+            text = f"{text}\n{retry_line(self._countdown.schedule())}"
+        self._retry_now.setVisible(retrying)
+        self._show_banner(text)
         self.errorOccurred.emit(text)
 
+    def _show_banner(self, text: str) -> None:
+        self._banner_label.setText(text)
+        self._banner.show()
+
     def _on_task_failed(self, purpose: str, exc: Exception) -> None:
+        store = self._store
+        if purpose == "list" and mends_by_itself(exc) and store is not None and not store.closed:
+            # The database is away (restarting, frozen, out of reach): the list is read
+            # again by itself until it works, and "Retry now" does it at once.
+            self._report(purpose, failure_text(exc), retrying=True)
+            return
         self._report(purpose, failure_text(exc, _RETRY))
 
     def _selected_rows(self) -> list[int]:
@@ -670,8 +729,12 @@ class EmailTab(QWidget):
         self._more.setVisible(more)
         self._more.setEnabled(not self._loading)
         self._more.setText(f"Show {self._model.pageSize()} more")
+        self._cancel.setVisible(self._loading)
+        self._stop_action.setEnabled(self._loading)
         if self._loading:
             self._status.setText("Loading…")
+        elif self._stopped:
+            self._status.setText(STOPPED_TEXT)
         elif rows == 1:
             self._status.setText("1 message")
         elif more:
@@ -695,6 +758,7 @@ class EmailTab(QWidget):
         code, doc_id = document
         keep = self._current_id()
         self._loading = True
+        self._stopped = False
         self._update_state()
         try:
             if first:
@@ -707,6 +771,7 @@ class EmailTab(QWidget):
         if not loaded:
             return
         self._loaded = True
+        self._countdown.reset()
         if self._error_purpose == "list":
             self.clearError()
         if keep >= 0:
@@ -738,6 +803,36 @@ class EmailTab(QWidget):
         """Read the document's mail again (keeps the number of rows shown and the selection)."""
         self.clearError()
         self._start_load(first=not self._loaded)
+
+    def _retry(self) -> None:
+        """The countdown ran out: read the list again, the banner staying until it works."""
+        if self._error_purpose != "list":
+            return
+        self._show_banner(f"{self._retry_text}\n{retry_line(0)}")
+        self._start_load(first=not self._loaded)
+
+    def _on_countdown(self, seconds: int) -> None:
+        if self._error_purpose == "list" and self._retry_text:
+            self._show_banner(f"{self._retry_text}\n{retry_line(seconds)}")
+
+    def isRetryScheduled(self) -> bool:
+        """Whether the list is read again by itself after a failure that may mend."""
+        return self._countdown.isActive()
+
+    def cancelLoading(self, *_: object) -> None:
+        """Stop waiting for the list and the preview (Cancel, Esc); automatic retries stop
+        too. What was shown stays; Refresh reads it again."""
+        if not (self._tasks.is_running("list") or self._tasks.is_running("more")):
+            return
+        if self._tasks.is_running("preview"):
+            self._selected_id = -1  # clicked again, the message is read again
+        self._tasks.cancel("list", "more", "preview")
+        self._countdown.stop()
+        self._loading = False
+        self._stopped = True
+        if self._error_purpose == "list":
+            self.clearError()
+        self._update_state()
 
     def showMore(self, *_: object) -> None:
         """Add the next page of older mail."""
@@ -1016,6 +1111,7 @@ class EmailTab(QWidget):
     def cancelPending(self) -> None:
         """Cancel all database work under way (done on close and on document change)."""
         self._tasks.cancel_all()
+        self._countdown.stop()
         self._loading = False
         self._update_state()
 

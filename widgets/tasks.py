@@ -17,14 +17,21 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
+
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
 from xtmail.sync.errors import Reaction, XtmailError
 
-if TYPE_CHECKING:
-    from PyQt6.QtCore import QObject
-
-__all__ = ["UNEXPECTED_TEXT", "FailureHandler", "TaskOwner", "failure_text"]
+__all__ = [
+    "RETRY_DELAYS",
+    "UNEXPECTED_TEXT",
+    "FailureHandler",
+    "RetryCountdown",
+    "TaskOwner",
+    "failure_text",
+    "mends_by_itself",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,73 @@ def failure_text(exc: BaseException, retry: str = "") -> str:
     else:
         text = UNEXPECTED_TEXT
     return f"{text}\n{retry}" if retry else text
+
+
+def mends_by_itself(exc: BaseException) -> bool:
+    """Whether the same work, tried again later unchanged, may succeed: the database or
+    the network is away (restarting, frozen, unreachable) and will be back."""
+    return isinstance(exc, XtmailError) and exc.reaction is Reaction.RETRY_LATER
+
+
+#: Seconds before each automatic retry after consecutive failures; the last one repeats.
+RETRY_DELAYS: Final = (5, 10, 20, 30)
+
+
+class RetryCountdown(QObject):
+    """Counts the seconds down to an automatic retry after a failure that may mend by
+    itself; each further failure waits longer (:data:`RETRY_DELAYS`), a success starts
+    again from the first delay (:meth:`reset`).
+
+    Signals:
+
+    * ``ticked(int)``: this many seconds are left (also emitted when the count starts).
+    * ``due()``: time to try again; the count has stopped.
+    """
+
+    ticked = pyqtSignal(int)
+    due = pyqtSignal()
+
+    def __init__(self, parent: QObject | None = None,
+                 delays: tuple[int, ...] = RETRY_DELAYS) -> None:
+        super().__init__(parent)
+        self._delays = delays or RETRY_DELAYS
+        self._failures = 0
+        self._left = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000)
+        self._timer.timeout.connect(self._tick)
+
+    def schedule(self) -> int:
+        """Start counting down to the next retry; return its delay in seconds."""
+        self._left = self._delays[min(self._failures, len(self._delays) - 1)]
+        self._failures += 1
+        self._timer.start()
+        self.ticked.emit(self._left)
+        return self._left
+
+    def stop(self) -> None:
+        """Stop counting; the next :meth:`schedule` still waits longer."""
+        self._timer.stop()
+
+    def reset(self) -> None:
+        """Stop counting and forget the failures (the work succeeded)."""
+        self._timer.stop()
+        self._failures = 0
+
+    def isActive(self) -> bool:
+        return self._timer.isActive()
+
+    def remaining(self) -> int:
+        """Seconds left before the retry (0 when none is counted down)."""
+        return self._left if self._timer.isActive() else 0
+
+    def _tick(self) -> None:
+        self._left -= 1
+        if self._left > 0:
+            self.ticked.emit(self._left)
+            return
+        self._timer.stop()
+        self.due.emit()
 
 
 class TaskOwner:

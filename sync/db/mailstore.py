@@ -14,10 +14,11 @@ without a database driver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -37,6 +38,14 @@ MAX_CONNECTIONS = 4
 #: DatabaseUnavailable: long enough for a burst of queries, short enough that a user is
 #: told while still looking at the screen.
 WAIT_FOR_CONNECTION = 5.0
+#: Seconds a person waits for any one call of the store before it fails with
+#: DatabaseUnavailable ("the database is not answering"): a frozen server never answers,
+#: and nothing but a bound on the wait tells the user so. Also the server-side
+#: statement_timeout of the store's connections.
+ANSWER_TIMEOUT = 15.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 #: How contacts belong to CRM accounts: xTuple 4.x has ``cntct.cntct_crmacct_id``; xTuple 5.0
@@ -108,8 +117,32 @@ def _document(code: str) -> registry.DocumentType:
     return doc
 
 
+def _bounded(
+    doing: str,
+) -> Callable[[Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]]],
+              Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]]]:
+    """Make a method of the store give up after the pool's ``answer_timeout`` (see
+    :meth:`~xtmail.sync.db.pool.AsyncPool.bounded`): the whole call, from taking a
+    connection to the last row, is bounded, and cancelling the caller returns at once."""
+
+    def wrap(
+        method: Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]],
+    ) -> Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]]:
+        async def bounded(self: MailStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return await self._pool.bounded(method(self, *args, **kwargs), doing)
+
+        functools.update_wrapper(bounded, method)
+        return bounded
+
+    return wrap
+
+
 class MailStore:
     """Asynchronous queries and changes for the Email tab and the Attach dialog.
+
+    Every call gives up after ``answer_timeout`` seconds with DatabaseUnavailable; a call
+    cancelled by its caller returns at once, its query stopped in the background. After a
+    database restart the next call reconnects: no call is handed a dead connection.
 
     Build it with :meth:`connect` and end it with :meth:`close`, on the loop that runs the
     queries; or pass in a pool (the store then owns it, and closes it).
@@ -126,16 +159,22 @@ class MailStore:
     async def connect(
         cls, dsn: str, *, max_size: int = MAX_CONNECTIONS,
         wait_for_connection: float = WAIT_FOR_CONNECTION,
+        answer_timeout: float = ANSWER_TIMEOUT,
     ) -> MailStore:
         """A store on the database ``dsn``; raises DatabaseUnavailable when it cannot be
         reached, with the server's reason."""
-        pool = AsyncPool(dsn, max_size=max_size, timeout=wait_for_connection)
+        pool = AsyncPool(dsn, max_size=max_size, timeout=wait_for_connection,
+                         answer_timeout=answer_timeout)
         # One connection now, kept for the first query: a wrong setting or a server that
         # is down shows when the store is made, not at the first query.
+        await pool.bounded(cls._open(pool), "to open the mail store")
+        return cls(pool)
+
+    @staticmethod
+    async def _open(pool: AsyncPool) -> None:
         with translated("to open the mail store"):
             async with pool.connection():
                 pass
-        return cls(pool)
 
     async def close(self) -> None:
         """Close the connections; one in use closes when its query ends. Closing twice is
@@ -154,6 +193,7 @@ class MailStore:
                 yield conn
 
     # -- search (the Attach dialog) ----------------------------------------------------------
+    @_bounded("to search the mail")
     async def search_messages(
         self, text: str, *, contact_id: int | None = None, limit: int = 200
     ) -> list[MessageRow]:
@@ -163,12 +203,14 @@ class MailStore:
             return await search.search_messages(conn, text, contact_id=contact_id,
                                                 limit=limit)
 
+    @_bounded("to search the contacts")
     async def search_contacts(self, text: str, limit: int = 50) -> list[ContactRow]:
         """Contacts whose name, number or any address contains every word of ``text``."""
         async with self._connection("to search the contacts") as conn:
             return await search.search_contacts(conn, text, limit)
 
     # -- documents -----------------------------------------------------------------------------
+    @_bounded("to read the document's contacts")
     async def document_contacts(self, code: str, doc_id: int) -> list[ContactRow]:
         """The contacts of a document, with their primary address (for New)."""
         doc = _document(code)
@@ -192,6 +234,7 @@ class MailStore:
         ).format(ids=_contacts_sql(doc, link) if doc is not registry.CONTACT
                  else sql.SQL("SELECT %(doc_id)s"))
 
+    @_bounded("to look up the document tables")
     async def available_documents(self) -> tuple[registry.DocumentType, ...]:
         """The document types this database has tables for (asked once per store: tables do
         not come and go while a program runs)."""
@@ -223,6 +266,7 @@ class MailStore:
             self._available = registry.available({str(r[0]) for r in await cur.fetchall()})
         return self._available
 
+    @_bounded("to read the document's number")
     async def document_number(self, code: str, doc_id: int) -> str | None:
         """The number a person sees for a document (for its reference), or None (also for a
         type this database does not have)."""
@@ -237,6 +281,7 @@ class MailStore:
             row = await (await conn.execute(query, (doc_id,))).fetchone()
         return None if row is None else str(row[0])
 
+    @_bounded("to list the documents")
     async def list_documents(self, code: str, *, limit: int = 500) -> list[DocumentRow]:
         """Records of one document type with their first contact, by number; none for a type
         this database does not have."""
@@ -272,7 +317,7 @@ class MailStore:
     # -- message lists ---------------------------------------------------------------------------
     def _ids_query(self, doc: registry.DocumentType, link: str) -> sql.Composable:
         direct = sql.SQL(
-            "SELECT emlassc_eml_id AS eml_id, false AS via FROM xtbatch.emlassc "
+            "SELECT DISTINCT emlassc_eml_id AS eml_id, false AS via FROM xtbatch.emlassc "
             "WHERE emlassc_type = %(code)s AND emlassc_assc_id = %(doc_id)s"
         )
         if not doc.shows_contact_mail:
@@ -286,6 +331,7 @@ class MailStore:
             "GROUP BY eml_id"
         ).format(direct=direct, via=via)
 
+    @_bounded("to list the document's mail")
     async def messages_for(
         self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
     ) -> list[MessageRow]:
@@ -321,6 +367,7 @@ class MailStore:
         )
 
     # -- one message -------------------------------------------------------------------------------
+    @_bounded("to read the message")
     async def message(self, eml_id: int) -> MessageDetail:
         async with (
             self._connection("to read the message") as conn,
@@ -359,6 +406,7 @@ class MailStore:
             defects=tuple(row["defects"]),
         )
 
+    @_bounded("to read the message")
     async def raw_message(self, eml_id: int) -> bytes:
         async with self._connection("to read the message") as conn:
             row = await (
@@ -369,6 +417,7 @@ class MailStore:
         return bytes(row[0])
 
     # -- rule 4: attach and detach -------------------------------------------------------------
+    @_bounded("to attach the mail")
     async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
         """Tie messages to a document, recording who and when; return how many were new."""
         doc = _document(code)
@@ -390,6 +439,7 @@ class MailStore:
             )
             return cur.rowcount
 
+    @_bounded("to detach the mail")
     async def detach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:
         """Untie messages from a document, recording who and when; return how many."""
         doc = _document(code)

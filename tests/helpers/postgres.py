@@ -6,7 +6,10 @@ test starts from a clean, fully initialised database in a few tens of millisecon
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +77,38 @@ def start_server(folder: Path) -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop(mode="immediate")
+
+
+# -- faults: a private server a test may stop, restart and freeze
+
+
+def server_pids(server: LocalPostgres) -> list[int]:
+    """The postmaster's pid and those of all its children (backends, background workers)."""
+    pidfile = server.datadir / "postmaster.pid"
+    postmaster = int(pidfile.read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command may hold spaces and parentheses: the fields follow the last ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextlib.contextmanager
+def frozen(server: LocalPostgres) -> Iterator[list[int]]:
+    """The server stopped dead (SIGSTOP to the postmaster and every backend) for the block:
+    connections are accepted by the kernel, nothing ever answers. Always resumed after."""
+    pids = server_pids(server)
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield pids
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

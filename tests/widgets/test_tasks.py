@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import weakref
 
 import pytest
@@ -18,7 +19,13 @@ from xtmail.sync.errors import (
     DatabaseUnavailable,
     PermissionDenied,
 )
-from xtmail.widgets.tasks import UNEXPECTED_TEXT, TaskOwner, failure_text
+from xtmail.widgets.tasks import (
+    UNEXPECTED_TEXT,
+    RetryCountdown,
+    TaskOwner,
+    failure_text,
+    mends_by_itself,
+)
 
 RETRY = "Press Refresh (F5) to try again."
 
@@ -168,3 +175,44 @@ def test_a_cancelled_task_is_held_until_it_has_unwound(qloop: qasync.QEventLoop)
     gate.set_result(None)
     qloop.run_until_complete(asyncio.wait([held]))
     assert cleaned == ["done"]
+
+
+def test_mends_by_itself_only_where_waiting_helps() -> None:
+    assert mends_by_itself(DatabaseUnavailable("The database is not answering."))
+    assert not mends_by_itself(DatabaseConflict("Lost a race."))  # retried at once instead
+    assert not mends_by_itself(PermissionDenied("Not allowed."))
+    assert not mends_by_itself(KeyError("eml_id"))
+
+
+def test_the_retry_countdown_ticks_waits_longer_each_time_and_resets(
+    qloop: qasync.QEventLoop,
+) -> None:
+    countdown = RetryCountdown(delays=(2, 3))
+    heard: list[object] = []
+    countdown.ticked.connect(heard.append)
+    countdown.due.connect(lambda: heard.append("due"))
+
+    async def until_due() -> None:
+        due = asyncio.Event()
+        countdown.due.connect(due.set)
+        await due.wait()
+
+    started = time.monotonic()
+    assert countdown.schedule() == 2
+    assert countdown.remaining() == 2
+    qloop.run_until_complete(until_due())
+    assert 1.9 <= time.monotonic() - started < 3.0
+    assert heard == [2, 1, "due"]
+    # The next failure waits longer; the last delay repeats.
+    assert countdown.schedule() == 3
+    countdown.stop()
+    assert countdown.schedule() == 3
+    assert heard[3:] == [3, 3]
+    # A success starts again from the first delay; stopped, nothing comes.
+    countdown.reset()
+    assert not countdown.isActive() and countdown.remaining() == 0
+    assert countdown.schedule() == 2
+    countdown.stop()
+    heard.clear()
+    qloop.run_until_complete(asyncio.sleep(1.2))
+    assert heard == []
