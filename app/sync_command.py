@@ -198,10 +198,11 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             rescan = " after the server renumbered it" if folder.rescanned else ""
             print(f"{folder.folder}: {folder.imported} new, {folder.already_present} "
                   f"already stored{rescan}{note}")
-        if stop.is_set():
-            print("interrupted: what is counted below is stored; the next run resumes")
         print(f"imported: {terminal.imported_total}")
         print(f"already present: {terminal.present_total}", flush=True)
+        if stop.is_set():
+            print(f"xtmail: interrupted: {terminal.imported_total} messages saved. The next "
+                  "run resumes where this one stopped.", file=sys.stderr)
     error = result.error if result else None
     if stop.is_set():
         return EXIT_INTERRUPTED
