@@ -111,11 +111,13 @@ def test_sent_mail_reaches_the_server_and_is_recorded(
     message = order_mail()
     users = {"erp": "smtp-secret"} if security != "none" else None
     with SmtpServer(tmp_path, security=security, users=users) as server:
-        eml_id = send_mail(
+        sent = send_mail(
             conn, message, host=server.host, port=server.port, ties=[("S", order)],
             security=security, ssl_context=server.ssl_context(),
             username="erp" if users else None, password="smtp-secret" if users else None,
         )
+    eml_id = sent.eml_id
+    assert sent.refused == {}
     (received,) = server.received
     assert received.mail_from == "sales@ourco.example"
     assert received.rcpt_tos == ("ada@example.com", "bob@builder.example",
@@ -129,6 +131,8 @@ def test_sent_mail_reaches_the_server_and_is_recorded(
     # One message: the Date and Message-ID added on sending are in both copies; only the
     # recorded copy names the Bcc recipient, as a Sent folder does.
     assert delivered["Message-ID"] and delivered["Date"]
+    # The Message-ID names the sender's domain, not the relay's address.
+    assert delivered["Message-ID"].endswith("@ourco.example>")
     assert recorded["Message-ID"] == delivered["Message-ID"]
     assert recorded["Date"] == delivered["Date"]
     assert "Bcc" not in delivered and b"archive@ourco.example" not in received.data
@@ -240,3 +244,25 @@ def test_a_tie_to_a_missing_document_is_refused_before_sending(
             send_mail(conn, order_mail(), host=server.host, port=server.port,
                       security="none", ties=[("S", 999999)])
         assert server.received == []
+
+
+def test_recipients_refused_while_others_accept_are_reported(
+    tmp_path: Path, conn: psycopg.Connection
+) -> None:
+    with SmtpServer(tmp_path, refuse=["bob@builder.example"]) as server:
+        sent = send_mail(conn, order_mail(), host=server.host, port=server.port,
+                         security="none")
+    assert sent.refused == {"bob@builder.example": (550, "5.1.1 No such user here")}
+    (received,) = server.received
+    assert received.rcpt_tos == ("ada@example.com", "archive@ourco.example")
+    assert [eml for eml, _, _ in stored(conn)] == [sent.eml_id]
+
+
+def test_a_tie_to_an_unknown_document_type_is_a_setting_to_fix(
+    conn: psycopg.Connection
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        record_sent_mail(conn, make_message(), ties=[("NOPE", 1)])
+    assert "'NOPE' is not a document type" in str(caught.value)
+    assert "Use one of" in caught.value.user_text()
+    assert stored(conn) == []
