@@ -44,6 +44,7 @@ from tests.helpers.dovecot import DovecotServer, ImapAccount
 from tests.helpers.maildata import MailData, RecordingDesktop, SampleMail
 from tests.helpers.postgres import TestDatabases, start_server
 from tests.helpers.qt import MemoryKeyring, RunUntil, loop_runner
+from tests.helpers.xtuple import create_user
 from xtmail.app.localpg import LocalPostgres
 from xtmail.sync.db.mailstore import MailStore
 
@@ -65,6 +66,29 @@ def db_dsn(databases: TestDatabases) -> Iterator[str]:
     """A fresh, migrated database for this test."""
     dsn = databases.create()
     yield dsn
+    databases.drop(dsn)
+
+
+#: The xTuple databases the store, the Email tab and the Attach dialog are tested on: (b) no
+#: Connect beforehand, used by the database owner; (a) Connect's own mail tables beforehand,
+#: used by an ordinary user in xtrole (a login role made like xTuple's createuser()).
+XTUPLE_KINDS = ["b-owner", "a-clerk"]
+CLERK = "xtmail_clerk"
+
+
+@pytest.fixture(params=XTUPLE_KINDS)
+def xtuple_dsn(request: pytest.FixtureRequest, databases: TestDatabases) -> Iterator[str]:
+    """A fresh migrated database of one of the kinds in XTUPLE_KINDS, as its DSN for the
+    role that kind is used by. A test module runs on every kind by overriding ``db_dsn``
+    with this fixture."""
+    connect, role = request.param.split("-")
+    dsn = databases.create(connect=connect == "a")
+    if role == "clerk":
+        with databases.admin() as admin:
+            create_user(admin, CLERK)
+        yield psycopg.conninfo.make_conninfo(dsn, user=CLERK)
+    else:
+        yield dsn
     databases.drop(dsn)
 
 

@@ -94,6 +94,13 @@ def shared_mail(databases: TestDatabases) -> Iterator[Mail]:
 
 
 @pytest.fixture
+def db_dsn(xtuple_dsn: str) -> str:
+    """Each test that changes its database runs on both kinds of xTuple database, as the
+    owner and as an ordinary user (conftest.XTUPLE_KINDS)."""
+    return xtuple_dsn
+
+
+@pytest.fixture
 def mail(conn: psycopg.Connection, db_dsn: str) -> Mail:
     """A database of its own, for the tests that change it."""
     return _import(conn, db_dsn)
