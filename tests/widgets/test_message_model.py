@@ -31,6 +31,12 @@ def minute(i: int) -> str:
 
 
 @pytest.fixture
+def db_dsn(xtuple_dsn: str) -> str:
+    """Both kinds of xTuple database, as the owner and as an ordinary user."""
+    return xtuple_dsn
+
+
+@pytest.fixture
 def order_with_mail(mail_data: MailData) -> tuple[int, list[int]]:
     """A sales order with 7 messages a minute apart; their ids oldest first."""
     so = mail_data.sales_order("50123")
