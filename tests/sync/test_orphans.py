@@ -8,6 +8,7 @@ counts as ended: it runs nothing, and the process that adopted it may never reap
 
 from __future__ import annotations
 
+import multiprocessing.synchronize
 import os
 import signal
 import subprocess
@@ -99,7 +100,10 @@ def kill_and_check(proc: subprocess.Popen[bytes], helpers: int) -> None:
     family = descendants(proc.pid)
     assert len(family) >= helpers, describe(family)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.wait(timeout=30)  # not communicate(): an orphan would hold its pipes open
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     deadline = time.monotonic() + GRACE
     while (left := still_running(family)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -133,6 +137,61 @@ def test_parse_workers_end_with_the_process_that_owns_the_pool(start: str) -> No
         helpers = {"fork": 2, "forkserver": 4, "spawn": 3}[start]
         wait_for("the workers started", lambda: len(descendants(proc.pid)) >= helpers, proc)
         kill_and_check(proc, helpers)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+# Where pidfd_open is missing (Linux before 5.3, macOS, Windows) the watch falls back on the
+# parent's sentinel (spawn, forkserver) or on polling the parent pid (fork). The workers
+# here are made by a thread that has ended, so no death signal is armed either.
+FALLBACK_OWNER = textwrap.dedent("""
+    import multiprocessing, os, sys, threading, time
+    from tests.sync import test_orphans
+
+    start = sys.argv[1]
+    context = multiprocessing.get_context(start)
+    ready = [context.Event() for _ in range(2)]
+
+    def launch():
+        for event in ready:
+            context.Process(target=test_orphans.watching_without_pidfd, daemon=False,
+                            args=(os.getpid(), threading.main_thread().ident, start, event),
+                            ).start()
+
+    thread = threading.Thread(target=launch)
+    thread.start()
+    thread.join()
+    for event in ready:
+        assert event.wait(60)
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def watching_without_pidfd(parent: int, parent_main: int, start: str,
+                           ready: multiprocessing.synchronize.Event) -> None:
+    """A parse worker's start, on a system without pidfd_open; then busy until killed."""
+    from xtmail.sync import pipeline
+
+    if hasattr(os, "pidfd_open"):
+        del os.pidfd_open
+    pipeline._worker_started(0, parent, parent_main, start)
+    ready.set()
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_without_pidfd_the_workers_still_end_with_their_parent(start: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", FALLBACK_OWNER, start],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, cwd=Path(__file__).parents[2])
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == b"ready\n", proc.communicate()
+        kill_and_check(proc, 2)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
