@@ -17,6 +17,11 @@ Decisions (docs/attach_dialog.md):
   number or any address); its list button offers the document's own contacts.
 * A failed search or attach says so in the status line with the error's own text; anything
   that is not an xtmail error is a bug, logged with its traceback.
+* A search that failed because the database is away (stopped, restarting, frozen) is run
+  again by itself after a countdown (5 s, then longer), with "Retry now" beside the status;
+  what was found before stays listed meanwhile.
+* While a search runs, a Stop button shows beside the status, and Esc stops the search
+  instead of closing the dialog (a second Esc closes it).
 
 The database is reached only through the store, so this module loads without a driver.
 """

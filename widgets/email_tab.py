@@ -17,6 +17,15 @@ Decisions:
   user, and in ``errorOccurred``: an xtmail error's own text (and "Press Refresh (F5)"
   when trying again may help); anything else is a bug, logged with its traceback and
   shown in general words.
+* When the list cannot be read because the database is away (stopped, restarting, frozen:
+  errors whose reaction is to retry later), the banner counts down to reading it again by
+  itself (5 s, then 10, 20, 30 s while it keeps failing) and offers "Retry now"; the first
+  success hides it. Refresh retries at once; Dismiss, another document or Cancel stop the
+  retries. A store that was closed is not retried: it cannot come back.
+* While the list loads, a Cancel button shows next to "Loading…", and Esc does the same:
+  the tab stops waiting (the store's query is stopped in the background) and keeps what it
+  showed. The store bounds every call anyway (MailStore's answer timeout), so a frozen
+  server ends in the banner above rather than in "Loading…" for ever.
 * Reply, Reply All and Forward started from a document's tab carry that document's
   reference, so the answer comes back tied to the same document (the subject is never
   given the token twice).

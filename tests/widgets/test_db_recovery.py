@@ -222,6 +222,17 @@ def test_a_restarted_database_is_read_again_on_refresh_and_by_itself(
         assert tab.errorText() == ""
         assert not retry_now.isVisible() and not tab.isRetryScheduled()
 
+        # Restarted while nobody asked anything: the connection idle in the pool died with
+        # it, and the next Refresh is not handed that one (no error, not even once).
+        errors: list[str] = []
+        tab.errorOccurred.connect(errors.append)
+        server.stop(mode="fast")
+        server.start()
+        await click(qtbot, tool_button(tab, "refresh"))
+        await wait_until(lambda: settled(tab, 3) and status(tab) == "3 messages",
+                         message="no list after a restart in between")
+        assert errors == []
+
         # Down again, then back while the banner counts down: the tab recovers by itself.
         server.stop(mode="immediate")
         await click(qtbot, tool_button(tab, "refresh"))
