@@ -42,6 +42,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
 import psycopg
 
@@ -260,8 +262,12 @@ class FolderSync:
             return None
         uid, raw = stored
         header = self.imap.header(uid)
-        if header is None or len(header) >= HEADER_BYTES or raw.startswith(header):
-            return None  # expunged since, or too long to compare here, or the same message
+        if header is None or raw.startswith(header):
+            return None  # expunged since, or the same bytes
+        if len(header) >= HEADER_BYTES or _identity(header) == _identity(raw):
+            # Too long to compare here, or the same message served with other bytes (some
+            # servers rebuild a message's MIME when they serve it): not worth a rescan.
+            return None
         return f"another folder has taken this name (UID {uid} is another message now)"
 
     def _import(
@@ -425,6 +431,15 @@ class _Ledger:
                 self.warned.add(warning)
                 sync.listener.warning(warning)
         sync.listener.progress(sync.account, sync.folder, self.done, self.total)
+
+
+_IDENTITY_FIELDS = ("message-id", "date", "from", "subject")
+
+
+def _identity(raw: bytes) -> tuple[str, ...]:
+    """The header fields that tell messages apart, whitespace and folding aside."""
+    header = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return tuple(" ".join(str(header.get(name, "")).split()) for name in _IDENTITY_FIELDS)
 
 
 def _never() -> bool:

@@ -25,7 +25,7 @@ from xtmail.sync.errors import ConfigError, TransientImapError
 from xtmail.sync.imap.account import AccountSync
 from xtmail.sync.imap.connection import FolderStatus, ImapConnection
 from xtmail.sync.imap.credentials import Credential
-from xtmail.sync.imap.folder_sync import _renumbered, _unchanged
+from xtmail.sync.imap.folder_sync import _identity, _renumbered, _unchanged
 from xtmail.sync.imap.settings import AuthMethod, Security
 
 
@@ -347,6 +347,17 @@ def test_a_changed_mailboxid_or_a_lower_uidnext_mean_another_folder() -> None:
     assert "UIDVALIDITY 7 became 8" in (_renumbered(state, FolderStatus(8, 31, 30, 100)) or "")
     # A server that does not report UIDNEXT (0) is not taken for a renumbering.
     assert _renumbered(state, FolderStatus(7, 0, 30, None)) is None
+
+
+def test_a_message_served_with_other_bytes_keeps_its_identity() -> None:
+    stored = make_message(subject="Order 4711 confirmed", message_id="<a@example.com>")
+    # The same message rebuilt by a server: other folding, other headers around it.
+    rebuilt = stored.replace(b"Subject: Order 4711",
+                             b"X-Server: rebuilt\r\nSubject:\r\n Order 4711")
+    assert rebuilt != stored
+    assert _identity(rebuilt) == _identity(stored)
+    other = make_message(subject="Order 4711 confirmed", message_id="<b@example.com>")
+    assert _identity(other) != _identity(stored)
 
 
 # -- item: counts that say what was committed ----------------------------------------------------
