@@ -2,11 +2,10 @@
 
 An xTuple-like main window lists the 14 supported document types and their records; each
 record opens a document window that embeds the Email tab and the contact mail link, the way
-an xTuple window would. Edit > User Preferences holds the Email page; the sync service starts
-with the application when its preference is ticked, and open Email tabs refresh from its
-``messagesImported`` signal.
-
-Everything is wired by passing objects in: the store, the settings, the service.
+an xTuple window would. Edit > User Preferences holds the Email page. Mail is wired the way
+any host application wires it: through one :class:`~xtmail.app.host.MailHost`, which starts
+the sync when its preference is ticked, refreshes the open Email tabs, gives them the user's
+own addresses and reports its status for the status bar.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from PyQt6.QtCore import QSettings, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QDialog,
-    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -43,8 +41,9 @@ from xtmail.widgets.email_tab import EmailTab
 from xtmail.widgets.tasks import TaskOwner, failure_text
 
 if TYPE_CHECKING:
+    from xtmail.app.host import MailHost
+    from xtmail.dialogs.email_prefs import EmailPreferencesDialog
     from xtmail.sync.db.mailstore import MailStore
-    from xtmail.sync.imap.service import SyncService
     from xtmail.sync.values import DocumentRow
 
 log = logging.getLogger(__name__)
@@ -110,22 +109,6 @@ def _attach_dialog_factory(store: MailStore) -> Callable[[str, int, QWidget], QD
     return factory
 
 
-class PreferencesDialog(QDialog):
-    """User Preferences, reduced to the page this project adds: Email."""
-
-    def __init__(self, page: QWidget, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle(self.tr("User Preferences"))
-        layout = QVBoxLayout(self)
-        tabs = QTabWidget(self)
-        tabs.addTab(page, self.tr("Email"))
-        layout.addWidget(tabs)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        self.resize(760, 640)
-
-
 class DemoMainWindow(QMainWindow):
     """The ERP-like main window: document types on the left, their records on the right.
 
@@ -135,21 +118,18 @@ class DemoMainWindow(QMainWindow):
 
     documentOpened = pyqtSignal(str, int)
 
-    def __init__(
-        self,
-        store: MailStore,
-        settings: QSettings,
-        service: SyncService | None = None,
-        parent: QWidget | None = None,
-    ) -> None:
+    def __init__(self, host: MailHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        store = host.store()
+        if store is None:
+            raise RuntimeError("start the MailHost before opening its windows")
+        self._host = host
         self._store = store
-        self._settings = settings
-        self._service = service
         self._rows: list[DocumentRow] = []
         self._windows: list[DocumentWindow] = []
         self._tasks = TaskOwner("Demo main window", self._on_task_failed, self)
-        self._preferences: PreferencesDialog | None = None
+        self._preferences: EmailPreferencesDialog | None = None
+        host.setPromptParent(self)
         self.setWindowTitle(self.tr("xTuple ERP (xtmail demo)"))
         self.resize(980, 620)
 
@@ -166,6 +146,9 @@ class DemoMainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         self.setCentralWidget(splitter)
         self.statusBar().showMessage(self.tr("Double-click a record to open it."))  # type: ignore[union-attr]
+        self.mailStatusLabel = QLabel(host.statusText(), self)
+        self.statusBar().addPermanentWidget(self.mailStatusLabel)  # type: ignore[union-attr]
+        host.statusChanged.connect(self.mailStatusLabel.setText)
 
         file_menu = _menu(self, self.tr("&File"))
         quit_action = QAction(self.tr("&Quit"), self)
@@ -180,8 +163,6 @@ class DemoMainWindow(QMainWindow):
 
         self.typeList.currentRowChanged.connect(self._type_changed)
         self.recordTable.cellDoubleClicked.connect(self._open_row)
-        if service is not None:
-            service.statusChanged.connect(self._show_status)
 
     # -- records --------------------------------------------------------------------------
     def currentCode(self) -> str:
@@ -221,10 +202,9 @@ class DemoMainWindow(QMainWindow):
         doc = registry.by_code(code)
         row = next(r for r in self._rows if r.doc_id == doc_id)
         window = DocumentWindow(
-            self._store, doc, row, own_addresses=self._own_addresses(), parent=self
+            self._store, doc, row, own_addresses=tuple(self._host.ownAddresses()), parent=self
         )
-        if self._service is not None:
-            self._service.messagesImported.connect(window.emailTab.onMessagesImported)
+        self._host.registerTab(window.emailTab)
         window.destroyed.connect(self._forget_windows)
         self._windows.append(window)
         window.show()
@@ -237,25 +217,13 @@ class DemoMainWindow(QMainWindow):
     def documentWindows(self) -> list[DocumentWindow]:
         return [w for w in self._windows if _alive(w)]
 
-    def _own_addresses(self) -> tuple[str, ...]:
-        from xtmail.sync.imap.settings import load_settings
-
-        settings = load_settings(self._settings)
-        own = list(settings.own_addresses)
-        if settings.account.user and "@" in settings.account.user:
-            own.append(settings.account.user)
-        return tuple(own)
-
     # -- preferences and status ---------------------------------------------------------------
     def openPreferences(self) -> None:
-        from xtmail.dialogs.email_prefs import EmailPreferencesPage
-
         if self._preferences is None:
-            page = EmailPreferencesPage(settings_store=self._settings, service=self._service)
-            self._preferences = PreferencesDialog(page, self)
+            self._preferences = self._host.preferencesDialog(self)
         self._preferences.open()
 
-    def preferencesDialog(self) -> PreferencesDialog | None:
+    def preferencesDialog(self) -> EmailPreferencesDialog | None:
         return self._preferences
 
     def _on_task_failed(self, _purpose: str, exc: Exception) -> None:
@@ -327,27 +295,24 @@ def run(
     ``screenshot`` saves a picture of the main window and of an open document window (for
     machines without a screen); ``open_document`` (code, number) opens one at start.
     """
-    import qasync
     from PyQt6.QtWidgets import QApplication
 
-    from xtmail.sync.db.mailstore import MailStore
-    from xtmail.sync.imap.credentials import KeyringCredentials
-    from xtmail.sync.imap.service import SyncService
-    from xtmail.sync.imap.settings import load_settings
+    from xtmail.app.host import MailHost, make_event_loop
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(["xtmail-demo"])
     # The main window's destruction ends main(); Qt must not stop the loop before the
     # service and the store are closed.
     app.setQuitOnLastWindowClosed(False)
-    loop = qasync.QEventLoop(app)
+    loop = make_event_loop(app)
     asyncio.set_event_loop(loop)
     closed: asyncio.Future[None] = loop.create_future()
 
     async def main() -> None:
-        store = await MailStore.connect(dsn)
-        service = SyncService(load_settings(settings), KeyringCredentials(), dsn)
-        window = DemoMainWindow(store, settings, service)
+        host = MailHost(dsn, settings)
+        await host.start()
+        window = DemoMainWindow(host)
+
         def on_closed(*_: object) -> None:
             if not closed.done():
                 closed.set_result(None)
@@ -355,8 +320,6 @@ def run(
         window.destroyed.connect(on_closed)
         window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         window.show()
-        if load_settings(settings).sync_while_running:
-            service.start()
         try:
             if open_document or screenshot:
                 code, number = open_document or ("S", "50123")
@@ -380,8 +343,7 @@ def run(
         except TimeoutError:
             window.close()
         finally:
-            await service.aclose()
-            await store.close()
+            await host.aclose()
 
     with loop:
         loop.run_until_complete(main())

@@ -178,6 +178,10 @@ class SyncService(QObject):
         self.setSettings([replace(s, folders=tuple(folders)) if s.account.key == key else s
                           for s in self._accounts])
 
+    def setParseExecutor(self, executor: Executor | None) -> None:
+        """Where messages are parsed from the next start of an account on."""
+        self._parse_executor = executor
+
     def isRunning(self) -> bool:
         return any(r.running() for r in self._runners.values())
 
@@ -218,7 +222,7 @@ class SyncService(QObject):
     async def aclose(self) -> None:
         """Stop, wait for the worker threads, release them. The service can start again."""
         self.stop()
-        loop = asyncio.get_running_loop()
+        loop = _loop()
         for runner in list(self._runners.values()):
             task = runner.task
             if task is not None and not task.done():
@@ -243,7 +247,7 @@ class SyncService(QObject):
         if old is not None:
             old.threads.shutdown(wait=False)
         self._runners[key] = runner
-        runner.task = asyncio.get_running_loop().create_task(
+        runner.task = _loop().create_task(
             self._run(runner), name=f"xtmail-sync {key}")
         runner.task.add_done_callback(self._task_done)
         if not self._running:
@@ -251,7 +255,7 @@ class SyncService(QObject):
             self.runningChanged.emit(True)
 
     async def _run(self, runner: _Runner) -> None:
-        loop = asyncio.get_running_loop()
+        loop = _loop()
         key = runner.settings.account.key
         sync = AccountSync(
             runner.settings, self._credentials, self._connect_db,
@@ -299,6 +303,16 @@ class SyncService(QObject):
     def _report_error(self, kind: str, message: str) -> None:
         self._last_error = message
         self.errorOccurred.emit(kind, message)
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    # qasync's run_until_complete processes Qt events once more after its loop stopped,
+    # running the callbacks still queued without a running loop: the current loop is the
+    # same one, and serves.
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.get_event_loop()
 
 
 def _as_tuple(settings: SyncSettings | Sequence[SyncSettings]) -> tuple[SyncSettings, ...]:

@@ -9,15 +9,15 @@ import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
-from tests.helpers.qt import RunUntil
+from tests.helpers.qt import RunUntil, wait_until
 from xtmail.app.demo_host import DemoMainWindow
+from xtmail.app.host import MailHost
 from xtmail.app.sample_data import seed
-from xtmail.sync.db.mailstore import MailStore
 
 
 def test_demo_opens_a_sales_order_and_shows_its_mail(
     conn: psycopg.Connection,
-    mail_store: MailStore,
+    db_dsn: str,
     qloop: qasync.QEventLoop,
     run_until: RunUntil,
     qtbot: QtBot,
@@ -26,8 +26,13 @@ def test_demo_opens_a_sales_order_and_shows_its_mail(
     assert seed(conn) is True
     assert seed(conn) is False  # seeding twice adds nothing
     settings = QSettings(str(tmp_path) + "/settings.ini", QSettings.Format.IniFormat)
-    window = DemoMainWindow(mail_store, settings)
+    settings.setValue("xtmail/email/own_addresses", ["sales@ourco.example"])
+    host = MailHost(db_dsn, settings, parse_workers=0)
+    qloop.run_until_complete(host.start())
+    window = DemoMainWindow(host)
     qtbot.addWidget(window)
+    # The host's status is in the status bar: synchronization is not ticked.
+    assert "synchronization is off" in window.mailStatusLabel.text()
     window.show()
     window.selectDocumentType("S")
     run_until(lambda: window.recordCount() == 3, message="sales orders not listed")
@@ -40,16 +45,20 @@ def test_demo_opens_a_sales_order_and_shows_its_mail(
     assert viewport is not None
 
     async def double_click() -> None:
-        # Inside the running loop: the click starts database work on it (conftest.py).
+        # Inside the running loop, and waited for there: the click starts database work
+        # (conftest.py), and qasync's run_until_complete runs queued callbacks once more
+        # after its loop stopped, where psycopg finds no running loop.
         qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
         qtbot.mouseDClick(viewport, Qt.MouseButton.LeftButton, pos=rect.center())
+        await wait_until(lambda: len(window.documentWindows()) == 1, message="no window")
+        tab = window.documentWindows()[0].emailTab
+        await wait_until(lambda: tab.model().rowCount() == 3,
+                         message="the sales order's mail is missing")
 
     qloop.run_until_complete(double_click())
-    run_until(lambda: len(window.documentWindows()) == 1, message="no document window")
     doc_window = window.documentWindows()[0]
     assert doc_window.windowTitle() == "Sales Order 50123"
     tab = doc_window.emailTab
-    run_until(lambda: tab.model().rowCount() == 3, message="the sales order's mail is missing")
     subjects = {tab.model().index(r, 4).data() for r in range(3)}
     assert subjects == {
         "Order for two difference engines [xtref:S-50123]",
@@ -57,8 +66,11 @@ def test_demo_opens_a_sales_order_and_shows_its_mail(
         "RE: Delivery date",  # tied by rule 3: a reply without the reference
     }
     assert doc_window.contactLink.property("email") == "ada@analytical.example"
+    # The host gave the tab its store and the user's own addresses.
+    assert tab in host.tabs() and tab.ownAddresses == ["sales@ourco.example"]
     doc_window.close()
     window.close()
+    qloop.run_until_complete(host.aclose())
 
 
 def test_offscreen_noise_is_dropped_and_other_messages_pass(qtlog: Any) -> None:
