@@ -256,3 +256,32 @@ def test_a_killed_import_leaves_no_process_behind(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+def test_ctrl_c_during_a_sync_stops_it_without_a_worker_traceback(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(MESSAGES, prefix="q"))
+    proc = start_cli(
+        "sync", "--dsn", db_dsn, "--host", dovecot.host, "--port", str(dovecot.imaps_port),
+        "--user", imap_user.user, "--ca-file", str(dovecot.ca_file), "--workers", "2",
+        "--batch-size", "100", "--password-env", "XTMAIL_TEST_PW", "--quiet",
+        env={"XTMAIL_TEST_PW": imap_user.password},
+    )
+    try:
+        wait_for("the first batches stored", lambda: stored(conn) >= 200, proc)
+        family = descendants(proc.pid)
+        assert len(family) >= 4, describe(family)
+        # As a terminal does: Ctrl+C goes to the whole process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
+    deadline = time.monotonic() + GRACE
+    while (left := still_running(family)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, "outlived their parent:\n" + "\n".join(describe(left))
