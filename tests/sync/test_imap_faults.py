@@ -525,3 +525,26 @@ def test_renumbering_notice_is_silent_with_quiet(
     assert "INBOX: 0 new, 5 already stored after the server renumbered it" in out.decode()
     assert err.decode() == ""
     assert counts(conn, key(dovecot, imap_user)) == (5, 5, 5)
+
+
+def test_rescan_runs_as_an_ordinary_xtuple_user(
+    dovecot: DovecotServer, imap_user: ImapAccount, xtuple_dsn: str,
+) -> None:
+    # The rescan deletes the folder's location rows and writes the new folder state
+    # (fs_mailboxid of migration 0009 included) with the rights xtrole has.
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(5, prefix="xr"))
+    account = key(dovecot, imap_user)
+    assert run_once(make_sync(xtuple_dsn, dovecot, imap_user)).imported == 5
+    with psycopg.connect(xtuple_dsn, autocommit=True) as conn:
+        # As if another folder of 50 messages had been synchronized under this name.
+        conn.execute("UPDATE xtmail.folder_state SET fs_last_uid = 50")
+        dovecot.append(imap_user.user, imap_user.password, "INBOX", make_message())
+        result = run_once(make_sync(xtuple_dsn, dovecot, imap_user))
+        assert result.error is None
+        (inbox,) = result.folders
+        assert (inbox.imported, inbox.already_present, inbox.rescanned) == (1, 5, True)
+        assert stored_locations(conn, account, "INBOX") == folder_messages(
+            dovecot, imap_user, "INBOX")
+        row = conn.execute("SELECT fs_last_uid, fs_mailboxid FROM xtmail.folder_state"
+                           ).fetchone()
+        assert row == (6, None)  # Dovecot 2.3 offers no MAILBOXID
