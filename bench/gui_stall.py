@@ -1,13 +1,16 @@
-"""Longest Qt event-loop stall while SyncService imports N messages in the same process.
+"""Longest Qt event-loop stall while the host's mail sync imports N messages in-process.
 
     python bench/gui_stall.py [N] [--workers W] [--nice 10]
 
-Offscreen QApplication on a qasync loop, a 5 ms QTimer recording the gaps between its
-ticks, and a ``SyncService`` synchronizing N realistic messages from a throwaway Dovecot
-into a fresh database. Parsing goes to W worker processes from ``parse_pool()`` (spawned,
-niced; 0: parsed in the sync thread, contending with the GUI thread for the interpreter
-lock). Prints ``gui_max_stall_ms`` (the
-longest gap minus the 5 ms interval; target < 50) and ``gui_p99_gap_ms`` as its last lines.
+Offscreen QApplication on the loop ``make_event_loop`` makes, a 5 ms QTimer recording the
+gaps between its ticks, and the path a real host application takes: preferences saved with
+"Synchronize email while running application" ticked, then ``MailHost.start()``, which
+opens the store and starts the sync of N realistic messages from a throwaway Dovecot into a
+fresh database, with an Email tab open on a sales order (refreshed as its mail comes in).
+Parsing goes to W worker processes from ``parse_pool()`` (spawned, niced; 0: parsed in the
+sync thread, contending with the GUI thread for the interpreter lock). Prints
+``gui_max_stall_ms`` (the longest gap minus the 5 ms interval; target < 50) and
+``gui_p99_gap_ms`` as its last lines.
 """
 
 from __future__ import annotations
@@ -18,21 +21,27 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import Executor
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import common  # noqa: F401  # puts the repo on sys.path
-import qasync
-from PyQt6.QtCore import QTimer
+import psycopg
+from PyQt6.QtCore import QSettings, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from bench.common import fresh_database
 from bench.messages import generate
 from tests.helpers.dovecot import DovecotServer
-from xtmail.sync.imap.credentials import Credential, StaticCredentials
-from xtmail.sync.imap.service import SyncService, parse_pool
-from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.app.host import MailHost, make_event_loop
+from xtmail.sync.imap.credentials import KeyringCredentials
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    EmailSettings,
+    MailAccount,
+    SyncSettings,
+    save_email_settings,
+)
+from xtmail.widgets.email_tab import EmailTab
 
 USER, PASSWORD = "gui", "bench-password"
 INTERVAL_MS = 5
@@ -50,16 +59,27 @@ class GapMeter:
 
 
 class Done:
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.imported = 0
         self.future: asyncio.Future[int] | None = None
         self.errors: list[str] = []
 
     def finished(self, account: str, imported: int) -> None:
-        if self.future is not None and not self.future.done():
-            self.future.set_result(imported)
+        self.imported += imported
+        if self.imported >= self.n and self.future is not None and not self.future.done():
+            self.future.set_result(self.imported)
 
     def failed(self, kind: str, message: str) -> None:
         self.errors.append(f"{kind}: {message}")
+        if kind != "warning" and self.future is not None and not self.future.done():
+            self.future.set_exception(RuntimeError(message))
+
+
+def first_sales_order(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT min(cohead_id) FROM cohead").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def main() -> None:
@@ -70,53 +90,59 @@ def main() -> None:
     args = parser.parse_args()
     app = QApplication([])
     app.setQuitOnLastWindowClosed(False)
-    loop = qasync.QEventLoop(app)
+    loop = make_event_loop(app)
     asyncio.set_event_loop(loop)
     with tempfile.TemporaryDirectory(prefix="xtmail-bench-gui-") as folder, \
             fresh_database() as dsn:
         server = DovecotServer(folder)
         server.start()
-        executor: Executor | None = None
-        if args.workers:
-            executor = parse_pool(args.workers, niceness=args.nice)
-            list(executor.map(abs, range(args.workers * 4)))
         try:
             server.add_user(USER, PASSWORD)
             server.seed_maildir(USER, "INBOX", generate(args.n))
             account = AccountSettings(host=server.host, user=USER, port=server.imaps_port,
                                       ca_file=str(server.ca_file), timeout=300)
-            service = SyncService(
-                SyncSettings(account=account, poll_interval=600),
-                StaticCredentials(Credential(AuthMethod.PASSWORD, PASSWORD)), dsn,
-                parse_executor=executor,
-            )
+            # What the user saved on the Email page of User Preferences.
+            prefs = QSettings(os.path.join(folder, "erp.ini"), QSettings.Format.IniFormat)
+            save_email_settings(prefs, EmailSettings(
+                accounts=(MailAccount(account),),
+                options=SyncSettings(sync_while_running=True, poll_interval=600)))
+            credentials = KeyringCredentials()
+            credentials.remember(account, PASSWORD)  # as typed once in the password dialog
+            host = MailHost(dsn, prefs, credentials=credentials,
+                            parse_workers=args.workers)
             meter = GapMeter()
-            done = Done()
-            service.syncFinished.connect(done.finished)
-            service.errorOccurred.connect(done.failed)
+            done = Done(args.n)
             timer = QTimer()
             timer.setInterval(INTERVAL_MS)
             timer.timeout.connect(meter.tick)
+            order = first_sales_order(dsn)
 
             async def run() -> float:
                 done.future = asyncio.get_running_loop().create_future()
+                tab = EmailTab()
+                tab.setDocument("S", order)
+                tab.show()
                 await asyncio.sleep(0.2)
                 meter.gaps.clear()
                 meter.last = time.perf_counter()
                 timer.start()
                 start = time.perf_counter()
-                service.start()
+                await host.start()
+                host.registerTab(tab)
+                service = host.service()
+                assert service is not None
+                service.syncFinished.connect(done.finished)
+                service.errorOccurred.connect(done.failed)
                 imported = await done.future
                 elapsed = time.perf_counter() - start
                 timer.stop()
-                await service.aclose()
+                await host.aclose()
+                tab.close()
                 assert imported == args.n, (imported, done.errors)
                 return elapsed
 
             elapsed = loop.run_until_complete(run())
         finally:
-            if executor is not None:
-                executor.shutdown()
             server.stop()
     gaps = sorted(meter.gaps)
     p99 = gaps[int(len(gaps) * 0.99)]
