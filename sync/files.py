@@ -317,12 +317,21 @@ def _where(location: Location | None) -> str:
     return f"{location.mailbox} message {location.uid}" if location.uid else location.mailbox
 
 
+def _present(path: Path) -> bool:
+    """False only for a path that surely does not exist; one that cannot even be looked at
+    (a name too long, a folder without access) is left to the import, which reports why."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
+
+
 def check_paths(paths: Sequence[str]) -> list[Path]:
     """The paths as Path objects. A path that does not exist is left in: the import reports
     it and goes on with the others. A ConfigError when none of them exists: there is nothing
     to import."""
     result = [Path(p) for p in paths]
-    if result and not any(path.exists() for path in result):
+    if result and not any(_present(path) for path in result):
         names = ", ".join(str(path) for path in result)
         raise ConfigError(f"{names}: no such file or folder",
                           hint="Give .eml files, Maildir folders or mbox files.")

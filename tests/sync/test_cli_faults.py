@@ -313,14 +313,16 @@ def test_import_reports_each_missing_path_and_imports_the_others(
     first = an_eml(tmp_path / "one", "first.eml", "first")
     second = an_eml(tmp_path / "two", "second.eml", "second")
     missing = [tmp_path / "missing-a", tmp_path / "missing-b.mbox"]
+    unreadable = tmp_path / ("x" * 300)  # a name the system refuses to look up
     code, out, err = run(capsys, "import", "--dsn", db_dsn, "--quiet", str(missing[0]),
-                         str(first), str(missing[1]), str(tmp_path / "two"))
+                         str(first), str(unreadable), str(missing[1]), str(tmp_path / "two"))
     assert code == cli.EXIT_SOME_FAILED == 1
     assert "imported: 2" in out
-    assert "failed: 2" in out
+    assert "failed: 3" in out
     for path in missing:
         assert f"  {path}: no such file or folder" in out
-    assert "2 messages or files could not be imported" in err
+    assert f"  {unreadable}: File name too long" in out
+    assert "3 messages or files could not be imported" in err
     assert count(db_dsn) == 2
     assert second.exists()
 
