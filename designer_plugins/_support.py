@@ -34,7 +34,7 @@ def ensure_importable() -> None:
     else:
         return
     repo = HERE.parent
-    tree = Path(tempfile.gettempdir()) / f"xtmail-designer-{os.getuid()}"
+    tree = link_folder()
     (tree / "xtmail").mkdir(parents=True, exist_ok=True)
     links = {tree / "xtmail" / name: repo / name for name in PACKAGES}
     venv_qasync = sorted(glob.glob(str(repo / ".venv/lib/python3*/site-packages/qasync")))
@@ -47,6 +47,19 @@ def ensure_importable() -> None:
             link.unlink()
         link.symlink_to(target, target_is_directory=True)
     sys.path.insert(0, str(tree))
+
+
+def link_folder() -> Path:
+    """The folder of links, one per user: by user id on POSIX, by login name on Windows
+    (which has no ``os.getuid``)."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None:
+        owner = str(getuid())
+    else:
+        import getpass
+
+        owner = "".join(c for c in getpass.getuser() if c.isalnum() or c in "-_") or "user"
+    return Path(tempfile.gettempdir()) / f"xtmail-designer-{owner}"
 
 
 def trace(event: str) -> None:

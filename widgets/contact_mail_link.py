@@ -137,15 +137,19 @@ class ContactMailLink(QLabel):
         elif self.isUsable():
             self.setText(f'<a href="compose">{shown}</a>')
             ref = self.reference()
-            about = ""
             if ref is not None:
-                about = f" about {registry.by_code(ref.code).label} {ref.number}"
-            self.setToolTip(f"Write a mail to {self._email}{about}")
+                tip = (self.tr("Write a mail to %1 about %2 %3")
+                       .replace("%1", self._email)
+                       .replace("%2", registry.by_code(ref.code).label)
+                       .replace("%3", ref.number))
+            else:
+                tip = self.tr("Write a mail to %1").replace("%1", self._email)
+            self.setToolTip(tip)
         else:
             self.setText(shown)
-            self.setToolTip(
+            self.setToolTip(self.tr(
                 "This address cannot be used to write mail; correct it on the contact."
-            )
+            ))
 
     def _on_link_activated(self, _href: str) -> None:
         self.compose()
@@ -174,9 +178,9 @@ class ContactMailLink(QLabel):
         if not url:
             return
         if not self._desktop.openUrl(QUrl(url)):
-            self.errorOccurred.emit(
+            self.errorOccurred.emit(self.tr(
                 "No mail program is set up to write mail.\n"
                 "Choose a default mail program in the system settings, then try again."
-            )
+            ))
             return
         self.composeRequested.emit(url)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtCore import QPoint, Qt, QTranslator
+from PyQt6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.maildata import RecordingDesktop
@@ -112,3 +113,34 @@ def test_keyboard_activates_the_link(
     with qtbot.waitSignal(link.composeRequested, timeout=1000):
         qtbot.keyClick(link, Qt.Key.Key_Space)
     assert recording_desktop.strings == ["mailto:jane@customer.example"] * 2
+
+
+class GermanLink(QTranslator):
+    """A translator for ContactMailLink's texts (what a .qm file would give)."""
+
+    TEXTS = {
+        "Write a mail to %1 about %2 %3": "Mail an %1 zu %2 %3 schreiben",
+        "This address cannot be used to write mail; correct it on the contact.":
+            "Mit dieser Adresse kann keine Mail geschrieben werden.",
+    }
+
+    def translate(self, context: str | None, source: str | None,
+                  disambiguation: str | None = None, n: int = -1) -> str | None:
+        if context == "ContactMailLink" and source in self.TEXTS:
+            return self.TEXTS[source]
+        return None
+
+
+def test_the_texts_are_translatable(qtbot: QtBot, qapp: QApplication) -> None:
+    translator = GermanLink()
+    assert QApplication.installTranslator(translator)
+    try:
+        widget = ContactMailLink()
+        qtbot.addWidget(widget)
+        widget.setEmail("jane@customer.example")
+        widget.setReference(Reference("S", "50123"))
+        assert widget.toolTip() == "Mail an jane@customer.example zu Sales Order 50123 schreiben"
+        widget.setEmail("not an address")
+        assert widget.toolTip() == "Mit dieser Adresse kann keine Mail geschrieben werden."
+    finally:
+        QApplication.removeTranslator(translator)

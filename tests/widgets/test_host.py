@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,3 +325,16 @@ def test_windows_gets_a_selector_loop_for_psycopg(
         assert type(loop) is ProactorStandIn  # elsewhere: qasync's own default
     finally:
         loop.close()
+
+
+def test_the_designer_plugins_need_no_posix_user_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xtmail.designer_plugins import _support
+
+    posix = _support.link_folder()
+    assert posix.name == f"xtmail-designer-{os.getuid()}"
+    # Windows: no os.getuid; the login name names the folder.
+    monkeypatch.delattr(os, "getuid")
+    monkeypatch.setenv("USERNAME", "Ada Lovelace")
+    for name in ("LOGNAME", "USER", "LNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert _support.link_folder().name == "xtmail-designer-AdaLovelace"
