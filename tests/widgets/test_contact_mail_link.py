@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from PyQt6.QtCore import QPoint, Qt, QTranslator
@@ -118,7 +119,7 @@ def test_keyboard_activates_the_link(
 class GermanLink(QTranslator):
     """A translator for ContactMailLink's texts (what a .qm file would give)."""
 
-    TEXTS = {
+    TEXTS: ClassVar[dict[str, str]] = {
         "Write a mail to %1 about %2 %3": "Mail an %1 zu %2 %3 schreiben",
         "This address cannot be used to write mail; correct it on the contact.":
             "Mit dieser Adresse kann keine Mail geschrieben werden.",
