@@ -30,7 +30,8 @@ from tests.helpers.postgres import TestDatabases, frozen
 from tests.helpers.qt import wait_until
 from xtmail.app.localpg import LocalPostgres
 from xtmail.dialogs import AttachEmailDialog
-from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.db.mailstore import MAX_CONNECTIONS, MailStore
+from xtmail.sync.errors import DatabaseUnavailable, Reaction
 from xtmail.widgets.email_tab import STOPPED_TEXT, EmailTab
 
 pytestmark = pytest.mark.qt_log_ignore("^This plugin does not support")
@@ -419,5 +420,53 @@ def test_the_attach_dialog_times_out_on_a_frozen_database_and_stop_stops_waiting
                          ANSWER + 12, message="no recovery after the freeze")
         assert d.found == [2, 2]
         assert d.dialog.statusText() == "2 messages"
+
+    scenario(qloop, steps())
+
+
+# -- the store underneath --------------------------------------------------------------------------
+
+
+def test_every_store_call_is_bounded_on_a_frozen_server_and_nothing_leaks(
+    server: LocalPostgres, dsn: str, data: MailData, store: MailStore,
+    qloop: qasync.QEventLoop,
+) -> None:
+    so = order_with_mail(data, 2)
+
+    async def timed(call: Coroutine[Any, Any, object]) -> tuple[float, DatabaseUnavailable]:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable) as info:
+            await call
+        return time.monotonic() - started, info.value
+
+    async def steps() -> None:
+        assert len(await store.messages_for("S", so)) == 2
+        with frozen(server):
+            # More calls than the pool has connections: each one gives up in time, and
+            # those given up on do not keep their connection for ever.
+            for _ in range(MAX_CONNECTIONS + 1):
+                waited, error = await timed(store.messages_for("S", so))
+                assert waited <= ANSWER + 1.0, waited
+                assert error.reaction is Reaction.RETRY_LATER
+                assert str(error).startswith("The database is not answering")
+            # A store made now, too, says so in time instead of hanging.
+            waited, error = await timed(MailStore.connect(dsn, answer_timeout=ANSWER))
+            assert waited <= ANSWER + 1.0
+            assert str(error) == ("The database is not answering: nothing came back to open "
+                                  f"the mail store within {ANSWER:g} s.")
+            # A caller that stops waiting gets control back at once.
+            call = asyncio.ensure_future(store.search_messages("question"))
+            await asyncio.sleep(0.5)
+            call.cancel()
+            started = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert time.monotonic() - started < 0.2
+        # Resumed: the store answers again at once (the queries that hung are cancelled and
+        # their connections closed in the background, giving their places back).
+        started = time.monotonic()
+        assert len(await store.messages_for("S", so)) == 2
+        assert time.monotonic() - started < 2.0
+        assert len(await store.search_messages("question")) == 2
 
     scenario(qloop, steps())
