@@ -37,6 +37,10 @@ SCHEMA_HINT = ("Run 'xtmail init-db --dsn ...' with this database's connection s
 #: What to do when the server does not answer in time.
 TIMEOUT_HINT = ("The server is overloaded, or another session holds a lock on the same "
                 "tables; try again later. If it keeps happening, tell your administrator.")
+#: What to do when a connection got no answer in time.
+SILENT_HINT = ("Check that the database server is running and not overloaded, and the host and "
+               "port in the connection string (another program may be listening there), then "
+               "try again.")
 #: What to do about a connection string that cannot be read.
 DSN_HINT = ("Write the connection string as 'host=HOST port=PORT dbname=DATABASE user=USER' "
             "or as postgresql://USER@HOST:PORT/DATABASE.")
@@ -150,6 +154,9 @@ def translate(
         if _LOGIN_REFUSED.search(text):
             return DatabaseConfigError(
                 f"The database refused the login{what}: {_reason(text)}", hint=LOGIN_HINT)
+        if "timeout expired" in text:
+            return DatabaseUnavailable(
+                f"The database did not answer in time{what}: {detail}", hint=SILENT_HINT)
     # Connection refused or lost, server shutting down, out of connections or disk: all
     # OperationalErrors.
     if isinstance(exc, psycopg.OperationalError):
