@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -58,6 +56,7 @@ from xtmail.sync.imap.settings import (
     EmailSettings,
     MailAccount,
     Security,
+    describe_error,
     load_email_settings,
     save_email_settings,
 )
@@ -103,34 +102,13 @@ class _SavedFolder:
 
 
 def people_text(exc: BaseException, account: AccountSettings | None = None) -> str:
-    """What to tell a person about a failed connection: no errno strings, no doubled
+    """What to tell a person about a failure on this page: no errno strings, no doubled
     periods, and no pointer to this very page."""
-    cause: BaseException | None = exc
-    where = ""
-    if account is not None:
-        where = f"{account.host}:{account.effective_port}"
-    while cause is not None and account is not None:
-        if isinstance(cause, socket.gaierror):
-            return f"{account.host}: no such host; check the server name."
-        if isinstance(cause, ConnectionRefusedError):
-            return (f"{where}: the server refused the connection; check the port and the "
-                    "security setting.")
-        if isinstance(cause, TimeoutError):
-            return (f"{where}: no answer within {account.timeout:g} seconds; check the server "
-                    "name, the port and your network.")
-        if isinstance(cause, ssl.SSLError) and not isinstance(cause,
-                                                              ssl.SSLCertVerificationError):
-            return (f"{where}: the secure connection could not be set up; check the security "
-                    "setting (SSL/TLS usually on port 993, STARTTLS on port 143).")
-        cause = cause.__cause__
-    text = exc.user_text() if isinstance(exc, XtmailError) else failure_text(exc)
-    text = text.replace(" on the Email page of User Preferences", " above")
-    return _tidy(text)
-
-
-def _tidy(text: str) -> str:
-    # A reason that ends with a period, quoted before our own: one period, not two.
-    return re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)
+    if isinstance(exc, XtmailError):
+        text = describe_error(exc, account)
+    else:
+        text = failure_text(exc)
+    return text.replace(" on the Email page of User Preferences", " above")
 
 
 class EmailPreferencesPage(QWidget):
@@ -662,7 +640,7 @@ class EmailPreferencesPage(QWidget):
         self.progressBar.setFormat(f"{folder}: %v / %m")
 
     def _on_error(self, kind: str, message: str) -> None:
-        message = _tidy(message.replace(" on the Email page of User Preferences", " above"))
+        message = message.replace(" on the Email page of User Preferences", " above")
         if kind == "warning":  # the sync goes on; the user may still have to act
             message = self.tr("Warning: %1").replace("%1", message)
         self.lastErrorLabel.setText(message)

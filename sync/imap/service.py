@@ -24,7 +24,12 @@ from xtmail.sync.errors import XtmailError
 from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff, ConnectDb
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import SyncListener
-from xtmail.sync.imap.settings import SyncSettings
+from xtmail.sync.imap.settings import (
+    AccountSettings,
+    SyncSettings,
+    describe_error,
+    tidy_text,
+)
 from xtmail.sync.pipeline import parse_processes
 
 log = logging.getLogger(__name__)
@@ -50,16 +55,17 @@ class _Bridge(SyncListener):
         self._post(self._service.progressChanged.emit, account, folder, done, total)
 
     def status(self, text: str) -> None:
-        self._post(self._service._status, self._account, text)
+        self._post(self._service._status, self._account, tidy_text(text))
 
     def imported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
         self._post(self._service.messagesImported.emit, ties)
 
     def error(self, kind: str, error: XtmailError) -> None:
-        self._post(self._service._report_error, kind, error.user_text())
+        account = self._service._account_settings(self._account)
+        self._post(self._service._report_error, kind, describe_error(error, account))
 
     def warning(self, text: str) -> None:
-        self._post(self._service._report_error, "warning", text)
+        self._post(self._service._report_error, "warning", tidy_text(text))
 
 
 class _Runner:
@@ -273,7 +279,8 @@ class SyncService(QObject):
                 self._last_finished = datetime.now().astimezone()
                 self.syncFinished.emit(result.account, result.imported)
                 if result.error is not None:
-                    self._status(key, "Stopped: " + str(result.error))
+                    reason = describe_error(result.error, runner.settings.account)
+                    self._status(key, "Stopped: " + reason.splitlines()[0])
                     return
                 if runner.stop.is_set():
                     break
@@ -294,6 +301,10 @@ class SyncService(QObject):
         if self._running and not self.isRunning():
             self._running = False
             self.runningChanged.emit(False)
+
+    def _account_settings(self, key: str) -> AccountSettings | None:
+        runner = self._runners.get(key)
+        return runner.settings.account if runner is not None else None
 
     def _status(self, account: str, text: str) -> None:
         if len(self._accounts) > 1:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
+import ssl
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xtmail.sync.errors import ConfigError
+from xtmail.sync.errors import ConfigError, XtmailError
 from xtmail.sync.values import ImportPolicy
 
 if TYPE_CHECKING:
@@ -151,6 +153,53 @@ class SyncSettings:
         if problems:
             raise ConfigError(" ".join(problems))
         return replace(self, account=account)
+
+
+# -- what to tell people -------------------------------------------------------------------
+
+
+def describe_error(exc: XtmailError, account: AccountSettings | None = None) -> str:
+    """``exc.user_text()`` worded for people where the cause is a network error of
+    ``account``'s connection (no "[Errno -2] Name or service not known": the host name is
+    wrong), and without doubled periods."""
+    cause: BaseException | None = exc.__cause__
+    if account is not None:
+        where = f"{account.host}:{account.effective_port}"
+        while cause is not None:
+            if isinstance(cause, socket.gaierror):
+                return f"{account.host}: no such host; check the server name."
+            if isinstance(cause, ConnectionRefusedError):
+                return (f"{where}: the server refused the connection; check the port and the "
+                        "security setting.")
+            if isinstance(cause, TimeoutError):
+                return (f"{where}: no answer within {account.timeout:g} seconds; check the "
+                        "server name, the port and your network.")
+            if isinstance(cause, ssl.SSLError) and not isinstance(
+                    cause, ssl.SSLCertVerificationError):
+                return (f"{where}: the secure connection could not be set up; check the "
+                        "security setting (SSL/TLS usually on port 993, STARTTLS on 143).")
+            cause = cause.__cause__
+    return tidy_text(exc.user_text())
+
+
+#: Operating-system network errors as the socket library words them, and as people would.
+_OS_WORDING = (
+    (re.compile(r"\[Errno -?\d+\] (Name or service not known|Temporary failure in name "
+                r"resolution|No address associated with hostname|nodename nor servname "
+                r"provided, or not known)|\[Errno 11001\] getaddrinfo failed"),
+     "no such host (check the server name)"),
+    (re.compile(r"\[Errno \d+\] Connection refused|\[WinError 10061\][^.;]*"),
+     "the server refused the connection (check the port and the security setting)"),
+    (re.compile(r"\[(?:Errno|WinError) -?\d+\] "), ""),
+)
+
+
+def tidy_text(text: str) -> str:
+    """A message for people: operating-system error numbers worded, doubled periods (a
+    quoted reason that ends with one, followed by our own) made single."""
+    for pattern, wording in _OS_WORDING:
+        text = pattern.sub(wording, text)
+    return re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)
 
 
 # -- several accounts --------------------------------------------------------------------------

@@ -348,3 +348,26 @@ def test_a_password_command_signs_in_and_a_failing_one_says_which(
     assert kind == "config"
     assert message.startswith(f"The password command `{broken}` failed (exit status 3): "
                               "vault is sealed.")
+
+
+def test_a_wrong_host_name_is_worded_for_people(
+    qloop: qasync.QEventLoop, db_dsn: str,
+) -> None:
+    account = AccountSettings(host="imap.example.invalid", user="ann", timeout=5.0)
+    service = SyncService(SyncSettings(account=account),
+                          StaticCredentials(Credential(AuthMethod.PASSWORD, "pw")), db_dsn,
+                          backoff=Backoff(initial=0.05, cap=0.2))
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        await until(lambda: any("retrying" in s for s in signals.statuses) or bool(
+            signals.errors), within=10)
+        await service.aclose()
+
+    run(qloop, scenario())
+    # Whether the sync stops (a wrong setting) or retries (the name server may be away),
+    # what the user reads names the cause in words.
+    shown = [*signals.statuses, *(message for _, message in signals.errors)]
+    assert any("no such host" in text for text in shown), shown
+    assert not any("Errno" in text or ".." in text for text in shown), shown

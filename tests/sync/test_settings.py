@@ -17,11 +17,13 @@ from xtmail.sync.imap.settings import (
     MailAccount,
     Security,
     SyncSettings,
+    describe_error,
     load_email_settings,
     load_settings,
     normalize_fingerprint,
     save_email_settings,
     save_settings,
+    tidy_text,
 )
 
 FINGERPRINT = ":".join(f"{i:02X}" for i in range(0xA0, 0xC0))
@@ -272,3 +274,37 @@ def test_email_settings_say_what_to_fix() -> None:
     # An account left empty is dropped, not refused.
     assert EmailSettings(accounts=(MailAccount(), MailAccount(GOOD))).validate().accounts == (
         MailAccount(GOOD),)
+
+
+@pytest.mark.parametrize(
+    ("raw", "worded"),
+    [
+        ("Cannot connect to imap.example.com:993: [Errno -2] Name or service not known.",
+         "Cannot connect to imap.example.com:993: no such host (check the server name)."),
+        ("Cannot connect to h:993: [Errno 11001] getaddrinfo failed",
+         "Cannot connect to h:993: no such host (check the server name)"),
+        ("Cannot connect to h:143: [Errno 111] Connection refused",
+         "Cannot connect to h:143: the server refused the connection (check the port and the "
+         "security setting)"),
+        ("Cannot connect to h:993: [Errno 113] No route to host",
+         "Cannot connect to h:993: No route to host"),
+        ("could not be verified: self-signed certificate.. If you trust it... pin it.",
+         "could not be verified: self-signed certificate. If you trust it... pin it."),
+    ],
+)
+def test_network_errors_are_worded_for_people(raw: str, worded: str) -> None:
+    assert tidy_text(raw) == worded
+
+
+def test_describe_error_names_the_cause_for_the_account() -> None:
+    import socket
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except OSError as exc:
+            raise ConfigError(f"Cannot connect to imap.example.com:993: {exc}") from exc
+    except ConfigError as error:
+        assert describe_error(error, GOOD) == (
+            "imap.example.com: no such host; check the server name.")
+        assert "Errno" not in describe_error(error)
