@@ -9,8 +9,9 @@ Faults:
 * A connection the server dropped while it sat idle (a restart, a terminated backend) is
   found out when it is taken, without a round trip: an idle connection has nothing to read,
   so a socket that is readable holds the server's goodbye or the end of the stream; such a
-  connection is closed and another one made. One given back mid-query (its task was
-  cancelled), mid-transaction or broken is closed, never handed out again.
+  connection is closed and another one made. One given back mid-query or after its query
+  was interrupted (its task was cancelled, the connection failed), mid-transaction or
+  broken is closed, never handed out again.
 * A server that accepts connections but never answers (frozen, overloaded, a network that
   swallows packets) would make a caller wait for ever: :meth:`AsyncPool.bounded` gives up
   after ``answer_timeout`` seconds with DatabaseUnavailable, and each new connection gets
@@ -110,10 +111,16 @@ class AsyncPool:
             await self._free.acquire()
         try:
             conn = await self._take()
+            interrupted = False
             try:
                 yield conn
+            except (asyncio.CancelledError, psycopg.OperationalError):
+                # A query stopped half-way (its caller gave up, the server went away): even
+                # when the driver could bring the connection back to idle, it is suspect.
+                interrupted = True
+                raise
             finally:
-                await self._give_back(conn)
+                await self._give_back(conn, interrupted)
         finally:
             self._free.release()
 
@@ -187,8 +194,8 @@ class AsyncPool:
             raise
         return conn
 
-    async def _give_back(self, conn: AsyncConn) -> None:
-        if (self._closed or conn.closed
+    async def _give_back(self, conn: AsyncConn, interrupted: bool = False) -> None:
+        if (interrupted or self._closed or conn.closed
                 or conn.info.transaction_status != TransactionStatus.IDLE):
             await conn.close()  # mid-query, mid-transaction or broken: not reusable
         else:
