@@ -693,11 +693,16 @@ class EmailTab(QWidget):
         self._banner.show()
 
     def _on_task_failed(self, purpose: str, exc: Exception) -> None:
+        if purpose == "preview":
+            # Read again when the row is current again (after a reload, or clicked anew).
+            self._selected_id = -1
         store = self._store
-        if purpose == "list" and mends_by_itself(exc) and store is not None and not store.closed:
+        if (purpose in ("list", "preview") and mends_by_itself(exc) and store is not None
+                and not store.closed):
             # The database is away (restarting, frozen, out of reach): the list is read
-            # again by itself until it works, and "Retry now" does it at once.
-            self._report(purpose, failure_text(exc), retrying=True)
+            # again by itself until it works, and "Retry now" does it at once; the
+            # current message's text comes back with it.
+            self._report("list", failure_text(exc), retrying=True)
             return
         self._report(purpose, failure_text(exc, _RETRY))
 

@@ -207,20 +207,34 @@ def test_a_restarted_database_is_read_again_on_refresh_and_by_itself(
         assert retry_now.isVisible() and tab.isRetryScheduled()
         assert tab.model().rowCount() == 2  # what was shown stays
 
-        # Still down: Retry now fails again, and the next retry waits longer.
+        # Still down: clicking a message cannot show its text; the banner says why and
+        # keeps counting down.
+        view = tab.view()
+        first = tab.model().index(0, 0)
+        await user(lambda: qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton,
+                                            pos=view.visualRect(first).center()))
+        await wait_until(lambda: not tab.isBusy() and tab.isRetryScheduled()
+                         and "to read the message" in tab.errorText(),
+                         message=f"no banner for the preview: {tab.errorText()}")
+        assert tab.preview().toPlainText() == ""
+        # Retry now fails again, and the next retry waits longer.
         await click(qtbot, retry_now)
-        await wait_until(lambda: not tab.isBusy() and tab.isRetryScheduled(),
+        await wait_until(lambda: not tab.isBusy() and tab.isRetryScheduled()
+                         and "to list the document's mail" in tab.errorText(),
                          message="no new countdown")
-        assert tab.errorText().splitlines()[-1] == "Retrying in 10 s."
+        assert tab.errorText().splitlines()[-1] == "Retrying in 20 s."
 
         # Back on the same port: Refresh reads at once, with no error first (the dead
         # connections are not handed out again); new mail shows.
         server.start()
         add_message(dsn, "After the restart")
         await click(qtbot, tool_button(tab, "refresh"))
-        await wait_until(lambda: settled(tab, 3),
+        await wait_until(lambda: settled(tab, 3) and tab.preview().toPlainText() != "",
                          message=f"no recovery on Refresh: {tab.errorText()}")
         assert tab.errorText() == ""
+        # The message that was current comes back, its text with it.
+        assert tab.model().messageRow(tab.view().currentIndex().row()).subject in (
+            tab.preview().toPlainText())
         assert not retry_now.isVisible() and not tab.isRetryScheduled()
 
         # Restarted while nobody asked anything: the connection idle in the pool died with
