@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import psycopg
-
 from xtmail.app import sync_command
 from xtmail.app.options import (  # noqa: F401  (the exit codes are part of this module's API)
+    CONNECT_TIMEOUT,
     EXIT_AUTH,
     EXIT_CERTIFICATE,
     EXIT_CONFIG,
@@ -23,6 +21,7 @@ from xtmail.app.options import (  # noqa: F401  (the exit codes are part of this
     EXIT_OK,
     EXIT_SOME_FAILED,
     add_policy_options,
+    connect,
     exit_codes,
     policy,
     positive,
@@ -34,20 +33,8 @@ if TYPE_CHECKING:
     from xtmail.app.localpg import LocalPostgres
 
 
-#: Seconds to wait for a database connection (libpq's connect_timeout) where neither the
-#: connection string nor PGCONNECT_TIMEOUT sets one: a server that accepts the connection but
-#: never answers would otherwise hold the command forever.
-CONNECT_TIMEOUT = 10
 #: How long init-db waits for a lock (another init-db, or a long transaction on the tables).
 LOCK_TIMEOUT = "60s"
-
-
-def connect(dsn: str) -> psycopg.Connection:
-    """An autocommit connection to ``dsn``, with a connect timeout unless one is set."""
-    given = psycopg.conninfo.conninfo_to_dict(dsn)  # a malformed string raises here
-    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
-        dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
-    return psycopg.connect(dsn, autocommit=True)
 
 
 def _cmd_init_db(args: argparse.Namespace) -> int:

@@ -1,10 +1,14 @@
-"""What the ``xtmail`` commands share: exit codes and the contact-creation options."""
+"""What the ``xtmail`` commands share: exit codes, the database connection and the
+contact-creation options."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 from typing import TYPE_CHECKING
+
+import psycopg
 
 from xtmail.sync.errors import (
     AuthenticationFailed,
@@ -51,6 +55,21 @@ def exit_codes(codes: tuple[int, ...] = DATABASE_EXITS) -> str:
     lines = [textwrap.fill(EXIT_MEANINGS[code], width=88, initial_indent=f"  {code:<5}",
                            subsequent_indent=" " * 7) for code in codes]
     return "exit codes:\n" + "\n".join(lines)
+
+
+#: Seconds to wait for a database connection (libpq's connect_timeout) where neither the
+#: connection string nor PGCONNECT_TIMEOUT sets one: a server that accepts the connection but
+#: never answers would otherwise hold the command forever.
+CONNECT_TIMEOUT = 10
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    """An autocommit connection to ``dsn``, with a connect timeout unless the string or the
+    environment sets one. Driver errors are the caller's to translate."""
+    given = psycopg.conninfo.conninfo_to_dict(dsn)  # a malformed string raises here
+    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+        dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
+    return psycopg.connect(dsn, autocommit=True)
 
 
 def positive(text: str) -> int:
