@@ -491,7 +491,7 @@ class EmailTab(QWidget):
         # host window at any other time.
         self._stop_action = QAction("Cancel", self)
         self._stop_action.setObjectName("cancelLoadAction")
-        self._stop_action.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self._stop_action.setShortcut(QKeySequence("Esc"))
         self._stop_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self._stop_action.setEnabled(False)
         self._stop_action.triggered.connect(self.cancelLoading)
