@@ -396,7 +396,11 @@ class EmailPreferencesPage(QWidget):
                 session_only.append(entry.account.key)
         save_email_settings(self._store, settings)
         self._saved = settings
+        shown = self._entries[self._current].account.key if self._entries else ""
         self._show_email(settings, keep_passwords=True)
+        for index, entry in enumerate(self._entries):
+            if entry.account.key == shown and index != self._current:
+                self._show_account(index)  # the account on screen stays on screen
         if self._service is not None:
             self._service.setSettings(settings.enabled())
         self.lastErrorLabel.clear()

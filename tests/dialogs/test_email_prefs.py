@@ -439,7 +439,9 @@ def test_two_accounts_are_edited_and_saved_each_with_its_own_folders(
     page.setCurrentAccount(0)
     assert page.hostEdit.text() == "imap.one.example"
     assert page.passwordEdit.text() == "first-pw"
+    page.setCurrentAccount(1)
     assert page.save()
+    assert page.currentAccount() == 1 and page.hostEdit.text() == "imap.two.example"
     saved = load_email_settings(store)
     assert [m.account.key for m in saved.accounts] == ["ann@one.example@imap.one.example",
                                                         "ann@imap.two.example"]
