@@ -101,20 +101,35 @@ def _watch_parent(parent: int, start: str, *, forked_by_main: bool) -> None:
 
 
 def _kill_me_with_my_parent() -> None:
-    import ctypes
+    if sys.platform == "linux":
+        import ctypes
 
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError) as exc:  # no prctl in this libc: the watch thread stays
-        log.debug("prctl(PR_SET_PDEATHSIG) is not available: %s", exc)
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(pr_set_pdeathsig, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError) as exc:  # no prctl here: the watch thread stays
+            log.debug("prctl(PR_SET_PDEATHSIG) is not available: %s", exc)
 
 
 def _parent_exit_waiter(parent: int, start: str) -> Callable[[], object]:
     """A call that returns once the process ``parent`` has ended."""
-    pidfd_open = getattr(os, "pidfd_open", None)  # Linux 5.3 and later
-    if pidfd_open is not None:
+    pidfd_wait = _pidfd_waiter(parent)
+    if pidfd_wait is not None:
+        return pidfd_wait
+    origin = multiprocessing.parent_process()
+    if start != "fork" and origin is not None and origin.sentinel is not None:
+        # A pipe only the parent holds (spawn, forkserver), or its process handle (Windows).
+        # A forked worker shares its siblings' pipes, so it cannot use one.
+        sentinel = origin.sentinel
+        return lambda: multiprocessing.connection.wait([sentinel])
+    return lambda: _poll_parent_pid(parent)
+
+
+def _pidfd_waiter(parent: int) -> Callable[[], object] | None:
+    """Waits on a pidfd of ``parent`` (Linux 5.3 and later); None where there is none."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if sys.platform == "linux" and pidfd_open is not None:
         try:
             pidfd = pidfd_open(parent)
         except ProcessLookupError:
@@ -125,13 +140,7 @@ def _parent_exit_waiter(parent: int, start: str) -> Callable[[], object]:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             return poller.poll
-    origin = multiprocessing.parent_process()
-    if start != "fork" and origin is not None and origin.sentinel is not None:
-        # A pipe only the parent holds (spawn, forkserver), or its process handle (Windows).
-        # A forked worker shares its siblings' pipes, so it cannot use one.
-        sentinel = origin.sentinel
-        return lambda: multiprocessing.connection.wait([sentinel])
-    return lambda: _poll_parent_pid(parent)
+    return None
 
 
 def _poll_parent_pid(parent: int) -> None:
