@@ -326,6 +326,7 @@ class EmailPreferencesPage(QWidget):
         self.timeoutSpin.valueChanged.connect(self._on_account_edited)
         self.securityCombo.currentIndexChanged.connect(self._on_account_edited)
         self.authCombo.currentIndexChanged.connect(self._on_account_edited)
+        self.authCombo.currentIndexChanged.connect(self._update_sign_in)
         self.enabledCheck.toggled.connect(self._on_edited)
         for text in (self.ownAddressesEdit, self.excludedDomainsEdit):
             text.textChanged.connect(self._on_edited)
@@ -612,6 +613,14 @@ class EmailPreferencesPage(QWidget):
             self.accountCombo.setItemText(self._current, self._account_title(
                 self._account_from_fields()))
 
+    def _update_sign_in(self) -> None:
+        # OAuth2 signs in with the token command's output: no password to type.
+        oauth = self.authCombo.currentData() == AuthMethod.XOAUTH2.value
+        self.passwordEdit.setEnabled(not oauth)
+        self.passwordCommandEdit.setPlaceholderText(
+            self.tr("a command that prints an access token (required for OAuth2)") if oauth
+            else self.tr("optional: a command that prints the password"))
+
     def _on_edited(self, *_: object) -> None:
         if not self._loading:
             self._set_modified(True)
@@ -826,6 +835,7 @@ class EmailPreferencesPage(QWidget):
             self.folderNoteLabel.clear()
         finally:
             self._loading = False
+        self._update_sign_in()
         self._folders = list(entry.folders)
         self._folders_touched = False
         listed = self._listed.get(account.key)

@@ -270,6 +270,7 @@ def test_cancel_drops_the_edits_and_save_keeps_every_field(
     dialog.show()
     fill_everything(page, tmp_path)
     assert page.isModified()
+    assert not page.passwordEdit.isEnabled()  # OAuth2: the token command signs in
     cancel, save = dialog.cancelButton(), dialog.saveButton()
     assert cancel is not None and save is not None
     qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)

@@ -371,3 +371,32 @@ def test_a_wrong_host_name_is_worded_for_people(
     shown = [*signals.statuses, *(message for _, message in signals.errors)]
     assert any("no such host" in text for text in shown), shown
     assert not any("Errno" in text or ".." in text for text in shown), shown
+
+
+def test_a_token_command_signs_in_with_xoauth2(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    tmp_path: Path, conn: psycopg.Connection,
+) -> None:
+    # An OAuth2 helper (oama, mutt_oauth2.py...) prints a fresh access token.
+    token = "ya29." + imap_user.password
+    dovecot.add_oauth_token(imap_user.user, token)
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(2, prefix="oa"))
+    helper = tmp_path / "oauth2-helper"
+    helper.write_text(f"#!/bin/sh\necho '{token}'\n")
+    helper.chmod(0o700)
+    account = account_of(dovecot, imap_user, auth=AuthMethod.XOAUTH2,
+                         password_command=str(helper))
+    with installed_keyring(keyring.backends.fail.Keyring()):
+        service = SyncService(SyncSettings(account=account, poll_interval=60.0),
+                              KeyringCredentials(), db_dsn,
+                              backoff=Backoff(initial=0.05, cap=0.5))
+        signals = Signals(service)
+
+        async def scenario() -> None:
+            service.start()
+            await until(lambda: bool(signals.finished) or bool(signals.errors))
+            await service.aclose()
+
+        run(qloop, scenario())
+    assert signals.errors == [] and signals.finished[0][1] == 2
+    assert eml_count(conn) == 2
