@@ -11,7 +11,9 @@ Faults:
   so a socket that is readable holds the server's goodbye or the end of the stream; such a
   connection is closed and another one made. One given back mid-query or after its query
   was interrupted (its task was cancelled, the connection failed), mid-transaction or
-  broken is closed, never handed out again.
+  broken is closed, never handed out again. A peer that vanished without a word (a host
+  switched off, a network cut) leaves nothing to read: its first query meets the bound
+  below instead.
 * A server that accepts connections but never answers (frozen, overloaded, a network that
   swallows packets) would make a caller wait for ever: :meth:`AsyncPool.bounded` gives up
   after ``answer_timeout`` seconds with DatabaseUnavailable, and each new connection gets
@@ -24,7 +26,8 @@ outside the running loop (pytest-qt does so between tests, and a cancelled query
 resume there); a worker woken there fails for want of a running loop, the pool's count of
 its connections goes wrong, and later callers wait for a connection that never comes. This
 pool makes connections in the caller's own task; the only tasks it starts are the bounded
-works of :meth:`AsyncPool.bounded`, one per call, each ended by its caller.
+works of :meth:`AsyncPool.bounded`, one per call, each awaited by its caller or, given up
+on, cancelled and held by the pool until it has unwound.
 """
 
 from __future__ import annotations
