@@ -182,13 +182,15 @@ class MailHost(QObject):
         ready = []
         for settings in email.enabled():
             account = settings.account
-            if self._credentials.needs_password(account):
+            # A keyring may wait for its own unlock prompt: not on the GUI thread.
+            if await asyncio.to_thread(self._credentials.needs_password, account):
                 parent = self._prompt_parent or QApplication.activeWindow()
                 password = await self._prompt(account, parent)
                 if password is None:
-                    self._set_status(self.tr(
-                        "Email: not synchronizing %1: no password was given. Start it from "
-                        "User Preferences, Email.").replace("%1", account.key))
+                    text = self.tr("Not synchronizing %1: no password was given. Start it "
+                                   "from User Preferences, Email.").replace("%1", account.key)
+                    self._set_status(self.tr("Email: %1").replace("%1", text))
+                    self.errorOccurred.emit("config", text)
                     continue
                 self._credentials.remember(account, password)
             ready.append(settings)

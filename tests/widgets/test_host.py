@@ -232,6 +232,8 @@ def test_cancelling_the_password_leaves_the_sync_off_and_says_so(
     account = account_of(dovecot, imap_user)
     ticked(ini, MailAccount(account))
     host = make_host(ini, db_dsn)
+    errors: list[tuple[str, str]] = []
+    host.errorOccurred.connect(lambda kind, text: errors.append((kind, text)))
     qloop.run_until_complete(host.start())
     try:
         run_until(lambda: password_dialog() is not None, message="no password dialog")
@@ -240,8 +242,9 @@ def test_cancelling_the_password_leaves_the_sync_off_and_says_so(
         dialog.reject()
         run_until(lambda: "no password was given" in host.statusText())
         assert host.statusText() == (
-            f"Email: not synchronizing {account.key}: no password was given. Start it from "
+            f"Email: Not synchronizing {account.key}: no password was given. Start it from "
             "User Preferences, Email.")
+        assert errors == [("config", host.statusText().removeprefix("Email: "))]
         assert not host.isRunning()
     finally:
         qloop.run_until_complete(host.aclose())
