@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 
 from xtmail.sync.db import search
 from xtmail.sync.db.errors import translated
-from xtmail.sync.db.pool import AsyncPool
-from xtmail.sync.errors import ConfigError, DatabaseError
+from xtmail.sync.db.pool import NOT_ANSWERING_HINT, AsyncPool
+from xtmail.sync.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from xtmail.sync.mail import registry
 from xtmail.sync.values import ContactRow, DocumentRow, MessageDetail, MessageRow
 
@@ -188,9 +188,20 @@ class MailStore:
     @asynccontextmanager
     async def _connection(self, doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection for one method's queries; driver errors translated."""
-        with translated(doing):
-            async with self._pool.connection() as conn:
-                yield conn
+        try:
+            with translated(doing):
+                async with self._pool.connection() as conn:
+                    yield conn
+        except DatabaseUnavailable as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+                raise
+            # The server's statement_timeout (the pool's answer timeout) stopped the query:
+            # the server runs but is too slow, which "cannot reach" would misname.
+            raise DatabaseUnavailable(
+                f"The database is not answering: it stopped the query {doing} after "
+                f"{self._pool.statement_timeout:g} s.",
+                hint=NOT_ANSWERING_HINT,
+            ) from exc.__cause__
 
     # -- search (the Attach dialog) ----------------------------------------------------------
     @_bounded("to search the mail")

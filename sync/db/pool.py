@@ -69,18 +69,21 @@ class AsyncPool:
     seconds for one when all are in use (then DatabaseUnavailable).
 
     ``answer_timeout`` bounds, in seconds, making a connection and each work run through
-    :meth:`bounded`; it is also the server-side ``statement_timeout`` of every connection.
+    :meth:`bounded`; it is also the server-side ``statement_timeout`` of every connection
+    unless ``statement_timeout`` says otherwise.
 
     Driver errors (the server cannot be reached) come out of :meth:`connection` as they are:
     the caller translates them (:mod:`xtmail.sync.db.errors`).
     """
 
     def __init__(self, dsn: str, *, max_size: int = 4, timeout: float = 5.0,
-                 answer_timeout: float = 15.0) -> None:
+                 answer_timeout: float = 15.0, statement_timeout: float | None = None) -> None:
         self.dsn = dsn
         self.max_size = max_size
         self.timeout = timeout
         self.answer_timeout = answer_timeout
+        self.statement_timeout = answer_timeout if statement_timeout is None else (
+            statement_timeout)
         self._idle: list[AsyncConn] = []
         self._free = asyncio.Semaphore(max_size)
         self._closed = False
@@ -190,7 +193,7 @@ class AsyncPool:
         try:
             await conn.execute(
                 "SELECT set_config('statement_timeout', %s, false)",
-                (f"{int(self.answer_timeout * 1000)}ms",),
+                (f"{int(self.statement_timeout * 1000)}ms",),
             )
         except BaseException:
             await conn.close()

@@ -31,6 +31,7 @@ from tests.helpers.qt import wait_until
 from xtmail.app.localpg import LocalPostgres
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync.db.mailstore import MAX_CONNECTIONS, MailStore
+from xtmail.sync.db.pool import AsyncPool
 from xtmail.sync.errors import DatabaseUnavailable, Reaction
 from xtmail.widgets.email_tab import STOPPED_TEXT, EmailTab
 
@@ -484,3 +485,28 @@ def test_every_store_call_is_bounded_on_a_frozen_server_and_nothing_leaks(
         assert len(await store.search_messages("question")) == 2
 
     scenario(qloop, steps())
+
+
+def test_a_query_the_server_stops_for_taking_too_long_says_so(
+    dsn: str, data: MailData, qloop: qasync.QEventLoop,
+) -> None:
+    so = order_with_mail(data, 1)
+    # The server's own bound shorter than the store's, so that it speaks first.
+    store = MailStore(AsyncPool(dsn, answer_timeout=10.0, statement_timeout=1.0))
+
+    async def steps() -> None:
+        with psycopg.connect(dsn, autocommit=True) as locker, locker.transaction():
+            locker.execute("LOCK TABLE xtbatch.emlassc IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable) as info:
+                await store.messages_for("S", so)
+            assert 0.9 <= time.monotonic() - started < 5.0
+        assert str(info.value) == ("The database is not answering: it stopped the query to "
+                                   "list the document's mail after 1 s.")
+        assert info.value.reaction is Reaction.RETRY_LATER
+        assert len(await store.messages_for("S", so)) == 1  # and it answers once it can
+
+    try:
+        scenario(qloop, steps())
+    finally:
+        qloop.run_until_complete(store.close())
