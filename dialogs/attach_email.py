@@ -507,12 +507,17 @@ class AttachEmailDialog(QDialog):
             self._tasks.start("heading", self._load_document)
             self.searchNow()
 
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        # Esc while a search runs stops the search (wherever the focus is); QDialog would
+        # close the dialog, which a second Esc still does.
+        if event is not None and event.key() == Qt.Key.Key_Escape and self.isSearching():
+            self.stopSearch()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
         # Enter in a text field acts on that field; QDialog would press Attach instead.
-        if (isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress
-                and event.key() == Qt.Key.Key_Escape and self.isSearching()):
-            self.stopSearch()
-            return True
         if (isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress
                 and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)):
             if watched is self._search_edit:
@@ -590,6 +595,9 @@ class AttachEmailDialog(QDialog):
             self._countdown.stop()
             self._on_countdown(self._countdown.schedule())
             return
+        if purpose == "search":
+            self._retry_text = ""
+            self._retry_now.hide()
         if purpose in ("search", "attach"):
             retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
             verb = "Attaching" if purpose == "attach" else "Searching"

@@ -22,7 +22,15 @@ import psycopg
 import pytest
 import qasync
 from PyQt6.QtCore import QEvent, Qt, QTimer
-from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit, QPushButton, QToolButton, QWidget
+from PyQt6.QtWidgets import (
+    QApplication,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QToolButton,
+    QWidget,
+)
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.maildata import MailData
@@ -426,6 +434,12 @@ def test_the_attach_dialog_times_out_on_a_frozen_database_and_stop_stops_waiting
             await key(qtbot, d.search, Qt.Key.Key_Return)
             assert d.dialog.isSearching()
             await key(qtbot, d.search, Qt.Key.Key_Escape)
+            assert not d.dialog.isSearching()
+            assert d.dialog.isVisible()
+            # Also with the focus in the list.
+            await key(qtbot, d.search, Qt.Key.Key_Return)
+            view: QTableView = child(d.dialog, QTableView, "resultsView")
+            await key(qtbot, view, Qt.Key.Key_Escape)
             assert not d.dialog.isSearching()
             assert d.dialog.isVisible()
             assert d.dialog.resultModel().rowCount() == 2
