@@ -1,5 +1,8 @@
 """``MailHost``: what a host application (the ERP client, the demo) creates once to have mail.
 
+Importing this module loads the database driver and the sync engine: do it at launch,
+before the windows are up, not in the middle of a user's work.
+
 One object per application::
 
     loop = make_event_loop(app)           # a selector loop, also on Windows (psycopg)
@@ -33,8 +36,10 @@ from PyQt6 import sip
 from PyQt6.QtCore import QObject, QSettings, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QApplication, QDialog, QInputDialog, QLineEdit, QWidget
 
+from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.imap.credentials import KeyringCredentials
+from xtmail.sync.imap.service import SyncService, parse_pool
 from xtmail.sync.imap.settings import AccountSettings, EmailSettings, load_email_settings
 from xtmail.widgets.email_tab import EmailTab
 
@@ -42,9 +47,7 @@ if TYPE_CHECKING:
     import qasync
 
     from xtmail.dialogs.email_prefs import EmailPreferencesDialog
-    from xtmail.sync.db.mailstore import MailStore
     from xtmail.sync.imap.account import Backoff, ConnectDb
-    from xtmail.sync.imap.service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +155,6 @@ class MailHost(QObject):
         """Open the store, read the preferences, start synchronizing if the user asked for
         it. Raises :class:`~xtmail.sync.errors.DatabaseUnavailable` when the database cannot
         be reached."""
-        from xtmail.sync.db.mailstore import MailStore
-        from xtmail.sync.imap.service import SyncService
-
         self._store = await MailStore.connect(self._dsn)
         self._email = load_email_settings(self._settings)
         self._service = SyncService(
@@ -200,8 +200,6 @@ class MailHost(QObject):
                     "Email: no account to synchronize (User Preferences, Email)"))
             return False
         if self._pool is None and self._parse_workers > 0:
-            from xtmail.sync.imap.service import parse_pool
-
             self._pool = parse_pool(self._parse_workers)
             service.setParseExecutor(self._pool)
         service.setSettings(ready)
