@@ -128,8 +128,23 @@ def _bounded(
     def wrap(
         method: Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]],
     ) -> Callable[Concatenate[MailStore, P], Coroutine[Any, Any, R]]:
+        async def once_more_if_lost(self: MailStore, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await method(self, *args, **kwargs)
+            except DatabaseUnavailable as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, psycopg.OperationalError) or isinstance(
+                        cause, psycopg.errors.QueryCanceled):
+                    raise
+                # The connection was lost under the call: a backend the server ended a
+                # moment before (a restart, pg_terminate_backend) can still look idle and
+                # sound when it is taken. Every call of the store can be repeated safely
+                # (reads; attach and detach change nothing twice): once more, on a new
+                # connection; a server that is really away fails it again at once.
+                return await method(self, *args, **kwargs)
+
         async def bounded(self: MailStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return await self._pool.bounded(method(self, *args, **kwargs), doing)
+            return await self._pool.bounded(once_more_if_lost(self, *args, **kwargs), doing)
 
         functools.update_wrapper(bounded, method)
         return bounded
