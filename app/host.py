@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from PyQt6 import sip
 from PyQt6.QtCore import QObject, QSettings, QTimer, pyqtSignal
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from xtmail.sync.imap.account import Backoff, ConnectDb
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How often (ms) the host looks for Email tabs that were not registered with it.
 FIND_TABS_EVERY_MS = 1000
@@ -183,7 +185,7 @@ class MailHost(QObject):
         for settings in email.enabled():
             account = settings.account
             # A keyring may wait for its own unlock prompt: not on the GUI thread.
-            if await asyncio.to_thread(self._credentials.needs_password, account):
+            if await _in_thread(self._credentials.needs_password, account):
                 parent = self._prompt_parent or QApplication.activeWindow()
                 password = await self._prompt(account, parent)
                 if password is None:
@@ -330,6 +332,9 @@ class MailHost(QObject):
             await self.startSync()
         except XtmailError as exc:
             self._on_error(exc.kind, exc.user_text())
+        except Exception as exc:  # a bug: logged with its traceback, and said
+            log.error("starting the mail sync failed", exc_info=exc)
+            self._on_error("internal", f"Synchronization could not start: {exc!r}")
 
     # -- status -------------------------------------------------------------------------------
     def _on_status(self, text: str) -> None:
@@ -348,6 +353,13 @@ class MailHost(QObject):
         if self._service is None:
             raise RuntimeError("MailHost.start() has not run")
         return self._service
+
+
+async def _in_thread(func: Callable[..., T], *args: object) -> T:
+    # Not asyncio.to_thread, which needs a running loop: qasync's run_until_complete runs
+    # queued callbacks once more after its loop stopped (tests, the demo's end), and the
+    # current loop serves there.
+    return await asyncio.get_event_loop().run_in_executor(None, func, *args)
 
 
 __all__ = ["MailHost", "PasswordPrompt", "ask_password", "make_event_loop"]

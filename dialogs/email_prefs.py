@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from PyQt6.QtCore import QSettings, QSize, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QGuiApplication, QIcon, QShowEvent
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 FolderLister = Callable[[AccountSettings, Credential], "list[FolderInfo]"]
 
 _NAME_ROLE = Qt.ItemDataRole.UserRole
+T = TypeVar("T")
 
 
 def list_folders(account: AccountSettings, credential: Credential) -> list[FolderInfo]:
@@ -681,8 +682,8 @@ class EmailPreferencesPage(QWidget):
                 account.password_command.strip()):
             credential = Credential(AuthMethod.PASSWORD, password)
         else:
-            credential = await asyncio.to_thread(self._credentials.credential, account)
-        return await asyncio.to_thread(self._folder_lister, account, credential)
+            credential = await _in_thread(self._credentials.credential, account)
+        return await _in_thread(self._folder_lister, account, credential)
 
     def _show_listed(self, account: AccountSettings, folders: list[FolderInfo]) -> None:
         self._listed[account.key] = list(folders)
@@ -907,6 +908,12 @@ class EmailPreferencesDialog(QDialog):
     def reject(self) -> None:
         self.page.revert()
         super().reject()
+
+
+async def _in_thread(func: Callable[..., T], *args: object) -> T:
+    # Not asyncio.to_thread, which needs a running loop: qasync's run_until_complete runs
+    # queued callbacks once more after its loop stopped, and the current loop serves there.
+    return await asyncio.get_event_loop().run_in_executor(None, func, *args)
 
 
 def _wrapping_label(parent: QWidget, text: str = "") -> QLabel:
