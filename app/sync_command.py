@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from xtmail.app import options
 from xtmail.app.options import (
     EXIT_AUTH,
     EXIT_CERTIFICATE,
@@ -150,7 +151,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 self.bar = None
 
     def connect() -> psycopg.Connection:
-        return psycopg.connect(args.dsn, autocommit=True, connect_timeout=10)
+        return options.connect(args.dsn)
 
     def interrupted(signum: int, frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:
@@ -213,10 +214,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sync = sub.add_parser(
         "sync",
         help="synchronize IMAP folders into a database (once, or continuously with --watch)",
-        description=f"Exit codes: {EXIT_OK} done, {EXIT_CONFIG} wrong setting, {EXIT_AUTH} "
-        f"login refused, {EXIT_CERTIFICATE} certificate refused, {EXIT_NETWORK} server "
-        f"unreachable, {EXIT_DATABASE} database unreachable or refusing, {EXIT_INTERRUPTED} "
-        "interrupted.",
+        description="Synchronize IMAP folders of one account into a database.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=options.exit_codes((EXIT_OK, EXIT_CONFIG, EXIT_AUTH, EXIT_CERTIFICATE,
+                                   EXIT_NETWORK, EXIT_DATABASE, EXIT_INTERRUPTED)),
     )
     sync.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     sync.add_argument("--host", required=True, help="IMAP server host name")
