@@ -10,6 +10,7 @@ import mailbox
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class ImportSummary:
     repaired: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     #: Ctrl+C stopped the import: the counts cover the batches stored before it.
     interrupted: bool = False
+    #: Ties of the new messages by document type code ("T" for contacts, "S" ...).
+    ties: Counter[str] = field(default_factory=Counter)
+    #: A dry run: everything above is what the import would have done; nothing was kept.
+    dry_run: bool = False
 
     @property
     def seen(self) -> int:
@@ -220,8 +225,14 @@ def import_paths(
     connect: Callable[[], psycopg.Connection] | None = None,
     writers: int = 1,
     batch_bytes: int = BATCH_BYTES,
+    dry_run: bool = False,
 ) -> ImportSummary:
     """Import every message under ``paths``; ``progress`` gets the count of each batch done.
+
+    ``dry_run``: do everything (parse, match contacts, create them, tie) inside one
+    transaction on ``conn`` that is rolled back at the end: the summary says what the
+    import would do, and the database keeps nothing. One writer; other sessions wait on
+    nothing but the advisory locks of contacts the run would create.
 
     Batches hold at most ``batch_size`` messages and ``batch_bytes`` of them. ``workers``
     processes parse; ``writers`` connections store batches side by side (the database work
@@ -229,6 +240,13 @@ def import_paths(
     Writers beyond the first are opened with ``connect``; the store's concurrency rules make
     parallel batches as safe as two importers.
     """
+    if dry_run:
+        with conn.transaction(force_rollback=True):
+            summary = import_paths(conn, paths, policy=policy, workers=workers,
+                                   batch_size=batch_size, progress=progress,
+                                   batch_bytes=batch_bytes)
+        summary.dry_run = True
+        return summary
     summary = ImportSummary()
     policy = policy or ImportPolicy()
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -303,6 +321,8 @@ class _Counter:
         summary.imported += result.imported
         summary.already_present += result.already_present
         summary.contacts_created += result.contacts_created
+        for ties in result.ties.values():
+            summary.ties.update(code for code, _ in ties)
         for warning in result.warnings:
             if warning not in summary.warnings:
                 summary.warnings.append(warning)

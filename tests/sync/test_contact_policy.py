@@ -3,11 +3,16 @@ recipients a message may have before it creates none (docs/import.md, "Contacts"
 
 from __future__ import annotations
 
+import mailbox
+from pathlib import Path
+
 import psycopg
 import pytest
 
 from tests.helpers.mail import make_message
+from tests.helpers.maildata import MailData
 from xtmail.sync.db.writer import Importer
+from xtmail.sync.files import import_paths
 from xtmail.sync.values import ImportPolicy, Incoming
 
 
@@ -73,3 +78,35 @@ def test_no_names_from_local_parts_that_are_no_names(conn: psycopg.Connection) -
         "mary.ann.smith@customer.example": "(Mary,\"Ann Smith\")",
         "j.smith2@customer.example": "(\"\",\"\")",
     }
+
+
+def test_a_dry_run_says_what_it_would_create_and_tie_and_keeps_nothing(
+    conn: psycopg.Connection, tmp_path: Path, mail_data: MailData
+) -> None:
+    order = mail_data.sales_order("50123")
+    folder = mailbox.Maildir(tmp_path / "md", create=True)
+    for raw in (
+        make_message(sender="Ann <ann@customer.example>", subject="Order [xtref:S-50123]"),
+        make_message(sender="Bob <bob@customer.example>", to="sales@ourco.example",
+                     subject="Hello"),
+        make_message(sender="Events <events@conference.example>",
+                     to=", ".join(f"guest{i}@guests.example" for i in range(20))),
+    ):
+        folder.add(raw)
+    before = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()
+              for t in ("xtbatch.eml", "xtbatch.emlassc", "cntct", "xtmail.location")}
+    policy = ImportPolicy.build(own_addresses=["sales@ourco.example"])
+    dry = import_paths(conn, [tmp_path / "md"], policy=policy, workers=1, dry_run=True)
+    assert dry.dry_run and dry.imported == 3
+    # Ann, Bob, and the recipient of Ann's message (sales@ourco.example is our own);
+    # the message to 20 guests creates none.
+    assert dry.contacts_created == 2
+    assert dry.ties["S"] == 1 and dry.ties["T"] == 2
+    after = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in before}
+    assert after == before
+    # The real run does what the dry run said.
+    real = import_paths(conn, [tmp_path / "md"], policy=policy, workers=1)
+    assert (real.imported, real.contacts_created, real.ties) == (
+        dry.imported, dry.contacts_created, dry.ties)
+    assert ("S", order) in conn.execute(
+        "SELECT emlassc_type, emlassc_assc_id FROM xtbatch.emlassc").fetchall()
