@@ -400,3 +400,37 @@ def test_a_token_command_signs_in_with_xoauth2(
         run(qloop, scenario())
     assert signals.errors == [] and signals.finished[0][1] == 2
     assert eml_count(conn) == 2
+
+
+def test_an_account_added_while_running_starts_and_a_removed_one_stops(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+) -> None:
+    other = ImapAccount(f"added-{imap_user.user}", "added-password")
+    dovecot.add_user(other.user, other.password)
+    dovecot.seed_maildir(other.user, "INBOX", iter_generated_messages(2, prefix="added"))
+    first = SyncSettings(account=account_of(dovecot, imap_user), poll_interval=60.0)
+    second = SyncSettings(account=account_of(dovecot, other), poll_interval=60.0)
+
+    class PerAccount:
+        def credential(self, account: AccountSettings) -> Credential:
+            password = {imap_user.user: imap_user.password, other.user: other.password}
+            return Credential(AuthMethod.PASSWORD, password[account.user])
+
+    service = SyncService(first, PerAccount(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        await until(lambda: bool(signals.finished))
+        service.setSettings([first, second])  # Save with a new account on the Email page
+        await until(lambda: (second.account.key, 2) in signals.finished, within=10)
+        assert sorted(service.runningAccounts()) == sorted(
+            [first.account.key, second.account.key])
+        service.setSettings([first])  # the account removed again
+        await until(lambda: service.runningAccounts() == [first.account.key], within=10)
+        assert service.isRunning()
+        await service.aclose()
+
+    run(qloop, scenario())
+    assert signals.errors == []
+    assert signals.running == [True, False]
