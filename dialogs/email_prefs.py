@@ -283,6 +283,25 @@ class EmailPreferencesPage(QWidget):
             self.tr("Automated senders (no-reply, mailer-daemon, bounces)"), exclusions
         )
         self.excludeBulkCheck = QCheckBox(self.tr("Bulk and mailing-list mail"), exclusions)
+        self.contactScopeCombo = QComboBox(exclusions)
+        for label, scope in (
+            (self.tr("Senders and direct recipients (From, To)"), "correspondents"),
+            (self.tr("Senders only (From)"), "senders"),
+            (self.tr("Everyone on the message (From, To, Cc)"), "everyone"),
+            (self.tr("Nobody: only tie mail to existing contacts"), ""),
+        ):
+            self.contactScopeCombo.addItem(label, scope)
+        self.contactScopeCombo.setToolTip(self.tr(
+            "Whose unknown addresses become new contacts when mail is imported."))
+        self.maxRecipientsSpin = QSpinBox(exclusions)
+        self.maxRecipientsSpin.setRange(0, 1000)
+        self.maxRecipientsSpin.setSpecialValueText(self.tr("no limit"))
+        self.maxRecipientsSpin.setSuffix(self.tr(" recipients"))
+        self.maxRecipientsSpin.setToolTip(self.tr(
+            "A message to more people than this creates no contacts at all: announcements "
+            "and company-wide threads are not correspondence with each person on them."))
+        ex_form.addRow(self.tr("New &contacts from:"), self.contactScopeCombo)
+        ex_form.addRow(self.tr("None from mail to &more than:"), self.maxRecipientsSpin)
         ex_form.addRow(self.tr("My addresses:"), self.ownAddressesEdit)
         ex_form.addRow(self.tr("Domains:"), self.excludedDomainsEdit)
         ex_form.addRow(self.excludeAutomatedCheck)
@@ -333,6 +352,8 @@ class EmailPreferencesPage(QWidget):
             text.textChanged.connect(self._on_edited)
         for box in (self.excludeAutomatedCheck, self.excludeBulkCheck):
             box.toggled.connect(self._on_edited)
+        self.contactScopeCombo.currentIndexChanged.connect(self._on_edited)
+        self.maxRecipientsSpin.valueChanged.connect(self._on_edited)
 
     # -- public API ---------------------------------------------------------------------------
     def service(self) -> SyncService | None:
@@ -365,6 +386,9 @@ class EmailPreferencesPage(QWidget):
             excluded_domains=_lines(self.excludedDomainsEdit.toPlainText()),
             exclude_automated=self.excludeAutomatedCheck.isChecked(),
             exclude_bulk=self.excludeBulkCheck.isChecked(),
+            create_contacts=bool(scope := self.contactScopeCombo.currentData()),
+            contact_scope=scope or self._saved.options.contact_scope,
+            max_recipients=self.maxRecipientsSpin.value(),
         )
         return EmailSettings(accounts=tuple(self._entries), options=options)
 
@@ -799,6 +823,9 @@ class EmailPreferencesPage(QWidget):
             self.excludedDomainsEdit.setPlainText("\n".join(options.excluded_domains))
             self.excludeAutomatedCheck.setChecked(options.exclude_automated)
             self.excludeBulkCheck.setChecked(options.exclude_bulk)
+            scope = options.contact_scope if options.create_contacts else ""
+            self.contactScopeCombo.setCurrentIndex(max(0, self.contactScopeCombo.findData(scope)))
+            self.maxRecipientsSpin.setValue(options.max_recipients)
         finally:
             self._loading = False
         self._show_account(0)

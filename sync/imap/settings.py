@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xtmail.sync.errors import ConfigError, XtmailError
-from xtmail.sync.values import ImportPolicy
+from xtmail.sync.values import CONTACT_SCOPES, ImportPolicy
 
 if TYPE_CHECKING:
     from PyQt6.QtCore import QSettings
@@ -130,6 +130,8 @@ class SyncSettings:
     exclude_automated: bool = True
     exclude_bulk: bool = True
     create_contacts: bool = True
+    contact_scope: str = "correspondents"  # ImportPolicy.contact_scope
+    max_recipients: int = 10  # ImportPolicy.max_recipients (0: no limit)
 
     def policy(self) -> ImportPolicy:
         # The login is usually the user's own address; it must never become a contact.
@@ -141,6 +143,8 @@ class SyncSettings:
             exclude_automated=self.exclude_automated,
             exclude_bulk=self.exclude_bulk,
             create_contacts=self.create_contacts,
+            contact_scope=self.contact_scope,
+            max_recipients=self.max_recipients,
         )
 
     def validate(self) -> SyncSettings:
@@ -391,6 +395,10 @@ def load_email_settings(store: QSettings) -> EmailSettings:
             exclude_automated=_bool(store.value("exclude_automated"), True),
             exclude_bulk=_bool(store.value("exclude_bulk"), True),
             create_contacts=_bool(store.value("create_contacts"), True),
+            contact_scope=(scope if (scope := _text(store, "contact_scope")) in CONTACT_SCOPES
+                           else defaults.contact_scope),
+            max_recipients=max(0, int(_number(store, "max_recipients",
+                                              defaults.max_recipients))),
         )
         count = store.beginReadArray(_ARRAY)
         try:
@@ -426,6 +434,8 @@ def save_email_settings(store: QSettings, settings: EmailSettings) -> None:
         store.setValue("exclude_automated", options.exclude_automated)
         store.setValue("exclude_bulk", options.exclude_bulk)
         store.setValue("create_contacts", options.create_contacts)
+        store.setValue("contact_scope", options.contact_scope)
+        store.setValue("max_recipients", options.max_recipients)
         store.remove(_ARRAY)
         store.beginWriteArray(_ARRAY, len(settings.accounts))
         try:

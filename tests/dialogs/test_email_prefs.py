@@ -476,3 +476,42 @@ def test_without_a_keyring_a_saved_password_lasts_the_session(
         assert "typed" not in Path(store.fileName()).read_text()
     finally:
         keyring.set_keyring(previous)
+
+
+@pytest.mark.parametrize(("choice", "create", "scope"), [
+    ("Senders only (From)", True, "senders"),
+    ("Everyone on the message (From, To, Cc)", True, "everyone"),
+    ("Nobody: only tie mail to existing contacts", False, "correspondents"),
+])
+def test_the_contact_policy_is_chosen_saved_and_applied(
+    qtbot: QtBot, store: QSettings, memory_keyring: MemoryKeyring, choice: str,
+    create: bool, scope: str,
+) -> None:
+    page = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials())
+    dialog = EmailPreferencesDialog(page)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    # The default does not flood the CRM: the people a message is between, at most 10.
+    assert page.contactScopeCombo.currentData() == "correspondents"
+    assert page.maxRecipientsSpin.value() == 10
+    page.hostEdit.setText("imap.example.com")
+    page.userEdit.setText("ann@example.com")
+    page.contactScopeCombo.setCurrentIndex(page.contactScopeCombo.findText(choice))
+    page.maxRecipientsSpin.setFocus()
+    page.maxRecipientsSpin.selectAll()
+    qtbot.keyClicks(page.maxRecipientsSpin, "25")
+    save = dialog.saveButton()
+    assert save is not None
+    qtbot.mouseClick(save, Qt.MouseButton.LeftButton)
+    saved = load_email_settings(QSettings(store.fileName(), QSettings.Format.IniFormat))
+    assert (saved.options.create_contacts, saved.options.contact_scope,
+            saved.options.max_recipients) == (create, scope, 25)
+    policy = saved.sync_settings(saved.accounts[0]).policy()
+    assert (policy.create_contacts, policy.contact_scope, policy.max_recipients) == (
+        create, scope, 25)
+    # The login address is the user's own: never a contact.
+    assert "ann@example.com" in policy.own_addresses
+    again = EmailPreferencesPage(settings_store=store, credentials=KeyringCredentials())
+    qtbot.addWidget(again)
+    assert again.contactScopeCombo.currentText() == choice
+    assert again.maxRecipientsSpin.value() == 25
