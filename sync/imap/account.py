@@ -1,7 +1,12 @@
 """One account's passes over its folders, with the fault handling: network errors reconnect
 with capped, jittered exponential backoff; an unreachable database pauses and retries;
 refused credentials, an untrusted certificate or a wrong setting stop the account and are
-reported. Between passes it waits for new mail with IDLE where the server offers it."""
+reported. Between passes it waits for new mail with IDLE where the server offers it.
+
+One process at a time synchronizes an account: the desktop's sync, ``xtmail sync`` and
+every ``xtmail serve`` instance take the account's PostgreSQL advisory lock (keyed by the
+account key) before a pass, and one that finds it held elsewhere skips the account and says
+who holds it (:class:`AccountLease`, docs/serve.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psycopg
 
@@ -36,6 +42,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
 OTHER_FOLDERS_EVERY = 30.0
+#: First key of the accounts' advisory locks ("xtma"); the folders' locks use "xtml".
+ACCOUNT_LOCK_CLASS = 0x78746D61
+#: The application_name of ``xtmail serve``'s connections starts with this; a lock holder
+#: whose name does is "the mail server".
+SERVER_APPLICATION = "xtmail serve"
+#: Seconds between attempts to take an account another process holds (AccountSync.watch).
+HELD_RETRY_EVERY = 60.0
 
 
 @dataclass
@@ -46,6 +59,9 @@ class AccountResult:
     folders: list[FolderResult] = field(default_factory=list)
     error: XtmailError | None = None
     retries: int = 0
+    #: Set when another process synchronizes the account (its lock is held elsewhere): who,
+    #: in words ("the mail server on host X"). Nothing was done; not an error.
+    held_by: str | None = None
 
     @property
     def imported(self) -> int:
@@ -56,7 +72,61 @@ class AccountResult:
         return sum(f.already_present for f in self.folders)
 
 
-__all__ = ["ERROR_KINDS", "AccountResult", "AccountSync", "Backoff"]
+__all__ = ["ACCOUNT_LOCK_CLASS", "ERROR_KINDS", "AccountLease", "AccountResult", "AccountSync",
+           "Backoff", "account_lock_holder", "try_lock_account", "unlock_account"]
+
+
+class AccountLease(Protocol):
+    """Who may synchronize which account. ``acquire`` returns None when this process holds
+    the account (taken now, or already), else who holds it, in words. Thread-safe.
+
+    By default an :class:`AccountSync` takes the lock on its own database connection;
+    ``xtmail serve`` passes one lease for all its accounts, on one connection.
+    """
+
+    def acquire(self, key: str) -> str | None: ...
+
+    def release(self, key: str) -> None: ...
+
+
+def _lock_key(key: str) -> tuple[int, str]:
+    return ACCOUNT_LOCK_CLASS, key
+
+
+def try_lock_account(conn: psycopg.Connection, key: str) -> bool:
+    """The account's session-level advisory lock: held until unlocked or the connection
+    ends (the process dies, the server drops the session), then free for another."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                       _lock_key(key)).fetchone()
+    return bool(row and row[0])
+
+
+def unlock_account(conn: psycopg.Connection, key: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", _lock_key(key))
+
+
+def account_lock_holder(conn: psycopg.Connection, key: str) -> str:
+    """Who holds the account's lock, in words: "the mail server on host X" for an
+    ``xtmail serve`` instance (its connections' application_name says which host), else
+    the holder's application and database user (pg_stat_activity shows both to everyone)."""
+    row = conn.execute(
+        """SELECT a.application_name, a.usename, l.pid
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+              AND l.database = (SELECT oid FROM pg_database
+                                 WHERE datname = current_database())
+              AND l.classid = %s::bigint::oid AND l.objid = hashtext(%s)::oid
+            LIMIT 1""",
+        _lock_key(key),
+    ).fetchone()
+    if row is None:
+        return "another process"  # released a moment ago
+    application, user, pid = row[0] or "", row[1] or "?", row[2]
+    if application.startswith(SERVER_APPLICATION):
+        where = application.removeprefix(SERVER_APPLICATION).strip()
+        where = where.removeprefix("on ").strip()
+        return f"the mail server on host {where}" if where else "the mail server"
+    return f"{application or 'another program'} (database user {user}, process {pid})"
 
 
 class Backoff:
@@ -106,6 +176,7 @@ class AccountSync:
         writers: int = DEFAULT_WRITERS,
         other_folders_every: float = OTHER_FOLDERS_EVERY,
         batch_bytes: int = BATCH_BYTES,
+        lease: AccountLease | None = None,
     ) -> None:
         self.settings = settings
         self.batch_bytes = batch_bytes
@@ -120,6 +191,9 @@ class AccountSync:
         self.retry_limit = retry_limit
         self._imap: ImapConnection | None = None
         self._db: psycopg.Connection | None = None
+        #: None: the account's lock is taken on ``_db`` (``_locked_db`` holds it).
+        self.lease = lease
+        self._locked_db: psycopg.Connection | None = None
         self._reconnect = False
         #: Set to interrupt a wait (IDLE or polling sleep) without stopping: "sync now".
         self.wake = threading.Event()
@@ -162,12 +236,31 @@ class AccountSync:
 
     def _drop_db(self) -> None:
         db, self._db = self._db, None
+        self._locked_db = None  # closing the connection releases its session lock
         if db is not None:
             db.close()
+
+    def release_database(self) -> None:
+        """Close the database connection between passes (``xtmail serve``: an account
+        waiting for mail holds no database connection). With the default lease this also
+        gives the account up until the next pass."""
+        self._drop_db()
 
     def close(self) -> None:
         self._drop_imap()
         self._drop_db()
+
+    def _held_elsewhere(self, db: psycopg.Connection) -> str | None:
+        """Take the account for this process; None when it is ours, else who holds it."""
+        key = self.account.key
+        if self.lease is not None:
+            return self.lease.acquire(key)
+        if self._locked_db is db and not db.closed:
+            return None
+        if try_lock_account(db, key):
+            self._locked_db = db
+            return None
+        return account_lock_holder(db, key)
 
     # -- passes -----------------------------------------------------------------------------
     def run_once(self, folders: Sequence[str] | None = None) -> AccountResult:
@@ -181,7 +274,7 @@ class AccountSync:
             if self.stop.is_set():
                 break
             self._sync_folder(folder, result)
-            if result.error is not None:
+            if result.error is not None or result.held_by is not None:
                 break
         return result
 
@@ -190,7 +283,7 @@ class AccountSync:
         # or interrupted attempt committed stays counted.
         outcome = FolderResult(self.account.key, folder)
         result.folders.append(outcome)
-        if self._attempts(folder, outcome, result) is None:
+        if self._attempts(folder, outcome, result) is None or result.held_by is not None:
             result.folders.remove(outcome)
 
     def _attempts(self, folder: str, outcome: FolderResult,
@@ -203,6 +296,14 @@ class AccountSync:
                 # raises on the way is translated here, once for the whole pass.
                 with translated():
                     db = self._db_connection()
+                    # Taken before every attempt: a new connection after a database fault
+                    # holds no lock, and another process may have taken the account since.
+                    holder = self._held_elsewhere(db)
+                    if holder is not None:
+                        result.held_by = holder
+                        self._drop_imap()
+                        self.listener.status(f"Synchronized by {holder}")
+                        return None
                     imap = self._imap_connection()
                     connecting = False
                     self.listener.status(f"Synchronizing {folder}")
@@ -263,6 +364,14 @@ class AccountSync:
         either = _Either(self.wake, self.stop)
         if either.is_set():
             return  # asked for during the pass that just ended: look again at once
+        held_by = self.current.held_by if self.current is not None else None
+        if held_by is not None:
+            # Another process synchronizes the account: no IMAP connection of ours; look
+            # again now and then whether it still does. Said again here, so that it is the
+            # last word a host shows after its own "pass done" status.
+            self.listener.status(f"Synchronized by {held_by}")
+            either.wait(min(timeout, HELD_RETRY_EVERY))
+            return
         try:
             imap = self._imap_connection() if folders else None
             if imap is not None and imap.supports_idle:
