@@ -91,11 +91,20 @@ def policy(args: argparse.Namespace) -> ImportPolicy:
         exclude_automated=not args.allow_automated,
         exclude_bulk=not args.allow_bulk,
         create_contacts=not args.no_new_contacts,
+        contact_scope=args.new_contacts_from,
+        max_recipients=args.max_recipients,
     )
 
 
 def add_policy_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("contact creation (the exclusion list)")
+    group = parser.add_argument_group("contact creation (docs/import.md, rule 1)")
+    group.add_argument("--new-contacts-from", choices=("correspondents", "senders", "everyone"),
+                       default="correspondents",
+                       help="whose unknown addresses become contacts: correspondents (From "
+                       "and To, the default), senders (From) or everyone (also Cc and Bcc)")
+    group.add_argument("--max-recipients", type=int, default=10, metavar="N",
+                       help="a message to more than N recipients creates no contacts "
+                       "(default 10; 0: no limit)")
     group.add_argument("--own-address", action="append", metavar="ADDR",
                        help="your own address: never becomes a new contact (repeatable)")
     group.add_argument("--exclude-domain", action="append", metavar="DOMAIN",

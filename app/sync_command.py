@@ -46,7 +46,8 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
         user=args.user,
         port=args.port or 0,
         security=Security(args.security),
-        auth=AuthMethod.XOAUTH2 if args.token_env else AuthMethod.PASSWORD,
+        auth=(AuthMethod.XOAUTH2 if args.token_env or args.token_command
+              else AuthMethod.PASSWORD),
         ca_file=args.ca_file or "",
         pin_sha256=args.pin_sha256 or "",
         timeout=args.timeout,
@@ -62,6 +63,8 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
         exclude_automated=not args.allow_automated,
         exclude_bulk=not args.allow_bulk,
         create_contacts=not args.no_new_contacts,
+        contact_scope=args.new_contacts_from,
+        max_recipients=args.max_recipients,
     ).validate()
 
 
@@ -70,8 +73,8 @@ def _sync_credentials(args: argparse.Namespace) -> CredentialProvider:
 
     from xtmail.sync.imap.credentials import (
         Credential,
-        KeyringCredentials,
         StaticCredentials,
+        cli_credentials,
     )
     from xtmail.sync.imap.settings import AuthMethod
 
@@ -82,7 +85,8 @@ def _sync_credentials(args: argparse.Namespace) -> CredentialProvider:
             if not value:
                 raise ConfigError(f"{option} {var}: the environment variable is not set.")
             return StaticCredentials(Credential(method, value))
-    return KeyringCredentials()
+    return cli_credentials(password_command=args.password_command,
+                           token_command=args.token_command, ask_password=args.ask_password)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
@@ -230,6 +234,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                       "default: the keyring entry service 'xtmail', user 'USER@HOST'")
     sync.add_argument("--token-env", metavar="VAR",
                       help="log in with XOAUTH2, the access token in this environment variable")
+    sync.add_argument("--password-command", metavar="CMD",
+                      help="run CMD (through the shell) for each login; its first line of "
+                      "output is the password (isync's PassCmd)")
+    sync.add_argument("--token-command", metavar="CMD",
+                      help="log in with XOAUTH2, the access token printed by CMD (an OAuth2 "
+                      "helper)")
+    sync.add_argument("--ask-password", action="store_true",
+                      help="ask for the password on the terminal when no keyring holds it")
     sync.add_argument("--ca-file", help="also trust the CA certificates in this PEM file")
     sync.add_argument("--pin-sha256", metavar="FINGERPRINT",
                       help="trust the server certificate with this SHA-256 fingerprint")

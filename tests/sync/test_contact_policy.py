@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.mail import make_message
 from tests.helpers.maildata import MailData
+from xtmail.app.cli import main
 from xtmail.sync.db.writer import Importer
 from xtmail.sync.files import import_paths
 from xtmail.sync.values import ImportPolicy, Incoming
@@ -110,3 +111,18 @@ def test_a_dry_run_says_what_it_would_create_and_tie_and_keeps_nothing(
         dry.imported, dry.contacts_created, dry.ties)
     assert ("S", order) in conn.execute(
         "SELECT emlassc_type, emlassc_assc_id FROM xtbatch.emlassc").fetchall()
+
+
+def test_the_import_command_takes_the_policy(
+    conn: psycopg.Connection, db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "one.eml"
+    path.write_bytes(make_message(sender="ann@customer.example", to="bob@customer.example",
+                                  cc="carol@customer.example"))
+    args = ["import", "--dsn", db_dsn, "--quiet", "--workers", "1", str(path)]
+    assert main([*args, "--new-contacts-from", "senders"]) == 0
+    assert "contacts created: 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--new-contacts-from", "nobody"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'nobody'" in capsys.readouterr().err

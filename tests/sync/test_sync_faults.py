@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.mail import make_message
 from tests.helpers.qt import MemoryKeyring
 from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.app import cli
@@ -165,3 +167,29 @@ def test_cli_exit_codes(
     bad_db = [*base[:2], db_dsn + " port=1", *base[3:]]
     assert cli.main([*bad_db, "--quiet", "--retries", "1"]) == cli.EXIT_DATABASE
     assert cli.main([*base, "--quiet", "--since", "yesterday"]) == cli.EXIT_CONFIG
+
+
+def test_cli_signs_in_with_a_password_command_and_applies_the_contact_policy(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No keyring and no environment variable: the password comes from a command, as with
+    isync's PassCmd; --new-contacts-from senders creates contacts from From only."""
+    secret = tmp_path / "secret"
+    secret.write_text(imap_user.password + "\nsecond line ignored\n")
+    dovecot.seed_maildir(imap_user.user, "INBOX", [
+        make_message(sender=f"Sender {i} <sender{i}@customer.example>",
+                     to=f"Recipient {i} <recipient{i}@customer.example>")
+        for i in range(3)])
+    args = [*sync_args(dovecot, imap_user, db_dsn), "--quiet",
+            "--password-command", f"cat {secret}", "--new-contacts-from", "senders"]
+    assert cli.main(args) == cli.EXIT_OK, capsys.readouterr().err
+    assert "imported: 3" in capsys.readouterr().out
+    emails = {r[0] for r in conn.execute("SELECT cntct_email FROM cntct")}
+    assert emails == {f"sender{i}@customer.example" for i in range(3)}
+    # A command that fails names itself and what it said; nothing is retried.
+    failing = [*sync_args(dovecot, imap_user, db_dsn), "--quiet",
+               "--password-command", "echo vault is sealed >&2; exit 3"]
+    assert cli.main(failing) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "vault is sealed" in err and "Traceback" not in err
