@@ -260,25 +260,40 @@ def _write(
     # Which messages are new, and for duplicates inside the batch, which one stands for all.
     # eml_hash is Connect's bytea: xtmail's identity hashes are stored as their ASCII bytes
     # (their "x1:" prefix keeps them apart from Connect's MD5 digests).
-    present: dict[str, int] = {
-        bytes(h).decode("ascii", "replace"): eml_id
-        for h, eml_id in conn.execute(
-            "SELECT eml_hash, eml_id FROM xtbatch.eml WHERE eml_hash = ANY(%s::bytea[])",
-            ([h.encode() for h in sorted({p.hash for p in prepared})],),
-        )
-    }
+    # Through xtmail.stored_hashes(), which runs as its owner: row security hides another
+    # user's private mail, and a COPY of a message stored privately would hit the unique
+    # hash on every retry. The same call names the hashes of removed messages kept out, and
+    # the blocked senders come along (docs/privacy.md).
+    present: dict[str, int] = {}
+    kept_out: set[str] = set()
+    blocked: list[tuple[str, bool]] = []
+    for kind, key, eml_id, any_party in conn.execute(_KNOWN, (
+            [h.encode() for h in sorted({p.hash for p in prepared})],)):
+        if kind == "b":
+            blocked.append((bytes(key).decode(), bool(any_party)))
+        elif eml_id is None:
+            kept_out.add(bytes(key).decode("ascii", "replace"))
+        else:
+            present[bytes(key).decode("ascii", "replace")] = eml_id
     first_of_hash: dict[str, int] = {}
     for idx, p in enumerate(prepared):
         first_of_hash.setdefault(p.hash, idx)
+    skipped = {h for h, i in first_of_hash.items()
+               if h not in present and (h in kept_out or _is_blocked(prepared[i], blocked))}
+    if skipped:
+        result.warnings.append(
+            f"{sum(p.hash in skipped for p in prepared)} message(s) not imported: removed "
+            "earlier and kept out, or from a blocked sender.")
     # Hash order: two writers storing overlapping batches take the unique-index entries in
     # the same order, so one waits for the other instead of deadlocking.
-    new_idx = sorted((i for h, i in first_of_hash.items() if h not in present),
-                     key=lambda i: prepared[i].hash)
+    new_idx = sorted((i for h, i in first_of_hash.items() if h not in present
+                      and h not in skipped), key=lambda i: prepared[i].hash)
 
     contact_of = _contacts_for(conn, [prepared[i] for i in new_idx], job.policy, result)
 
     new_ids = _allocate_eml_ids(conn, len(new_idx))
-    eml_of_hash = dict(present)
+    eml_of_hash = dict.fromkeys(skipped, SKIPPED)
+    eml_of_hash.update(present)
     eml_of_hash.update((prepared[i].hash, e) for i, e in zip(new_idx, new_ids, strict=True))
     new_set = set(new_idx)
     for idx, p in enumerate(prepared):
@@ -286,7 +301,8 @@ def _write(
         result.new.append(idx in new_set)
 
     if new_idx:
-        _copy_messages(conn, items, prepared, new_idx, new_ids, job.source)
+        _copy_messages(conn, items, prepared, new_idx, new_ids, job.source,
+                       _row_security(conn))
         new = [(eml_id, prepared[idx]) for eml_id, idx in zip(new_ids, new_idx, strict=True)]
         ties: list[tuple[int, str, int]] = []
         for eml_id, p in new:
@@ -297,7 +313,7 @@ def _write(
         ties += [(eml_id, code, doc_id) for eml_id in new_ids
                  for code, doc_id in job.extra_ties]
         new_ties = sorted(set(ties + _inherited_ties(conn, new, ties)))
-        _copy_ties(conn, new_ties)
+        _copy_ties(conn, new_ties, _row_security(conn))
         for eml_id, code, assc_id in new_ties:
             result.ties.setdefault(eml_id, []).append((code, assc_id))
         gained = _pass_ties_to_stored_replies(
@@ -317,6 +333,87 @@ def _write(
     if on_state:
         on_state(conn)
     return result
+
+
+#: The id a message of the batch gets in :attr:`BatchResult.eml_ids` when it was not
+#: imported (removed earlier and kept out, or from a blocked sender); its ``new`` is False.
+SKIPPED = 0
+
+_KNOWN = """
+SELECT 'h', hash, eml_id, NULL::boolean FROM xtmail.stored_hashes(%s::bytea[])
+UNION ALL
+SELECT 'b', convert_to(bs_pattern, 'UTF8'), NULL, bs_any_party FROM xtmail.blocked_sender
+"""
+
+
+def _is_blocked(p: PreparedMessage, blocked: Sequence[tuple[str, bool]]) -> bool:
+    """Whether a blocked-sender rule (an address, or a domain with its subdomains; the
+    sender only unless the rule says any party) rules the message out."""
+    if not blocked:
+        return False
+    for kind, addr, _ in p.addresses:
+        addr = addr.lower()
+        domain = addr.rpartition("@")[2]
+        for pattern, any_party in blocked:
+            if kind != "FROM" and not any_party:
+                continue
+            if addr == pattern or ("@" not in pattern and (
+                    domain == pattern or domain.endswith("." + pattern))):
+                return True
+    return False
+
+
+def _row_security(conn: psycopg.Connection) -> bool:
+    """Whether row security applies to this connection's role on the mail tables: COPY
+    FROM is refused there, so the writer stages its rows in temporary tables and inserts
+    them from there. The tables' owner and roles with BYPASSRLS copy straight in."""
+    facts = _facts.setdefault(conn, {})
+    if "row_security" not in facts:
+        row = conn.execute(
+            """SELECT coalesce(bool_or(row_security_active(c.oid)), false)
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'xtbatch' AND c.relname = 'eml'"""
+        ).fetchone()
+        facts["row_security"] = bool(row and row[0])
+    return facts["row_security"]
+
+
+# Staging tables for a role under row security: one set per session, emptied at commit.
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS xtmail_stage_eml ON COMMIT DELETE ROWS AS
+    SELECT eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg, eml_status
+      FROM xtbatch.eml WITH NO DATA;
+CREATE TEMP TABLE IF NOT EXISTS xtmail_stage_msg ON COMMIT DELETE ROWS AS
+    SELECT msg_eml_id, msg_date, msg_message_id, msg_in_reply_to, msg_references,
+           msg_reply_to, msg_list_id, msg_is_bulk, msg_size, msg_attachments, msg_defects,
+           msg_source, msg_search FROM xtmail.msg WITH NO DATA;
+CREATE TEMP TABLE IF NOT EXISTS xtmail_stage_emladdr ON COMMIT DELETE ROWS AS
+    SELECT emladdr_eml_id, emladdr_type, emladdr_addr, emladdr_name
+      FROM xtbatch.emladdr WITH NO DATA;
+CREATE TEMP TABLE IF NOT EXISTS xtmail_stage_emlassc ON COMMIT DELETE ROWS AS
+    SELECT emlassc_eml_id, emlassc_type, emlassc_assc_id FROM xtbatch.emlassc WITH NO DATA
+"""
+
+_UNSTAGE = {
+    "eml": "INSERT INTO xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg, "
+           "eml_status) SELECT * FROM pg_temp.xtmail_stage_eml",
+    "msg": "INSERT INTO xtmail.msg (msg_eml_id, msg_date, msg_message_id, msg_in_reply_to, "
+           "msg_references, msg_reply_to, msg_list_id, msg_is_bulk, msg_size, "
+           "msg_attachments, msg_defects, msg_source, msg_search) "
+           "SELECT * FROM pg_temp.xtmail_stage_msg",
+    "emladdr": "INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr, "
+               "emladdr_name) SELECT * FROM pg_temp.xtmail_stage_emladdr",
+    "emlassc": "INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id) "
+               "SELECT * FROM pg_temp.xtmail_stage_emlassc",
+}
+
+
+def _staged(copy_sql: str, table: str, staged: bool) -> str:
+    """``copy_sql`` aimed at the staging table of ``table`` when ``staged``."""
+    if not staged:
+        return copy_sql
+    schema = "xtmail" if table == "msg" else "xtbatch"
+    return copy_sql.replace(f"{schema}.{table} ", f"pg_temp.xtmail_stage_{table} ", 1)
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -355,21 +452,25 @@ def _copy_messages(
     new_idx: Sequence[int],
     new_ids: Sequence[int],
     source: str,
+    staged: bool = False,
 ) -> None:
-    """The new messages, their details and addresses, straight into their tables.
+    """The new messages, their details and addresses, straight into their tables (through
+    staging tables where row security applies: ``staged``).
 
     COPY, not INSERT ... ON CONFLICT: a message stored meanwhile by a concurrent importer
     raises UniqueViolation, and ``write_batch`` runs the batch again.
     """
+    if staged:
+        conn.execute(_STAGE)
     with conn.cursor() as cur:
-        with cur.copy(_EML_COPY) as copy:
+        with cur.copy(_staged(_EML_COPY, "eml", staged)) as copy:
             copy.set_types(_EML_TYPES)
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 p = prepared[idx]
                 # eml_date is the day of the Date header as its sender wrote it.
                 copy.write_row((eml_id, p.hash.encode(), p.date.date(), p.subject, p.body,
                                 items[idx].raw, EML_STATUS))
-        with cur.copy(_MSG_COPY) as copy:
+        with cur.copy(_staged(_MSG_COPY, "msg", staged)) as copy:
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 p = prepared[idx]
                 copy.write_row((
@@ -378,25 +479,32 @@ def _copy_messages(
                     _text_array(p.defects),
                     source, p.search,
                 ))
-        with cur.copy(_ADDR_COPY) as copy:
+        with cur.copy(_staged(_ADDR_COPY, "emladdr", staged)) as copy:
             copy.set_types(["int4", "text", "text", "text"])
             for idx, eml_id in zip(new_idx, new_ids, strict=True):
                 for kind, addr, name in prepared[idx].addresses:
                     # Connect's emladdr_name is NOT NULL: no display name is ''.
                     copy.write_row((eml_id, kind, addr, name or ""))
+        if staged:
+            for table in ("eml", "msg", "emladdr"):
+                cur.execute(_UNSTAGE[table])
 
 
-def _copy_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) -> None:
+def _copy_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]],
+               staged: bool = False) -> None:
     """The ties of messages this batch stores, each once: COPY, not INSERT ... SELECT
     DISTINCT ... ON CONFLICT (no speculative insertion, no sort; with the read-back it
     replaces, about 5 % of the sync's time). A new message has no ties yet, and no other
     session can tie it before this transaction commits: the rows are not visible to it."""
     if not ties:
         return
-    with conn.cursor() as cur, cur.copy(_TIES_COPY) as copy:
-        copy.set_types(["int4", "text", "int4"])
-        for tie in ties:
-            copy.write_row(tie)
+    with conn.cursor() as cur:
+        with cur.copy(_staged(_TIES_COPY, "emlassc", staged)) as copy:
+            copy.set_types(["int4", "text", "int4"])
+            for tie in ties:
+                copy.write_row(tie)
+        if staged:
+            cur.execute(_UNSTAGE["emlassc"])
 
 
 def _text_array(values: Sequence[str]) -> str:
@@ -419,7 +527,8 @@ def _insert_locations(
 ) -> None:
     """Where each copy was found. A copy other than the one whose bytes were just stored
     keeps its own bytes when they differ from the stored message's."""
-    rows = [(i, item.location) for i, item in enumerate(items) if item.location is not None]
+    rows = [(i, item.location) for i, item in enumerate(items)
+            if item.location is not None and eml_ids[i] != SKIPPED]
     if not rows:
         return
     conn.execute(

@@ -247,3 +247,75 @@ def set_metric(conn: psycopg.Connection, name: str, on: bool) -> None:
     conn.execute(
         "INSERT INTO public.metric VALUES (%s, %s) ON CONFLICT (metric_name) "
         "DO UPDATE SET metric_value = excluded.metric_value", (name, "t" if on else "f"))
+
+
+#: xTuple's privilege model as far as xtmail uses it, written from its published behaviour:
+#: privileges are rows in ``priv``; granted to users (``usrpriv``, by user name) and to groups
+#: (``grppriv``), users join groups (``usrgrp``); ``checkPrivilege(name)`` is true when the
+#: current user holds the privilege directly or through a group. xTuple grants xtrole the
+#: tables and the function (the client reads them as the user).
+PRIVILEGE_TABLES = """
+CREATE TABLE public.priv (
+    priv_id serial PRIMARY KEY, priv_module text NOT NULL, priv_name text NOT NULL UNIQUE,
+    priv_descrip text, priv_seq integer
+);
+CREATE TABLE public.usrpriv (
+    usrpriv_id serial PRIMARY KEY, usrpriv_priv_id integer NOT NULL,
+    usrpriv_username text NOT NULL
+);
+CREATE TABLE public.grp (grp_id serial PRIMARY KEY, grp_name text NOT NULL UNIQUE,
+                         grp_descrip text);
+CREATE TABLE public.grppriv (
+    grppriv_id serial PRIMARY KEY, grppriv_grp_id integer NOT NULL,
+    grppriv_priv_id integer NOT NULL
+);
+CREATE TABLE public.usrgrp (
+    usrgrp_id serial PRIMARY KEY, usrgrp_grp_id integer NOT NULL, usrgrp_username text NOT NULL
+);
+INSERT INTO public.priv (priv_module, priv_name, priv_descrip)
+VALUES ('CRM', 'MaintainAllContacts', 'Can add, edit and delete all contacts');
+GRANT ALL ON public.priv, public.usrpriv, public.grp, public.grppriv, public.usrgrp TO xtrole;
+
+CREATE FUNCTION public.getEffectiveXtUser() RETURNS text LANGUAGE sql STABLE AS
+$$ SELECT current_user::text $$;
+CREATE FUNCTION public.checkPrivilege(text) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM 1 FROM public.priv p JOIN public.usrpriv u ON u.usrpriv_priv_id = p.priv_id
+     WHERE p.priv_name = $1 AND u.usrpriv_username = getEffectiveXtUser();
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    PERFORM 1 FROM public.priv p JOIN public.grppriv g ON g.grppriv_priv_id = p.priv_id
+      JOIN public.usrgrp ug ON ug.usrgrp_grp_id = g.grppriv_grp_id
+     WHERE p.priv_name = $1 AND ug.usrgrp_username = getEffectiveXtUser();
+    RETURN FOUND;
+END $$;
+"""
+
+
+def create_privilege_tables(conn: psycopg.Connection) -> None:
+    """xTuple's privilege tables and checkPrivilege(), as in an xTuple database."""
+    ensure_xtrole(conn)
+    conn.execute(PRIVILEGE_TABLES)  # type: ignore[arg-type]
+
+
+def grant_privilege(conn: psycopg.Connection, user: str, privilege: str) -> None:
+    """What the user screen's privilege tab does: a usrpriv row for the user."""
+    conn.execute(
+        "INSERT INTO public.usrpriv (usrpriv_priv_id, usrpriv_username) "
+        "SELECT priv_id, %s FROM public.priv WHERE priv_name = %s", (user, privilege))
+
+
+def grant_group_privilege(conn: psycopg.Connection, user: str, group: str,
+                          privilege: str) -> None:
+    """What the group screen does: the group (made if new) holds the privilege, and the
+    user is a member of the group."""
+    conn.execute("INSERT INTO public.grp (grp_name) VALUES (%s) ON CONFLICT DO NOTHING",
+                 (group,))
+    conn.execute(
+        "INSERT INTO public.grppriv (grppriv_grp_id, grppriv_priv_id) "
+        "SELECT g.grp_id, p.priv_id FROM public.grp g, public.priv p "
+        "WHERE g.grp_name = %s AND p.priv_name = %s", (group, privilege))
+    conn.execute(
+        "INSERT INTO public.usrgrp (usrgrp_grp_id, usrgrp_username) "
+        "SELECT grp_id, %s FROM public.grp WHERE grp_name = %s", (user, group))
