@@ -38,14 +38,20 @@ LOCK_TIMEOUT = "60s"
 
 
 def _cmd_init_db(args: argparse.Namespace) -> int:
+    from xtmail.sync.db import inventory
     from xtmail.sync.db.schema import migrate
 
     with connect(args.dsn) as conn:
         conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        before = inventory.snapshot(conn)
         applied = migrate(conn)
+        after = inventory.snapshot(conn) if applied else before
     if applied:
         for migration in applied:
             print(f"applied {migration.version:04d} {migration.name}")
+        # What an administrator needs to know about their ERP database (docs/xtuple.md).
+        for line in inventory.changes(before, after).lines(detailed=args.verbose):
+            print(line)
     else:
         print("database is up to date")
     return 0
@@ -89,9 +95,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
             summary = import_paths(
                 conn, paths, policy=policy(args), workers=args.workers, progress=bar.update,
                 writers=args.writers, connect=lambda: connect(args.dsn),
+                dry_run=args.dry_run,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if summary.dry_run:
+        print("dry run: nothing was stored; this is what the import would do")
+        ties = ", ".join(f"{code} {count}" for code, count in sorted(summary.ties.items()))
+        print(f"ties by document type: {ties or 'none'}")
     print(f"imported: {summary.imported}")
     print(f"already present: {summary.already_present}")
     print(f"contacts created: {summary.contacts_created}")
@@ -199,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-db", help="create or upgrade xtmail's tables in a database",
                           formatter_class=raw, epilog=exit_codes())
     init.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    init.add_argument("--verbose", action="store_true",
+                      help="also name every index and sequence created")
     init.set_defaults(func=_cmd_init_db)
 
     imp = sub.add_parser(
@@ -217,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--writers", type=positive, default=2,
                      help="database connections storing batches side by side (default: 2)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="do everything in a transaction that is rolled back: report what "
+                     "would be imported, which contacts created and what tied; keep nothing")
     imp.add_argument("--verbose", action="store_true",
                      help="name each message read with repairs, and what was repaired")
     add_policy_options(imp)

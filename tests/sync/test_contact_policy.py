@@ -126,3 +126,18 @@ def test_the_import_command_takes_the_policy(
         main([*args, "--new-contacts-from", "nobody"])
     assert refused.value.code == 2
     assert "invalid choice: 'nobody'" in capsys.readouterr().err
+
+
+def test_the_import_command_has_a_dry_run(
+    conn: psycopg.Connection, db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "one.eml"
+    path.write_bytes(make_message(sender="ann@customer.example", to="bob@customer.example"))
+    args = ["import", "--dsn", db_dsn, "--quiet", "--workers", "1", str(path)]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing was stored" in out
+    assert "ties by document type: T 2" in out
+    assert "imported: 1" in out and "contacts created: 2" in out
+    assert conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM cntct").fetchone() == (0,)

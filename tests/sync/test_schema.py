@@ -54,9 +54,20 @@ def test_init_db_creates_every_table_and_records_versions(
 ) -> None:
     assert main(["init-db", "--dsn", empty_db_dsn]) == 0
     out = capsys.readouterr().out
-    assert [line.split()[1] for line in out.splitlines()] == [
-        f"{m.version:04d}" for m in migrations()
-    ]
+    applied = [line for line in out.splitlines() if line.startswith("applied ")]
+    assert [line.split()[1] for line in applied] == [f"{m.version:04d}" for m in migrations()]
+    # Then what it created and granted, read from the catalog.
+    report = out.splitlines()[len(applied):]
+    assert "created 3 schemas: xtbatch, xtmail, xtmail_ext" in report
+    tables = next(line for line in report if line.startswith("created ") and " tables: " in line)
+    assert "xtbatch.eml," in tables and "xtmail.msg," in tables and "public.cntct," in tables
+    assert any(line.startswith("created ") and "indexes" in line for line in report)
+    assert any("xtmail_forget_contact on cntct" in line for line in report)
+    assert any(line.startswith("granted to xtrole ") and "xtmail.msg" in line
+               for line in report)
+    # Nothing to do the second time, and nothing reported as created.
+    assert main(["init-db", "--dsn", empty_db_dsn]) == 0
+    assert capsys.readouterr().out == "database is up to date\n"
     with psycopg.connect(empty_db_dsn) as conn:
         for table in ("xtbatch.eml", "xtbatch.emladdr", "xtbatch.emlassc", "xtmail.msg",
                       "xtmail.location", "xtmail.folder_state", "public.cntcteml"):
