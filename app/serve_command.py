@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -61,14 +62,22 @@ def _smtp_settings(args: argparse.Namespace) -> SmtpSettings | None:
                         timeout=args.timeout, ssl_context=context)
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
+def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
+    """One event per line on stderr (journald and container runtimes collect it); returns
+    what puts the previous logging configuration back."""
     from xtmail.sync.serve import EventFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EventFormatter(json_lines=args.log_format == "json"))
     root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, args.log_level.upper()))
+
+    def restore() -> None:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return restore
 
 
 def _print_summary(summary: OnceSummary) -> None:
@@ -86,10 +95,17 @@ def _print_summary(summary: OnceSummary) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    restore_logging = _configure_logging(args)
+    try:
+        return _serve(args)
+    finally:
+        restore_logging()
+
+
+def _serve(args: argparse.Namespace) -> int:
     from xtmail.sync.pipeline import parse_processes
     from xtmail.sync.serve import ServeOptions, Server, event, start_http
 
-    _configure_logging(args)
     smtp = _smtp_settings(args)
     listen: tuple[str, int] | None = None
     if args.listen:

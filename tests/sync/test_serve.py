@@ -4,6 +4,7 @@ queued mail sent once, one bad account among good ones, metrics and health."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,11 +22,17 @@ import psycopg
 import pytest
 
 from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.helpers.postgres import TestDatabases
 from tests.helpers.proxy import TcpProxy
-from xtmail.sync.serve import (
-    ServeOptions,
-    Server,
-)
+from tests.helpers.smtp import SmtpServer
+from tests.helpers.xtuple import create_user
+from xtmail.app.cli import main
+from xtmail.sync.imap.account import AccountSync, Backoff
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.folder_sync import SyncListener
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
+from xtmail.sync.outgoing import SmtpSettings
+from xtmail.sync.serve import SecretCredentials, ServeOptions, Server, start_http
 
 SUBMIT = "SELECT xtbatch.submitEmailToBatch(%s, %s, %s, %s, %s, %s, now(), %s)"
 
@@ -207,3 +216,251 @@ def test_two_instances_share_the_accounts_and_one_killed_mid_sync_is_taken_over(
         lines = logs[1].read_text().splitlines()
         assert any("event=account_taken" in line for line in lines)
         assert any("event=serve_stopped" in line for line in lines)
+
+
+# -- the desktop and the server on one account -------------------------------------------------
+
+
+class Statuses(SyncListener):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def status(self, text: str) -> None:
+        self.seen.append(text)
+
+
+def desktop_sync(dsn: str, dovecot: DovecotServer, user: ImapAccount,
+                 listener: SyncListener | None = None) -> AccountSync:
+    """The desktop's engine as the GUI's SyncService makes it: its own lock, on its own
+    database connection."""
+    settings = SyncSettings(account=AccountSettings(
+        host=dovecot.host, user=user.user, port=dovecot.imaps_port,
+        ca_file=str(dovecot.ca_file), timeout=10.0))
+    return AccountSync(
+        settings, StaticCredentials(Credential(AuthMethod.PASSWORD, user.password)),
+        lambda: psycopg.connect(dsn, autocommit=True, application_name="xtmail desktop"),
+        listener=listener, backoff=Backoff(initial=0.05, cap=0.5), retry_limit=5)
+
+
+def imported_by(server: Server, key: str) -> float:
+    value = server.metrics.registry.get_sample_value(
+        "xtmail_serve_messages_imported_total", {"account": key})
+    return value or 0.0
+
+
+def test_the_desktop_skips_an_account_the_server_synchronizes_and_says_who_does(
+    db_dsn: str, dovecot: DovecotServer, running: Callable[[Server], Server]
+) -> None:
+    user = new_user(dovecot, 30)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        key = add_account(conn, dovecot, user.user, source="env", ref="SHARED_PW")
+        # No polling within the test: new mail must come by IDLE.
+        server = running(Server(connector(db_dsn), options=fast_options(poll_interval=600),
+                                environ={"SHARED_PW": user.password},
+                                instance="mailhost1 pid 7"))
+        wait_for(lambda: stored(conn, key)[0] == 30, 30, "the server's first pass")
+        dovecot.seed_maildir(user.user, "INBOX",
+                             iter_generated_messages(5, prefix=f"{user.user}-later"))
+        statuses = Statuses()
+        desktop = desktop_sync(db_dsn, dovecot, user, statuses)
+        try:
+            result = desktop.run_once()
+        finally:
+            desktop.close()
+        assert result.held_by == "the mail server on host mailhost1 pid 7"
+        assert result.error is None and result.imported == 0 and result.folders == []
+        assert "Synchronized by the mail server on host mailhost1 pid 7" in statuses.seen
+        # The server imports the new mail, woken by IDLE.
+        wait_for(lambda: stored(conn, key)[0] == 35, 30, "the new mail, through IDLE")
+        assert stored(conn, key) == (35, 35)
+        assert imported_by(server, key) == 35
+
+
+def test_the_server_skips_an_account_the_desktop_synchronizes_until_it_stops(
+    db_dsn: str, dovecot: DovecotServer
+) -> None:
+    user = new_user(dovecot, 20)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        key = add_account(conn, dovecot, user.user, source="env", ref="SHARED_PW")
+        desktop = desktop_sync(db_dsn, dovecot, user)
+        try:
+            assert desktop.run_once().imported == 20
+            dovecot.seed_maildir(user.user, "INBOX",
+                                 iter_generated_messages(5, prefix=f"{user.user}-later"))
+            server = Server(connector(db_dsn), options=fast_options(),
+                            environ={"SHARED_PW": user.password})
+            summary = server.run_once()
+            assert list(summary.held) == [key] and not summary.synced
+            assert summary.held[key].startswith("xtmail desktop (database user ")
+            assert stored(conn, key) == (20, 20)
+        finally:
+            desktop.close()  # the desktop stops: its connection, and its lock, go
+        summary = Server(connector(db_dsn), options=fast_options(),
+                         environ={"SHARED_PW": user.password}).run_once()
+        assert summary.synced[key].imported == 5 and not summary.held
+        assert stored(conn, key) == (25, 25)
+
+
+def test_the_desktop_and_the_server_started_at_once_only_one_synchronizes(
+    db_dsn: str, dovecot: DovecotServer, running: Callable[[Server], Server]
+) -> None:
+    total = 200
+    user = new_user(dovecot, total)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        key = add_account(conn, dovecot, user.user, source="env", ref="SHARED_PW")
+        desktop = desktop_sync(db_dsn, dovecot, user)
+        server = Server(connector(db_dsn), options=fast_options(batch_size=10),
+                        environ={"SHARED_PW": user.password})
+        try:
+            running(server)
+            result = desktop.run_once()
+            wait_for(lambda: stored(conn, key)[0] == total, 30, "every message stored")
+            assert stored(conn, key) == (total, total)
+            assert conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone() == (total,)
+            if result.held_by is None:
+                assert result.imported == total and imported_by(server, key) == 0
+            else:
+                assert result.held_by.startswith("the mail server on host ")
+                assert result.imported == 0
+                wait_for(lambda: imported_by(server, key) == total, 30, "server's count")
+        finally:
+            desktop.close()
+
+
+# -- one bad account among good ones; the secret sources -----------------------------------------
+
+
+def test_serve_once_syncs_the_good_accounts_and_reports_the_bad_ones(
+    db_dsn: str, dovecot: DovecotServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [new_user(dovecot, 10) for _ in range(3)]
+    wrong, absent = new_user(dovecot, 10), new_user(dovecot, 10)
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(good[1].password + "\n")
+    monkeypatch.setenv("GOOD_PW", good[0].password)
+    monkeypatch.setenv("WRONG_PW", "not-the-password")
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        keys = [add_account(conn, dovecot, good[0].user, source="env", ref="GOOD_PW"),
+                add_account(conn, dovecot, good[1].user, source="file", ref=str(secret_file)),
+                add_account(conn, dovecot, good[2].user, source="command",
+                            ref=f"printf '%s\\n' '{good[2].password}'")]
+        bad = [add_account(conn, dovecot, wrong.user, source="env", ref="WRONG_PW"),
+               add_account(conn, dovecot, absent.user, source="env", ref="UNSET_PW_VAR")]
+        disabled = new_user(dovecot, 10)
+        add_account(conn, dovecot, disabled.user, source="env", ref="GOOD_PW")
+        conn.execute("UPDATE xtmail.server_account SET sa_enabled = false WHERE sa_user = %s",
+                     (disabled.user,))
+        code = main(["serve", "--dsn", db_dsn, "--once", "--workers", "0",
+                     "--retry-initial", "0.05", "--timeout", "10"])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        for key in keys:
+            assert stored(conn, key) == (10, 10)
+            assert f"{key}: 10 new, 0 already stored" in out
+        for key in bad:
+            assert stored(conn, key) == (0, 0)
+        assert f"{bad[0]}: failed: " in out and "refused the login" in out.lower()
+        assert f"{bad[1]}: failed: The environment variable UNSET_PW_VAR" in out
+        assert "accounts: 3 synchronized, 0 held elsewhere, 2 failed" in out
+        assert stored(conn, f"{disabled.user}@{dovecot.host}") == (0, 0)
+
+
+def test_ordinary_users_cannot_read_the_server_accounts(
+    db_dsn: str, databases: TestDatabases
+) -> None:
+    with databases.admin() as admin:
+        create_user(admin, "serve_clerk")
+    clerk = psycopg.conninfo.make_conninfo(db_dsn, user="serve_clerk")
+    with psycopg.connect(clerk, autocommit=True) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT sa_secret_ref FROM xtmail.server_account")
+
+
+def test_secret_credentials_read_the_service_environment_a_file_or_a_command(
+    tmp_path: Path
+) -> None:
+    account = AccountSettings(host="h", user="u")
+    (tmp_path / "imap-u").write_text("from-file\nignored\n")
+    environ = {"PW": "from-env", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert SecretCredentials("env", "PW", environ=environ).credential(account).secret == \
+        "from-env"
+    # A relative file name is one of systemd's credentials (LoadCredential=).
+    assert SecretCredentials("file", "imap-u", environ=environ).credential(
+        account).secret == "from-file"
+    assert SecretCredentials("command", "echo from-command", environ=environ).credential(
+        account).secret == "from-command"
+    assert "from-env" not in repr(SecretCredentials("env", "PW", environ=environ))
+
+
+# -- the ERP's queued mail -------------------------------------------------------------------
+
+
+def test_a_queued_erp_mail_is_sent_once_by_serve_and_recorded(
+    db_dsn: str, databases: TestDatabases, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with databases.admin() as admin:
+        create_user(admin, "serve_clerk")
+    clerk = psycopg.conninfo.make_conninfo(db_dsn, user="serve_clerk")
+    with SmtpServer(tmp_path) as smtp, psycopg.connect(db_dsn, autocommit=True) as conn:
+        # An ordinary user queues it, as xTuple's alarms and EDI profiles do.
+        with psycopg.connect(clerk, autocommit=True) as queuing:
+            row = queuing.execute(SUBMIT, ("Sales <sales@ourco.example>",
+                                           "Ada <ada@example.com>", "", "Invoice 1001",
+                                           "Please find the invoice.", None, False)
+                                  ).fetchone()
+        assert row is not None
+        command = ["serve", "--dsn", db_dsn, "--once", "--workers", "0", "--smtp-host",
+                   smtp.host, "--smtp-port", str(smtp.port), "--smtp-security", "none"]
+        assert main(command) == 0
+        assert "outbox: 1 sent, 0 not sent" in capsys.readouterr().out
+        (received,) = smtp.received
+        assert received.rcpt_tos == ("ada@example.com",)
+        state = conn.execute("SELECT ob_state, ob_eml_id FROM xtmail.outbox WHERE ob_id = %s",
+                             (row[0],)).fetchone()
+        assert state is not None and state[0] == "sent" and state[1] is not None
+        recorded = conn.execute("SELECT eml_subj FROM xtbatch.eml WHERE eml_id = %s",
+                                (state[1],)).fetchone()
+        assert recorded == ("Invoice 1001",)
+        # Again: nothing is sent twice.
+        assert main(command) == 0
+        assert len(smtp.received) == 1
+
+
+def test_the_running_service_sends_the_queue_and_serves_health_and_metrics(
+    db_dsn: str, dovecot: DovecotServer, tmp_path: Path,
+    running: Callable[[Server], Server]
+) -> None:
+    user = new_user(dovecot, 12)
+    with SmtpServer(tmp_path) as smtp, psycopg.connect(db_dsn, autocommit=True) as conn:
+        key = add_account(conn, dovecot, user.user, source="env", ref="PW")
+        server = Server(connector(db_dsn), options=fast_options(),
+                        smtp=SmtpSettings(smtp.host, smtp.port, security="none", timeout=5),
+                        environ={"PW": user.password})
+        http = start_http(server, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{http.server_address[1]}"
+        try:
+            with pytest.raises(urllib.error.HTTPError) as before:
+                urllib.request.urlopen(f"{base}/healthz", timeout=5)  # noqa: S310
+            assert before.value.code == 503  # not started: no lease yet
+            before.value.close()
+            running(server)
+            conn.execute(SUBMIT, ("Sales <sales@ourco.example>", "ada@example.com", "",
+                                  "Hello", "Body", None, False))
+            wait_for(lambda: len(smtp.received) == 1 and stored(conn, key)[0] == 12, 30,
+                     "the mail sent and the account synchronized")
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:  # noqa: S310
+                health = json.loads(answer.read())
+            assert health["status"] == "ok" and health["accounts"] == [key]
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:  # noqa: S310
+                metrics = answer.read().decode()
+            assert f'xtmail_serve_messages_imported_total{{account="{key}"}} 12.0' in metrics
+            assert f'xtmail_serve_account_lag_seconds{{account="{key}"}}' in metrics
+            assert "xtmail_serve_outbox_sent_total 1.0" in metrics
+            assert "xtmail_serve_accounts_owned 1.0" in metrics
+            time.sleep(1.5)  # three more looks at the queue: still sent once
+            assert len(smtp.received) == 1
+        finally:
+            http.shutdown()
+            http.server_close()
