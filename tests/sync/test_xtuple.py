@@ -18,6 +18,7 @@ from psycopg import sql
 from PyQt6.QtCore import QEvent
 from PyQt6.QtWidgets import QApplication
 
+from tests.helpers.dovecot import DovecotServer, ImapAccount
 from tests.helpers.mail import make_message
 from tests.helpers.postgres import TestDatabases
 from tests.helpers.qt import RunUntil
@@ -33,6 +34,9 @@ from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.db.writer import EML_STATUS, Importer
 from xtmail.sync.errors import PermissionDenied
+from xtmail.sync.imap.account import AccountSync
+from xtmail.sync.imap.credentials import Credential, StaticCredentials
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
 from xtmail.sync.mail import registry
 from xtmail.sync.values import Incoming, Location
 from xtmail.widgets.email_tab import EmailTab
@@ -411,3 +415,44 @@ def test_crm_account_shows_its_contacts_mail_in_xtuple_4_and_5(
             await store.close()
 
     assert qloop.run_until_complete(read()) == ([(eml, True)], [1])
+
+
+_TIED_TO_THE_ORDER = """SELECT count(*) FROM xtbatch.emlassc JOIN cohead ON cohead_id =
+                         emlassc_assc_id WHERE emlassc_type = 'S' AND cohead_number = '50123'"""
+
+
+def test_an_ordinary_user_syncs_an_imap_folder_into_both_kinds(
+    kind_dsn: str, databases: TestDatabases, dovecot: DovecotServer, imap_user: ImapAccount,
+) -> None:
+    """The sync as the desktop runs it, as a user in xtrole, on (a) and (b): every message
+    once, tied to its sales order; a second pass adds nothing."""
+    with databases.admin() as admin:
+        create_user(admin, CLERK)
+    with psycopg.connect(kind_dsn, autocommit=True) as owner:
+        owner.execute("INSERT INTO cohead (cohead_number) VALUES ('50123')")
+        before = owner.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
+        tied_before = owner.execute(_TIED_TO_THE_ORDER).fetchone()
+    assert before is not None and tied_before is not None
+    dovecot.seed_maildir(imap_user.user, "INBOX", _messages())
+    clerk_dsn = psycopg.conninfo.make_conninfo(kind_dsn, user=CLERK)
+    settings = SyncSettings(account=AccountSettings(
+        host=dovecot.host, user=imap_user.user, port=dovecot.imaps_port,
+        ca_file=str(dovecot.ca_file), timeout=10.0))
+    credentials = StaticCredentials(Credential(AuthMethod.PASSWORD, imap_user.password))
+    for expected in (4, 0):
+        sync = AccountSync(settings, credentials,
+                           lambda: psycopg.connect(clerk_dsn, autocommit=True), retry_limit=0)
+        try:
+            result = sync.run_once()
+        finally:
+            sync.close()
+        assert result.error is None, result.error
+        assert result.imported == expected
+    with psycopg.connect(kind_dsn, autocommit=True) as owner:
+        after = owner.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
+        tied = owner.execute(_TIED_TO_THE_ORDER).fetchone()
+        who = owner.execute("SELECT DISTINCT msg_imported_by FROM xtmail.msg "
+                            "JOIN xtmail.location ON loc_eml_id = msg_eml_id").fetchall()
+    assert after is not None and after[0] == before[0] + 4
+    assert tied is not None and tied[0] == tied_before[0] + 3
+    assert who == [(CLERK,)]
