@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -9,7 +13,9 @@ import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
+from tests.helpers.postgres import TestDatabases
 from tests.helpers.qt import RunUntil, wait_until
+from tests.helpers.xtuple import create_user
 from xtmail.app.demo_host import DemoMainWindow
 from xtmail.app.host import MailHost
 from xtmail.app.sample_data import seed
@@ -85,3 +91,28 @@ def test_offscreen_noise_is_dropped_and_other_messages_pass(qtlog: Any) -> None:
     finally:
         qInstallMessageHandler(previous)
     assert [r.message for r in qtlog.records] == ["a message someone needs"]
+
+
+def test_the_demo_runs_as_an_ordinary_xtuple_user(
+    db_dsn: str, databases: TestDatabases, tmp_path: Path
+) -> None:
+    """`xtmail demo --dsn` on an initialised database, as a user in xtrole (not the owner):
+    it starts, shows its windows and quits by itself."""
+    with databases.admin() as admin:
+        create_user(admin, "demo_clerk")
+    clerk = psycopg.conninfo.make_conninfo(db_dsn, user="demo_clerk")
+    shot = tmp_path / "demo.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHON_KEYRING_BACKEND":
+           "keyring.backends.null.Keyring"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from xtmail.app.cli import main; sys.exit(main())",
+         "demo", "--dsn", clerk, "--sample-data",
+         "--folder", str(tmp_path), "--open", "S:50123", "--screenshot", str(shot),
+         "--quit-after", "2"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # The main window and the sales order's window, with its Email tab.
+    for name in ("demo-main.png", "demo-sales-order.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
