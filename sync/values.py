@@ -181,6 +181,11 @@ class MessageRow:
     #: True when the message is listed because it is tied to one of the document's contacts
     #: (CRM Account, Customer, Vendor, Employee), not to the document itself.
     via_contact: bool = False
+    #: False when the message carries no usable date of its own (Date header missing,
+    #: unreadable or in the future): ``date`` is then when it was received.
+    dated: bool = True
+    #: How many attachments the message has (inline images and attached messages count).
+    attachments: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,8 @@ class MessageDetail:
     attachments: tuple[dict[str, object], ...] = field(default=())
     #: What was wrong with the message and how it was read (the parser's notes).
     defects: tuple[str, ...] = ()
+    #: As :attr:`MessageRow.dated`: False when ``date`` is when the message was received.
+    dated: bool = True
 
 
 @dataclass(frozen=True, slots=True)

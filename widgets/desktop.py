@@ -33,6 +33,7 @@ __all__ = [
     "SystemDesktop",
     "default_private_files",
     "open_url",
+    "safe_file_name",
 ]
 
 
@@ -59,6 +60,21 @@ def _slug(text: str, limit: int = 40) -> str:
     # bar; everything that is not a plain word character is dropped so no path can result.
     cleaned = _UNSAFE_NAME.sub("", text).strip(" .")
     return re.sub(r"\s+", " ", cleaned)[:limit].strip(" .")
+
+
+_UNSAFE_SUFFIX = re.compile(r"[^\w-]+")
+
+
+def safe_file_name(name: str, fallback: str = "attachment") -> str:
+    """``name`` as a file name that is no path, no hidden file and not too long: its stem
+    made readable as in :class:`PrivateFiles`, its extension kept when it is plain."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    suffix = _UNSAFE_SUFFIX.sub("", suffix)[:16]
+    stem = _slug(stem, 80) or fallback
+    return f"{stem}.{suffix}" if suffix else stem
 
 
 class PrivateFiles:
@@ -93,6 +109,18 @@ class PrivateFiles:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return Path(name)
+
+    def write_named(self, data: bytes, name: str) -> Path:
+        """Write ``data`` to a file called ``name`` (made safe) in a new private
+        subdirectory, so the program that opens it shows the name the sender gave it."""
+        folder = Path(tempfile.mkdtemp(prefix="part-", dir=self._ensure_folder()))
+        path = folder / safe_file_name(name)
+        # O_EXCL in a directory only we can enter: nothing can be there or be swapped in.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return path
 
     def cleanup(self) -> None:
         """Remove the private directory and everything in it now."""

@@ -36,20 +36,37 @@ Decisions:
   print to PDF this way).
 * Opening a message writes its raw bytes, exactly as received, to a private temporary
   ``.eml`` file (see :mod:`xtmail.widgets.desktop`), written in a worker thread.
+* Attachments are listed under the message text (name, type, size, the desktop's icon
+  for the type); inline images and attached messages are listed too, as the parser counts
+  them. Opening one writes it, under the name its sender gave it, to a private file and
+  hands that to the desktop, after a warning for programs and scripts (they would run
+  with the user's rights). Save As asks where (QFileDialog, opened with ``open()``).
+* Print prints every selected message, each from a new page.
+* The preview never shows a message the list no longer has (after Detach, after a
+  reload): the preview and its attachments are cleared.
+* The error banner floats over the top of the preview instead of taking a row of the
+  layout, so showing it never moves the rows under the mouse, and the list's own buttons
+  (Show more, Cancel) and the toolbar stay uncovered.
+* Tab moves from the list to the preview, its attachments, then the toolbar; every action
+  has a mnemonic and its tooltip shows its shortcut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import os
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from PyQt6 import QtCore, sip
 from PyQt6.QtCore import (
+    QEvent,
     QItemSelection,
     QItemSelectionModel,
+    QMimeDatabase,
     QModelIndex,
     QPoint,
     Qt,
@@ -62,6 +79,8 @@ from PyQt6.QtGui import (
     QFont,
     QIcon,
     QKeySequence,
+    QResizeEvent,
+    QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
     QTextDocument,
@@ -69,10 +88,13 @@ from PyQt6.QtGui import (
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QDialog,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QMenu,
     QMessageBox,
     QPlainTextEdit,
@@ -80,6 +102,7 @@ from PyQt6.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QStackedWidget,
+    QStyle,
     QTableView,
     QToolBar,
     QToolButton,
@@ -106,9 +129,18 @@ from xtmail.widgets.desktop import (
     SystemDesktop,
     default_private_files,
     open_url,
+    safe_file_name,
 )
-from xtmail.widgets.formatting import format_date
-from xtmail.widgets.message_model import CC, DATE, FROM, TO, MessageListModel
+from xtmail.widgets.formatting import format_date, format_size
+from xtmail.widgets.message_model import (
+    CC,
+    DATE,
+    FROM,
+    NO_SUBJECT,
+    TO,
+    VIA_CONTACT_TOOLTIP,
+    MessageListModel,
+)
 from xtmail.widgets.tasks import RetryCountdown, TaskOwner, failure_text, mends_by_itself
 
 if TYPE_CHECKING:
@@ -120,7 +152,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AttachDialogFactory",
     "EmailTab",
+    "attachment_name",
     "empty_text",
+    "is_risky",
     "message_headers",
     "preview_text",
     "print_document",
@@ -136,16 +170,17 @@ pyqtProperty: Any = QtCore.pyqtProperty  # type: ignore[attr-defined]
 AttachDialogFactory = Callable[[str, int, QWidget], QDialog]
 
 #: The actions of the tab: name, text, shortcuts, tooltip.
+#: Every text has a mnemonic (the letter after "&"), each letter used once.
 ACTIONS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
-    ("open", "Open", ("Return", "Enter"), "Open the message in your mail program"),
-    ("new", "New", ("Ctrl+N",), "Write a new mail about this document"),
-    ("print", "Print", ("Ctrl+P",), "Print the selected message"),
-    ("reply", "Reply", ("Ctrl+R",), "Reply to the sender"),
-    ("replyAll", "Reply All", ("Ctrl+Shift+R",), "Reply to the sender and all recipients"),
-    ("forward", "Forward", ("Ctrl+L",), "Forward the message (without attachments)"),
-    ("attach", "Attach", ("Ctrl+Shift+A",), "Tie mail from your mailbox to this document"),
-    ("detach", "Detach", ("Delete",), "Untie the selected mail from this document"),
-    ("refresh", "Refresh", ("F5",), "Read this document's mail again"),
+    ("open", "&Open", ("Return", "Enter"), "Open the message in your mail program"),
+    ("new", "&New", ("Ctrl+N",), "Write a new mail about this document"),
+    ("print", "&Print", ("Ctrl+P",), "Print the selected messages"),
+    ("reply", "&Reply", ("Ctrl+R",), "Reply to the sender"),
+    ("replyAll", "Reply &All", ("Ctrl+Shift+R",), "Reply to the sender and all recipients"),
+    ("forward", "&Forward", ("Ctrl+L",), "Forward the message (without attachments)"),
+    ("attach", "A&ttach", ("Ctrl+Shift+A",), "Tie mail from your mailbox to this document"),
+    ("detach", "&Detach", ("Delete",), "Untie the selected mail from this document"),
+    ("refresh", "R&efresh", ("F5",), "Read this document's mail again"),
 )
 _TOOLBAR: Final = ("new", "print", "reply", "replyAll", "forward", "attach", "detach", "refresh")
 _MENU: Final = (
@@ -190,6 +225,11 @@ async def _dialog_result(dialog: QDialog) -> int:
             dialog.deleteLater()
 
 
+def _write_file(target: str, data: bytes) -> None:
+    with open(target, "wb") as handle:
+        handle.write(data)
+
+
 def _resolve(future: asyncio.Future[int], result: int) -> None:
     if not future.done():
         future.set_result(result)
@@ -207,13 +247,59 @@ def _mailboxes(mailboxes: Iterable[tuple[str, str]]) -> str:
 
 
 def _size(size: object) -> str:
-    if not isinstance(size, int):
-        return ""
-    if size < 1024:
-        return f" ({size} bytes)"
-    if size < 1024 * 1024:
-        return f" ({size / 1024:.0f} KB)"
-    return f" ({size / 1024 / 1024:.1f} MB)"
+    return f" ({format_size(size)})" if isinstance(size, int) else ""
+
+
+_MIME = QMimeDatabase()
+
+#: Extensions of files that run when opened (programs, scripts, installers, shortcuts,
+#: documents with macros that start by themselves): opening one asks first.
+RISKY_EXTENSIONS: Final = frozenset({
+    "exe", "com", "bat", "cmd", "scr", "pif", "msi", "msp", "msc", "cpl", "dll", "sys",
+    "js", "jse", "vbs", "vbe", "wsf", "wsh", "ws", "ps1", "psm1", "hta", "lnk", "url",
+    "reg", "inf", "jar", "sh", "bash", "csh", "ksh", "zsh", "command", "py", "pyw", "pl",
+    "rb", "php", "app", "apk", "appimage", "deb", "rpm", "run", "bin", "desktop", "scpt",
+    "action", "workflow", "iso", "img", "vhd", "docm", "xlsm", "pptm", "dotm", "xlam",
+})
+#: Content types of the same.
+RISKY_TYPES: Final = frozenset({
+    "application/x-msdownload", "application/x-msdos-program", "application/x-dosexec",
+    "application/x-executable", "application/x-sh", "application/x-shellscript",
+    "application/x-bat", "application/javascript", "text/javascript", "application/x-ms-installer",
+    "application/x-msi", "application/java-archive", "application/hta", "text/x-python",
+    "application/x-python-code", "application/x-perl",
+    "application/vnd.microsoft.portable-executable",
+})
+
+
+def attachment_name(info: dict[str, object], index: int) -> str:
+    """The name an attachment is shown, opened and saved under: the sender's, else one
+    made from its type ("attached message.eml", "attachment 2.png")."""
+    name = info.get("filename")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    ctype = str(info.get("content_type") or "application/octet-stream").lower()
+    if ctype.startswith("message/"):
+        return "attached message.eml"
+    suffix = _MIME.mimeTypeForName(ctype).preferredSuffix()
+    return f"attachment {index + 1}" + (f".{suffix}" if suffix else "")
+
+
+def is_risky(name: str, content_type: str) -> bool:
+    """Whether opening the file would run something (see :data:`RISKY_EXTENSIONS`)."""
+    suffix = name.rpartition(".")[2].lower() if "." in name else ""
+    return suffix in RISKY_EXTENSIONS or content_type.lower() in RISKY_TYPES
+
+
+def _attachment_icon(name: str, content_type: str, style: QStyle | None) -> QIcon:
+    mime = _MIME.mimeTypeForName(content_type)
+    if not mime.isValid() or mime.isDefault():
+        mime = _MIME.mimeTypeForFile(name, QMimeDatabase.MatchMode.MatchExtension)
+    for icon_name in (mime.iconName(), mime.genericIconName()):
+        icon = QIcon.fromTheme(icon_name)
+        if not icon.isNull():
+            return icon
+    return style.standardIcon(QStyle.StandardPixmap.SP_FileIcon) if style else QIcon()
 
 
 def message_headers(detail: MessageDetail) -> list[tuple[str, str]]:
@@ -221,12 +307,15 @@ def message_headers(detail: MessageDetail) -> list[tuple[str, str]]:
     lines = [("From", _mailboxes(detail.from_)), ("To", _mailboxes(detail.to))]
     if detail.cc:
         lines.append(("Cc", _mailboxes(detail.cc)))
-    if detail.date is not None:
+    if detail.date is not None and not detail.dated:
+        lines.append(("Date", "none given; received " + format_date(detail.date, offset=True)))
+    elif detail.date is not None:
         lines.append(("Date", format_date(detail.date, offset=True)))
-    lines.append(("Subject", detail.subject))
+    lines.append(("Subject", detail.subject or NO_SUBJECT))
     if detail.attachments:
         names = [
-            f"{a.get('filename') or 'unnamed'}{_size(a.get('size'))}" for a in detail.attachments
+            f"{attachment_name(a, n)}{_size(a.get('size'))}"
+            for n, a in enumerate(detail.attachments)
         ]
         lines.append(("Attachments", ", ".join(names)))
     return lines
@@ -242,21 +331,29 @@ def preview_text(detail: MessageDetail) -> str:
     return f"{head}\n\n{detail.body}"
 
 
-def print_document(detail: MessageDetail) -> QTextDocument:
-    """The message as a document for printing: bold header names, then the text."""
+def print_document(details: MessageDetail | Iterable[MessageDetail]) -> QTextDocument:
+    """Messages as a document for printing: bold header names, then the text; each
+    message after the first starts a new page."""
+    if not isinstance(details, Iterable):
+        details = [details]
     document = QTextDocument()
     cursor = QTextCursor(document)
     bold, plain = QTextCharFormat(), QTextCharFormat()
     bold.setFontWeight(QFont.Weight.Bold)
-    for n, (name, value) in enumerate(message_headers(detail)):
-        if n:
-            cursor.insertBlock()
-        cursor.insertText(f"{name}: ", bold)
-        cursor.insertText(value, plain)
-    cursor.insertBlock()
-    cursor.insertBlock()
-    # insertText keeps the body as plain text: nothing in a message can become markup.
-    cursor.insertText(detail.body, plain)
+    new_page = QTextBlockFormat()
+    new_page.setPageBreakPolicy(QTextBlockFormat.PageBreakFlag.PageBreak_AlwaysBefore)
+    for m, detail in enumerate(details):
+        if m:
+            cursor.insertBlock(new_page)
+        for n, (name, value) in enumerate(message_headers(detail)):
+            if n:
+                cursor.insertBlock(QTextBlockFormat())
+            cursor.insertText(f"{name}: ", bold)
+            cursor.insertText(value, plain)
+        cursor.insertBlock()
+        cursor.insertBlock()
+        # insertText keeps the body as plain text: nothing in a message can become markup.
+        cursor.insertText(detail.body, plain)
     return document
 
 
@@ -293,6 +390,8 @@ class EmailTab(QWidget):
     * ``messageOpened(str)``: the path of the ``.eml`` file handed to the desktop.
     * ``messagePrinted(int)``: this message was printed.
     * ``messagesDetached(int)``: this many messages were detached from the document.
+    * ``attachmentOpened(str)``: the path of an attachment's file handed to the desktop.
+    * ``attachmentSaved(str)``: an attachment was saved to this path.
     """
 
     messageSelected = pyqtSignal(int)
@@ -304,6 +403,8 @@ class EmailTab(QWidget):
     messageOpened = pyqtSignal(str)
     messagePrinted = pyqtSignal(int)
     messagesDetached = pyqtSignal(int)
+    attachmentOpened = pyqtSignal(str)
+    attachmentSaved = pyqtSignal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -317,6 +418,7 @@ class EmailTab(QWidget):
         self._files: PrivateFiles | None = None
         self._printer: QPrinter | None = None
         self._attach_factory: AttachDialogFactory | None = None
+        self._save_folder = ""
         self._detail: MessageDetail | None = None
         self._selected_id = -1
         self._loading = False
@@ -349,7 +451,8 @@ class EmailTab(QWidget):
             action.setObjectName(f"{name}Action")
             action.setShortcuts([QKeySequence(k) for k in keys])
             action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            action.setToolTip(f"{tip} ({keys[0]})")
+            native = QKeySequence(keys[0]).toString(QKeySequence.SequenceFormat.NativeText)
+            action.setToolTip(f"{tip} ({native})")
             action.setStatusTip(tip)
             icon = QIcon.fromTheme(_ICONS[name])
             if not icon.isNull():
@@ -359,6 +462,11 @@ class EmailTab(QWidget):
             self._actions[name] = action
         for name in _TOOLBAR:
             self._toolbar.addAction(self._actions[name])
+            button = self._toolbar.widgetForAction(self._actions[name])
+            if button is not None:
+                # Reached with Tab after the list and the preview (toolbar buttons take no
+                # focus by default, which leaves keyboard users without them).
+                button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         layout.addWidget(self._toolbar)
 
         self._banner = QFrame(self)
@@ -391,7 +499,8 @@ class EmailTab(QWidget):
         banner_layout.addWidget(self._retry_now, 0, Qt.AlignmentFlag.AlignTop)
         banner_layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
         self._banner.hide()
-        layout.addWidget(self._banner)
+        # Not in the layout: it floats over the top of the preview (see _place_banner), so
+        # showing it never moves the rows under the mouse.
 
         self._stack = QStackedWidget(self)
         layout.addWidget(self._stack, 1)
@@ -407,6 +516,8 @@ class EmailTab(QWidget):
         self._view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self._view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self._view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        # Tab leaves the list for the preview instead of walking from cell to cell.
+        self._view.setTabKeyNavigation(False)
         self._view.setShowGrid(False)
         self._view.setWordWrap(False)
         self._view.setAlternatingRowColors(True)
@@ -451,17 +562,61 @@ class EmailTab(QWidget):
         self._cancel.setToolTip("Stop waiting for the database (Esc)")
         self._cancel.clicked.connect(self.cancelLoading)
         self._cancel.hide()
+        self._legend = QLabel("<i>Italic</i>: mail of this document's contacts", top)
+        self._legend.setObjectName("legendLabel")
+        self._legend.setToolTip(VIA_CONTACT_TOOLTIP + ", not tied to the document itself")
+        self._legend.hide()
         more_row.addWidget(self._status, 1)
+        more_row.addWidget(self._legend)
         more_row.addWidget(self._more)
         more_row.addWidget(self._cancel)
         top_layout.addLayout(more_row)
 
-        self._preview = QPlainTextEdit(self._splitter)
+        pane = self._pane = QWidget(self._splitter)
+        pane.setObjectName("previewPane")
+        pane_layout = QVBoxLayout(pane)
+        pane_layout.setContentsMargins(0, 0, 0, 0)
+        pane_layout.setSpacing(2)
+        self._preview = QPlainTextEdit(pane)
         self._preview.setObjectName("messagePreview")
         self._preview.setReadOnly(True)
+        self._preview.setTabChangesFocus(True)
         self._preview.setPlaceholderText("Select a message to read it here.")
+        pane_layout.addWidget(self._preview, 1)
+        self._attachments_bar = QWidget(pane)
+        self._attachments_bar.setObjectName("attachmentsBar")
+        bar = QHBoxLayout(self._attachments_bar)
+        bar.setContentsMargins(4, 0, 4, 2)
+        self._attachments = QListWidget(self._attachments_bar)
+        self._attachments.setObjectName("attachmentList")
+        self._attachments.setFlow(QListWidget.Flow.LeftToRight)
+        self._attachments.setWrapping(True)
+        self._attachments.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self._attachments.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._attachments.setMaximumHeight(3 * self.fontMetrics().height() + 16)
+        self._attachments.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self._attachments.customContextMenuRequested.connect(self._show_attachment_menu)
+        self._attachments.itemActivated.connect(self._on_attachment_activated)
+        self._attachments.currentRowChanged.connect(self._on_attachment_current)
+        self._open_attachment = QPushButton("Op&en Attachment", self._attachments_bar)
+        self._open_attachment.setObjectName("openAttachmentButton")
+        self._open_attachment.setToolTip("Open the chosen attachment with its program (Enter)")
+        self._open_attachment.clicked.connect(self.openAttachment)
+        self._save_attachment = QPushButton("&Save As…", self._attachments_bar)
+        self._save_attachment.setObjectName("saveAttachmentButton")
+        self._save_attachment.setToolTip("Save the chosen attachment to a folder you choose")
+        self._save_attachment.clicked.connect(self.saveAttachment)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self._open_attachment)
+        buttons.addWidget(self._save_attachment)
+        buttons.addStretch(1)
+        bar.addWidget(self._attachments, 1)
+        bar.addLayout(buttons)
+        self._attachments_bar.hide()
+        pane_layout.addWidget(self._attachments_bar)
         self._splitter.addWidget(top)
-        self._splitter.addWidget(self._preview)
+        self._splitter.addWidget(pane)
+        self._splitter.splitterMoved.connect(self._place_banner)
         self._splitter.setStretchFactor(0, 3)
         self._splitter.setStretchFactor(1, 2)
         self._stack.addWidget(self._splitter)
@@ -487,6 +642,23 @@ class EmailTab(QWidget):
         }
         for name, slot in triggered.items():
             self._actions[name].triggered.connect(slot)
+        self._attachment_menu = QMenu(self)
+        self._attachment_menu.setObjectName("attachmentMenu")
+        self._attachment_menu.addAction("&Open", self.openAttachment)
+        self._attachment_menu.addAction("&Save As…", self.saveAttachment)
+        # The natural order: the list, the preview, its attachments, then the toolbar.
+        # The list's own buttons come right after it: hiding Cancel when loading ends
+        # moves the focus on to the preview, not round to the list (whose focus-in would
+        # choose a message).
+        chain: list[QWidget] = [self._view, self._more, self._cancel, self._preview,
+                                self._attachments, self._open_attachment,
+                                self._save_attachment]
+        for name in _TOOLBAR:
+            button = self._toolbar.widgetForAction(self._actions[name])
+            if button is not None:
+                chain.append(button)
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
         # Esc stops waiting for the list; enabled only while it loads, so Esc reaches the
         # host window at any other time.
         self._stop_action = QAction("Cancel", self)
@@ -552,6 +724,10 @@ class EmailTab(QWidget):
 
     def preview(self) -> QPlainTextEdit:
         return self._preview
+
+    def attachmentList(self) -> QListWidget:
+        """The attachments of the message shown (one item per attachment, in order)."""
+        return self._attachments
 
     def toolBar(self) -> QToolBar:
         return self._toolbar
@@ -691,6 +867,31 @@ class EmailTab(QWidget):
     def _show_banner(self, text: str) -> None:
         self._banner_label.setText(text)
         self._banner.show()
+        self._place_banner()
+
+    def _place_banner(self, *_: object) -> None:
+        if self._banner.isHidden():
+            return
+        # Over the top of the preview (or of the empty state): the list, its Show more and
+        # Cancel buttons and the toolbar stay where they are and stay reachable.
+        area = self._pane if self._stack.currentWidget() is self._splitter else self._stack
+        top_left = area.mapTo(self, QPoint(0, 0))
+        width = area.width()
+        layout = self._banner.layout()
+        height = (layout.totalHeightForWidth(width) if layout is not None
+                  and layout.hasHeightForWidth() else self._banner.sizeHint().height())
+        height = min(max(height, self._banner.minimumSizeHint().height()), area.height())
+        self._banner.setGeometry(top_left.x(), top_left.y(), width, height)
+        self._banner.raise_()
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
+        super().resizeEvent(event)
+        self._place_banner()
+
+    def changeEvent(self, event: QEvent | None) -> None:
+        super().changeEvent(event)
+        if event is not None and event.type() == QEvent.Type.FontChange:
+            self._place_banner()
 
     def _on_task_failed(self, purpose: str, exc: Exception) -> None:
         if purpose == "preview":
@@ -739,6 +940,7 @@ class EmailTab(QWidget):
             self._stack.setCurrentWidget(self._empty)
         else:
             self._stack.setCurrentWidget(self._splitter)
+        self._place_banner()
         more = self._model.hasMore()
         self._more.setVisible(more)
         self._more.setEnabled(not self._loading)
@@ -749,12 +951,18 @@ class EmailTab(QWidget):
             self._status.setText("Loading…")
         elif self._stopped:
             self._status.setText(STOPPED_TEXT)
+        elif more and self._model.totalCount() > rows:
+            self._status.setText(f"{rows:,} of {self._model.totalCount():,} messages")
+        elif more:
+            self._status.setText(f"The {rows:,} most recent messages")
         elif rows == 1:
             self._status.setText("1 message")
-        elif more:
-            self._status.setText(f"The {rows} most recent messages")
         else:
-            self._status.setText(f"{rows} messages" if rows else "")
+            self._status.setText(f"{rows:,} messages" if rows else "")
+        self._legend.setVisible(
+            any(self._model.messageRow(r).via_contact for r in range(rows))
+            if self._code and registry.by_code(self._code).shows_contact_mail else False
+        )
 
     # -- loading -----------------------------------------------------------------------------------
     def _start_load(self, *, first: bool) -> None:
@@ -788,10 +996,17 @@ class EmailTab(QWidget):
         self._countdown.reset()
         if self._error_purpose == "list":
             self.clearError()
-        if keep >= 0:
+        if keep >= 0 and self._model.rowOf(keep) >= 0:
             self._select(keep)
+        elif self._selected_id >= 0 or keep >= 0:
+            # The message shown is no longer in the list (detached, moved away): its
+            # text and attachments go with it.
+            self._forget_preview()
         self._update_state()
         self.messagesLoaded.emit(self._model.rowCount())
+        if self._model.totalCount() < 0:
+            await self._model.loadTotal()
+            self._update_state()
         # Needed only for New, the references and deciding on imports: read after the rows
         # so that the list appears as early as possible.
         if first or self._number is None:
@@ -864,6 +1079,9 @@ class EmailTab(QWidget):
             self._update_state()
         if added:
             self.messagesLoaded.emit(self._model.rowCount())
+        if self._model.totalCount() < 0:
+            await self._model.loadTotal()
+            self._update_state()
 
     def onMessagesImported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
         """Refresh when newly imported mail is tied to this document or its contacts.
@@ -890,9 +1108,7 @@ class EmailTab(QWidget):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self._update_state()
         if not current.isValid():
-            self._selected_id = -1
-            self._tasks.cancel("preview")
-            self._preview.clear()
+            self._forget_preview()
             return
         eml_id = self._model.emlId(current.row())
         if eml_id == self._selected_id:
@@ -900,15 +1116,150 @@ class EmailTab(QWidget):
         self._selected_id = eml_id
         self.messageSelected.emit(eml_id)
         if self._detail is not None and self._detail.eml_id == eml_id:
-            self._preview.setPlainText(preview_text(self._detail))
+            self._show_detail(self._detail)
             return
         self._preview.clear()
+        self._show_attachments(None)
         self._tasks.start("preview", self._load_preview, eml_id)
 
     async def _load_preview(self, eml_id: int) -> None:
         detail = await self._message(eml_id)
         if self._current_id() == eml_id:
-            self._preview.setPlainText(preview_text(detail))
+            self._show_detail(detail)
+
+    def _show_detail(self, detail: MessageDetail) -> None:
+        self._preview.setPlainText(preview_text(detail))
+        self._show_attachments(detail)
+
+    def _forget_preview(self) -> None:
+        self._selected_id = -1
+        self._detail = None
+        self._tasks.cancel("preview")
+        self._preview.clear()
+        self._show_attachments(None)
+
+    def _show_attachments(self, detail: MessageDetail | None) -> None:
+        self._attachments.clear()
+        attachments = detail.attachments if detail is not None else ()
+        for n, info in enumerate(attachments):
+            name = attachment_name(info, n)
+            ctype = str(info.get("content_type") or "application/octet-stream")
+            size = info.get("size")
+            item = QListWidgetItem(_attachment_icon(name, ctype, self.style()),
+                                   f"{name}{_size(size)}")
+            described = _MIME.mimeTypeForName(ctype).comment() or ctype
+            kind = ("attached message" if ctype.lower().startswith("message/")
+                    else described)
+            item.setToolTip(f"{name}\n{kind} ({ctype})"
+                            + (f"\n{format_size(size)}" if isinstance(size, int) else ""))
+            item.setData(Qt.ItemDataRole.UserRole, n)
+            self._attachments.addItem(item)
+        self._attachments_bar.setVisible(bool(attachments))
+        if attachments:
+            self._attachments.setCurrentRow(0)
+        self._on_attachment_current(self._attachments.currentRow())
+
+    def _on_attachment_current(self, row: int) -> None:
+        self._open_attachment.setEnabled(row >= 0)
+        self._save_attachment.setEnabled(row >= 0)
+
+    def _on_attachment_activated(self, item: QListWidgetItem) -> None:
+        self._attachments.setCurrentItem(item)
+        self.openAttachment()
+
+    def _show_attachment_menu(self, pos: QPoint) -> None:
+        item = self._attachments.itemAt(pos)
+        viewport = self._attachments.viewport()
+        if item is not None and viewport is not None:
+            self._attachments.setCurrentItem(item)
+            self._attachment_menu.popup(viewport.mapToGlobal(pos))
+
+    def _chosen_attachment(self) -> tuple[int, int, dict[str, object]] | None:
+        detail = self._detail
+        row = self._attachments.currentRow()
+        if detail is None or detail.eml_id != self._current_id() or not (
+                0 <= row < len(detail.attachments)):
+            return None
+        return detail.eml_id, row, detail.attachments[row]
+
+    def openAttachment(self, *_: object) -> None:
+        """Open the chosen attachment with the desktop's program for its type (programs
+        and scripts only after a warning)."""
+        chosen = self._chosen_attachment()
+        if chosen is not None:
+            self._start_action("attachment", self._open_part, *chosen)
+
+    def saveAttachment(self, *_: object) -> None:
+        """Save the chosen attachment where the user chooses."""
+        chosen = self._chosen_attachment()
+        if chosen is not None:
+            self._start_action("attachment", self._save_part, *chosen)
+
+    async def _open_part(self, eml_id: int, index: int, info: dict[str, object]) -> None:
+        name = attachment_name(info, index)
+        ctype = str(info.get("content_type") or "")
+        if is_risky(name, ctype):
+            box = QMessageBox(self)
+            box.setObjectName("riskyAttachmentWarning")
+            box.setIcon(QMessageBox.Icon.Warning)
+            box.setWindowTitle("Open Attachment")
+            box.setText(f"“{name}” is a program or a script. Open it?")
+            box.setInformativeText(
+                "Opening it runs it on this computer with your rights. Open it only if you "
+                "expected it from the sender and trust them; otherwise save it and have it "
+                "checked."
+            )
+            box.setStandardButtons(
+                QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel)
+            box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+            if await _dialog_result(box) != QMessageBox.StandardButton.Open.value:
+                return
+        data = await self._require_store().attachment(eml_id, index)
+        try:
+            path = await asyncio.to_thread(self.privateFiles().write_named, data, name)
+        except OSError as exc:
+            raise DesktopError(
+                f"The attachment could not be saved for its program: {exc.strerror or exc}.",
+                hint="Check that the temporary folder has free space, then try again.",
+            ) from exc
+        open_url(
+            self._desktop, QUrl.fromLocalFile(str(path)),
+            DesktopError(
+                f"No program is set up to open “{name}”.",
+                hint="Use Save As to keep it, or choose a program for this kind of file in "
+                "the system settings.",
+            ),
+        )
+        self.attachmentOpened.emit(str(path))
+
+    async def _save_part(self, eml_id: int, index: int, info: dict[str, object]) -> None:
+        name = safe_file_name(attachment_name(info, index))
+        dialog = QFileDialog(self, "Save Attachment", self._suggested_path(name))
+        dialog.setObjectName("saveAttachmentDialog")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+        if await _dialog_result(dialog) != QDialog.DialogCode.Accepted.value:
+            return
+        files = dialog.selectedFiles()
+        if not files:
+            return
+        target = files[0]
+        data = await self._require_store().attachment(eml_id, index)
+        try:
+            await asyncio.to_thread(_write_file, target, data)
+        except OSError as exc:
+            raise DesktopError(
+                f"“{name}” could not be saved: {exc.strerror or exc}.",
+                hint="Choose a folder you may write to, with free space, and try again.",
+            ) from exc
+        self._remember_folder(target)
+        self.attachmentSaved.emit(target)
+
+    def _suggested_path(self, name: str) -> str:
+        return os.path.join(self._save_folder or os.path.expanduser("~"), name)
+
+    def _remember_folder(self, target: str) -> None:
+        self._save_folder = os.path.dirname(target)
 
     async def _message(self, eml_id: int) -> MessageDetail:
         if self._detail is not None and self._detail.eml_id == eml_id:
@@ -1037,27 +1388,34 @@ class EmailTab(QWidget):
         self.composeRequested.emit(url)
 
     def printMessage(self, *_: object) -> None:
-        """Print the current message, through the print dialog."""
-        eml_id = self._current_id()
-        if eml_id >= 0:
-            self._start_action("print", self._print, eml_id)
+        """Print the selected messages (in list order, each from a new page), through the
+        print dialog."""
+        ids = [self._model.emlId(r) for r in self._selected_rows()]
+        if not ids and self._current_id() >= 0:
+            ids = [self._current_id()]
+        if ids:
+            self._start_action("print", self._print, ids)
 
-    async def _print(self, eml_id: int) -> None:
+    async def _print(self, ids: list[int]) -> None:
         from PyQt6.QtPrintSupport import QPrintDialog
 
-        detail = await self._message(eml_id)
+        details = [await self._message(eml_id) if self._detail is not None
+                   and self._detail.eml_id == eml_id else await self._require_store().message(
+                       eml_id) for eml_id in ids]
         printer = self.printer()
         dialog = QPrintDialog(printer, self)
         dialog.setObjectName("printDialog")
-        dialog.setWindowTitle("Print Message")
+        dialog.setWindowTitle("Print Message" if len(ids) == 1
+                              else f"Print {len(ids)} Messages")
         if await _dialog_result(dialog) != QDialog.DialogCode.Accepted.value:
             return
-        document = print_document(detail)
+        document = print_document(details)
         document.setDocumentMargin(0)
-        # On the GUI thread: Qt's printing is bound to it for the default fonts, and one
-        # message is small enough to lay out and render between two frames.
+        # On the GUI thread: Qt's printing is bound to it for the default fonts, and a few
+        # messages are small enough to lay out and render between two frames.
         document.print(printer)
-        self.messagePrinted.emit(eml_id)
+        for eml_id in ids:
+            self.messagePrinted.emit(eml_id)
 
     def attach(self, *_: object) -> None:
         """Ask to tie more mail to the document (``attachRequested`` and the dialog)."""

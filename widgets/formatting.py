@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["format_date"]
+__all__ = ["format_date", "format_size"]
 
 
 def format_date(
@@ -36,3 +36,15 @@ def format_date(
     if offset and date.utcoffset() is not None:
         text += date.strftime(" %z")
     return text
+
+
+def format_size(size: int) -> str:
+    """A byte count as people read it: ``512 bytes``, ``146 KB``, ``2.3 MB`` (1024-based,
+    as mail programs and file managers on the desktop show attachment sizes)."""
+    if size < 1024:
+        return "1 byte" if size == 1 else f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    if size < 1024 * 1024 * 1024:
+        return f"{size / 1024 / 1024:.1f} MB"
+    return f"{size / 1024 / 1024 / 1024:.1f} GB"

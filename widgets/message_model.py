@@ -42,7 +42,7 @@ from PyQt6.QtCore import (
     QPersistentModelIndex,
     Qt,
 )
-from PyQt6.QtGui import QFont
+from PyQt6.QtGui import QColor, QFont, QIcon, QPainter, QPainterPath, QPen, QPixmap
 
 from xtmail.widgets.formatting import format_date
 
@@ -51,7 +51,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "NO_SUBJECT",
+    "UNDATED_MARK",
+    "UNDATED_TOOLTIP",
     "VIA_CONTACT_TOOLTIP",
+    "AttachmentsRole",
     "EmlIdRole",
     "MessageListModel",
     "MessageSource",
@@ -62,22 +66,34 @@ COLUMNS: Final = ("Date", "From", "To", "Cc", "Subject")
 DATE, FROM, TO, CC, SUBJECT = range(len(COLUMNS))
 
 VIA_CONTACT_TOOLTIP: Final = "Mail of a contact of this document"
+#: Before the date of a message that has none of its own: the date shown is its arrival.
+UNDATED_MARK: Final = "≈ "
+UNDATED_TOOLTIP: Final = (
+    "This message carries no usable date of its own; it is listed by when it was "
+    "received: {}"
+)
+NO_SUBJECT: Final = "(no subject)"
 
 #: The message's ``eml_id`` (int), in every column.
 EmlIdRole: Final = Qt.ItemDataRole.UserRole.value + 1
 #: ``True`` when the row is listed through a contact of the document, not the document.
 ViaContactRole: Final = Qt.ItemDataRole.UserRole.value + 2
+#: How many attachments the message has (int).
+AttachmentsRole: Final = Qt.ItemDataRole.UserRole.value + 3
 
 _DISPLAY: Final = Qt.ItemDataRole.DisplayRole.value
 _TOOLTIP: Final = Qt.ItemDataRole.ToolTipRole.value
 _FONT: Final = Qt.ItemDataRole.FontRole.value
+_DECORATION: Final = Qt.ItemDataRole.DecorationRole.value
 
 _AnyIndex = QModelIndex | QPersistentModelIndex
 
 # A view asks for many roles per painted cell, most of which this model does not answer; the
 # ones answered are checked before anything else, so the others cost one set lookup
 # (painting is a hot path).
-_ANSWERED: Final = frozenset({_DISPLAY, _TOOLTIP, _FONT, EmlIdRole, ViaContactRole})
+_ANSWERED: Final = frozenset(
+    {_DISPLAY, _TOOLTIP, _FONT, _DECORATION, EmlIdRole, ViaContactRole, AttachmentsRole}
+)
 _ITEM_FLAGS: Final = (
     Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
 )
@@ -90,14 +106,53 @@ class MessageSource(Protocol):
         self, code: str, doc_id: int, *, limit: int = 100, offset: int = 0
     ) -> list[MessageRow]: ...
 
+    async def message_count(self, code: str, doc_id: int) -> int: ...
 
-def _sort_key(column: int) -> Any:
-    # Every key ends with eml_id so that equal values keep a fixed order (newest import
-    # first when descending), whatever order the rows arrived in.
+
+def _date_key(r: MessageRow) -> tuple[bool, float, int]:
+    # eml_id last, so that equal dates keep a fixed order whatever order the rows came in.
+    return (r.date is not None, r.date.timestamp() if r.date else 0.0, r.eml_id)
+
+
+def _ordered(rows: Sequence[MessageRow], column: int, descending: bool) -> list[MessageRow]:
+    """``rows`` sorted by ``column``; equal values newest first (two stable passes)."""
+    newest_first = sorted(rows, key=_date_key, reverse=True)
     if column == DATE:
-        return lambda r: (r.date is not None, r.date.timestamp() if r.date else 0.0, r.eml_id)
+        return newest_first[::-1] if not descending else newest_first
     attribute = ("date", "sender", "to", "cc", "subject")[column]
-    return lambda r: (getattr(r, attribute).casefold(), r.eml_id)
+    # reverse=True keeps equal keys in their order (the sort stays stable).
+    return sorted(newest_first, key=lambda r: getattr(r, attribute).casefold(),
+                  reverse=descending)
+
+
+_PAPERCLIP: QIcon | None = None
+
+
+def paperclip_icon() -> QIcon:
+    """The mark of a message with attachments: the theme's, else a drawn paperclip."""
+    global _PAPERCLIP
+    if _PAPERCLIP is None:
+        icon = QIcon.fromTheme("mail-attachment")
+        if icon.isNull():
+            pixmap = QPixmap(16, 16)
+            pixmap.fill(QColor(0, 0, 0, 0))
+            painter = QPainter(pixmap)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setPen(QPen(QColor("#505050"), 1.4))
+            path = QPainterPath()
+            path.moveTo(10.5, 5)
+            path.lineTo(10.5, 12)
+            path.arcTo(5.5, 9.5, 5, 5, 0, -180)
+            path.lineTo(5.5, 3.5)
+            path.arcTo(5.5, 1, 4, 4, 180, -180)
+            path.lineTo(9.5, 11)
+            path.arcTo(6.5, 9.5, 3, 3, 0, -180)
+            path.lineTo(6.5, 5)
+            painter.drawPath(path)
+            painter.end()
+            icon = QIcon(pixmap)
+        _PAPERCLIP = icon
+    return _PAPERCLIP
 
 
 class MessageListModel(QAbstractTableModel):
@@ -125,6 +180,7 @@ class MessageListModel(QAbstractTableModel):
         self._dates: dict[int, str] = {}
         self._document: tuple[str, int] | None = None
         self._has_more = False
+        self._total = 0
         # Bumped by every change of what the model shows, so an answer that arrives after
         # the model moved on (another document, a newer reload) is dropped, not shown.
         self._generation = 0
@@ -162,6 +218,7 @@ class MessageListModel(QAbstractTableModel):
         self._rows = []
         self._dates = {}
         self._has_more = False
+        self._total = 0
         self.endResetModel()
 
     def _require_store(self) -> MessageSource:
@@ -184,12 +241,28 @@ class MessageListModel(QAbstractTableModel):
         self.beginResetModel()
         self._document = (code, doc_id)
         self._has_more = len(rows) > wanted
+        self._total = -1 if self._has_more else min(len(rows), wanted)
         self._rows = []
         self._dates = {}
         self._add(rows[:wanted])
-        self._rows.sort(key=_sort_key(self._sort_column), reverse=self._descending())
+        self._rows = _ordered(self._rows, self._sort_column, self._descending())
         self.endResetModel()
         return True
+
+    async def loadTotal(self) -> int:
+        """Ask the store how many messages the document has in all, when more exist than
+        are loaded; return :meth:`totalCount`."""
+        if self._total >= 0 or self._document is None:
+            return self._total
+        generation = self._generation
+        total = await self._require_store().message_count(*self._document)
+        if generation == self._generation:
+            self._total = max(total, len(self._rows))
+        return self._total
+
+    def totalCount(self) -> int:
+        """How many messages the document has in all; -1 while not known."""
+        return self._total
 
     async def reload(self) -> bool:
         """Read the document's mail again, as many rows as are shown now (at least a page)."""
@@ -211,6 +284,8 @@ class MessageListModel(QAbstractTableModel):
         if generation != self._generation:
             return 0
         self._has_more = len(rows) > self._page_size
+        if not self._has_more:
+            self._total = -1  # counted anew below
         known = {r.eml_id for r in self._rows}
         fresh = [r for r in rows[: self._page_size] if r.eml_id not in known]
         if not fresh:
@@ -222,6 +297,8 @@ class MessageListModel(QAbstractTableModel):
         self.beginInsertRows(QModelIndex(), first, first + len(fresh) - 1)
         self._add(fresh)
         self.endInsertRows()
+        if not self._has_more:
+            self._total = len(self._rows)
         self._apply_sort()
         return len(fresh)
 
@@ -238,13 +315,15 @@ class MessageListModel(QAbstractTableModel):
         self._rows = []
         self._dates = {}
         self._add(rows)
-        self._rows.sort(key=_sort_key(self._sort_column), reverse=self._descending())
+        self._total = len(self._rows)
+        self._rows = _ordered(self._rows, self._sort_column, self._descending())
         self.endResetModel()
 
     def _add(self, rows: Sequence[MessageRow]) -> None:
         for row in rows:
             self._rows.append(row)
-            self._dates[row.eml_id] = format_date(row.date)
+            text = format_date(row.date)
+            self._dates[row.eml_id] = UNDATED_MARK + text if text and not row.dated else text
 
     def hasMore(self) -> bool:
         """Whether older messages than those loaded exist (as of the last read)."""
@@ -286,19 +365,33 @@ class MessageListModel(QAbstractTableModel):
         if role == _DISPLAY:
             return self._text(row, column)
         if role == _TOOLTIP:
-            if row.via_contact:
-                return VIA_CONTACT_TOOLTIP
-            if column == DATE:
-                return format_date(row.date, local=False, offset=True, seconds=True) or None
-            # Long addresses and subjects are elided in the cell; the tooltip has them whole.
-            return self._text(row, column) or None
+            return self._tooltip(row, column)
         if role == _FONT:
             return self._italic if row.via_contact else None
+        if role == _DECORATION:
+            return paperclip_icon() if column == SUBJECT and row.attachments else None
         if role == EmlIdRole:
             return row.eml_id
         if role == ViaContactRole:
             return row.via_contact
+        if role == AttachmentsRole:
+            return row.attachments
         return None
+
+    def _tooltip(self, row: MessageRow, column: int) -> str | None:
+        if column == DATE:
+            when = format_date(row.date, local=False, offset=True, seconds=True)
+            if when and not row.dated:
+                when = UNDATED_TOOLTIP.format(when)
+        elif column == SUBJECT and row.attachments:
+            count = "1 attachment" if row.attachments == 1 else f"{row.attachments} attachments"
+            when = f"{self._text(row, column)}\n({count})"
+        else:
+            # Long addresses and subjects are elided in the cell; the tooltip has them whole.
+            when = self._text(row, column)
+        if row.via_contact:
+            return f"{when}\n{VIA_CONTACT_TOOLTIP}" if when else VIA_CONTACT_TOOLTIP
+        return when or None
 
     def _text(self, row: MessageRow, column: int) -> str:
         if column == DATE:
@@ -309,7 +402,7 @@ class MessageListModel(QAbstractTableModel):
             return row.to
         if column == CC:
             return row.cc
-        return row.subject
+        return row.subject or NO_SUBJECT
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY
@@ -341,7 +434,7 @@ class MessageListModel(QAbstractTableModel):
         self._apply_sort()
 
     def _apply_sort(self) -> None:
-        ordered = sorted(self._rows, key=_sort_key(self._sort_column), reverse=self._descending())
+        ordered = _ordered(self._rows, self._sort_column, self._descending())
         if ordered == self._rows:
             return
         self.layoutAboutToBeChanged.emit([], QAbstractTableModel.LayoutChangeHint.VerticalSortHint)

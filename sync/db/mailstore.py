@@ -14,6 +14,7 @@ without a database driver.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from xtmail.sync.db import search
 from xtmail.sync.db.errors import translated
 from xtmail.sync.db.pool import NOT_ANSWERING_HINT, AsyncPool
 from xtmail.sync.errors import ConfigError, DatabaseError, DatabaseUnavailable
-from xtmail.sync.mail import registry
+from xtmail.sync.mail import mime, registry
 from xtmail.sync.values import ContactRow, DocumentRow, MessageDetail, MessageRow
 
 #: Connections the pool opens at most: the views of one program run a few queries at a
@@ -101,6 +102,15 @@ _ADDRESSES = """
 #: A message's time: the exact one xtmail keeps, else (mail stored by Connect) the start of
 #: Connect's day in the session's time zone.
 MESSAGE_TIME = "coalesce({msg}.msg_date, {eml}.eml_date::timestamptz)"
+
+
+#: True when a message has no usable date of its own: the parser then dated it by when it
+#: was received (the IMAP arrival time, else the import) and said why in its notes.
+UNDATED = (
+    "coalesce(EXISTS (SELECT 1 FROM unnest({msg}.msg_defects) AS d "
+    "WHERE d = 'Date: header missing' OR d LIKE 'Date: cannot read %%' "
+    "OR d LIKE 'Date: %% is in the future; not used'), false)"
+)
 
 
 def _midnight(day: date | None) -> datetime | None:
@@ -371,14 +381,26 @@ class MailStore:
             rows = await cur.fetchall()
         return [
             MessageRow(eml_id=r[0], date=r[1], subject=r[2], via_contact=bool(r[3]),
-                       sender=r[4], to=r[5], cc=r[6])
+                       sender=r[4], to=r[5], cc=r[6], dated=not r[7], attachments=r[8])
             for r in rows
         ]
+
+    @_bounded("to count the document's mail")
+    async def message_count(self, code: str, doc_id: int) -> int:
+        """How many messages :meth:`messages_for` lists for a document in all."""
+        doc = _document(code)
+        async with self._connection("to count the document's mail") as conn:
+            query = sql.SQL("SELECT count(*) FROM ({ids}) AS t").format(
+                ids=self._ids_query(doc, await self._crm_link_on(conn, doc)))
+            row = await (await conn.execute(
+                query, {"code": doc.code, "doc_id": doc_id})).fetchone()
+        return int(row[0]) if row else 0
 
     def _messages_query(self, doc: registry.DocumentType, link: str) -> sql.Composed:
         return sql.SQL(
             """SELECT m.eml_id, {date} AS date, coalesce(m.eml_subj, ''), t.via,
-                      coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, '')
+                      coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, ''),
+                      {undated}, coalesce(jsonb_array_length(x.msg_attachments), 0)
                  FROM ({ids}) AS t
                  JOIN xtbatch.eml m ON m.eml_id = t.eml_id
                  LEFT JOIN xtmail.msg x ON x.msg_eml_id = m.eml_id
@@ -390,6 +412,7 @@ class MailStore:
             from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
             to=sql.SQL(_ADDRESSES.format(kind="TO")),
             cc=sql.SQL(_ADDRESSES.format(kind="CC")),
+            undated=sql.SQL(UNDATED.format(msg="x")),
         )
 
     # -- one message -------------------------------------------------------------------------------
@@ -403,9 +426,10 @@ class MailStore:
                 """SELECT e.eml_id, m.msg_date, e.eml_date, coalesce(e.eml_subj, '') AS subject,
                           coalesce(e.eml_body, '') AS body, m.msg_reply_to,
                           coalesce(m.msg_attachments, '[]') AS attachments,
-                          coalesce(m.msg_defects, '{}') AS defects
+                          coalesce(m.msg_defects, '{}') AS defects,
+                          {undated} AS undated
                      FROM xtbatch.eml e LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
-                    WHERE e.eml_id = %s""",
+                    WHERE e.eml_id = %s""".replace("{undated}", UNDATED.format(msg="m")),
                 (eml_id,),
             )
             row = await cur.fetchone()
@@ -429,11 +453,14 @@ class MailStore:
             body=row["body"], from_=tuple(addresses.get("FROM", ())),
             to=tuple(addresses.get("TO", ())), cc=tuple(addresses.get("CC", ())),
             reply_to=reply_to, attachments=tuple(row["attachments"]),
-            defects=tuple(row["defects"]),
+            defects=tuple(row["defects"]), dated=not row["undated"],
         )
 
     @_bounded("to read the message")
     async def raw_message(self, eml_id: int) -> bytes:
+        return await self._raw(eml_id)
+
+    async def _raw(self, eml_id: int) -> bytes:
         async with self._connection("to read the message") as conn:
             row = await (
                 await conn.execute("SELECT eml_msg FROM xtbatch.eml WHERE eml_id = %s", (eml_id,))
@@ -441,6 +468,21 @@ class MailStore:
         if row is None or row[0] is None:
             raise DatabaseError(f"Message {eml_id} no longer exists.")
         return bytes(row[0])
+
+    @_bounded("to read the attachment")
+    async def attachment(self, eml_id: int, index: int) -> bytes:
+        """The decoded content of attachment ``index`` of a message, in the order of
+        :attr:`MessageDetail.attachments <xtmail.sync.values.MessageDetail.attachments>`.
+        The message is parsed again from its raw bytes in a worker thread."""
+        raw = await self._raw(eml_id)
+        try:
+            _info, data = await asyncio.to_thread(mime.attachment_bytes, raw, index)
+        except IndexError as exc:
+            raise DatabaseError(
+                f"Message {eml_id} has no attachment {index + 1} that can be read.",
+                hint="Open the whole message (double click) to see it in your mail program.",
+            ) from exc
+        return data
 
     # -- rule 4: attach and detach -------------------------------------------------------------
     @_bounded("to attach the mail")

@@ -36,7 +36,8 @@ from typing import Any, TypeAlias, TypeVar
 from xtmail.sync.mail.textops import newlines_to_lf
 
 __all__ = [
-    "Address", "Attachment", "ParsedMessage", "html_to_text", "looks_like_mail", "parse_message",
+    "Address", "Attachment", "ParsedMessage", "attachment_bytes", "html_to_text",
+    "looks_like_mail", "parse_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -887,6 +888,9 @@ class _Body:
         self.segments: list[tuple[str, str]] = []  # ("plain" | "html", text)
         self.last_resort: list[str] = []  # inline named text parts, delivery reports
         self.attachments: list[Attachment] = []
+        # One per attachment, in the same order: reads its decoded bytes when called (only
+        # attachment_bytes calls them; parsing keeps sizes only).
+        self.payloads: list[Callable[[], bytes]] = []
         self.forwarded: list[str] = []  # attached messages, shown after the text
 
     def has(self, kind: str) -> bool:
@@ -994,8 +998,10 @@ def _attach(out: _Body, entity: _Entity, ctx: _Context) -> None:
     if filename is not None:
         # RFC 2047 words inside a quoted filename are against the rules and everywhere.
         filename = _clean(_fold(_decode_words(_unraw(filename, "filename", ctx), "filename", ctx)))
-    size = _decoded_size(entity, f"attachment {filename or entity.ctype}", ctx)
+    what = f"attachment {filename or entity.ctype}"
+    size = _decoded_size(entity, what, ctx)
     out.attachments.append(Attachment(filename or None, _clean(entity.ctype), size))
+    out.payloads.append(functools.partial(_decoded, entity, what, ctx))
 
 
 def _walk(entity: _Entity, out: _Body, ctx: _Context, depth: int, alternative: bool) -> None:
@@ -1071,6 +1077,7 @@ def _walk_alternative(entities: list[_Entity], out: _Body, ctx: _Context, depth:
         _walk(entity, sub, ctx, depth + 1, alternative=True)
         collected.append(sub)
         out.attachments += sub.attachments
+        out.payloads += sub.payloads
         out.last_resort += sub.last_resort
         out.forwarded += sub.forwarded
     chosen = next((sub for sub in collected if sub.has("plain")), None)
@@ -1164,6 +1171,7 @@ def _inline_encoded(text: str, out: _Body, ctx: _Context) -> str:
             block = text[start.start() : end.end()].encode("utf-8", "surrogateescape")
             size = len(_uudecode(block, name, ctx))
             ctx.note(f"uuencoded {name!r} inside the text read as an attachment")
+            payload: Callable[[], bytes] = functools.partial(_uudecode, block, name, ctx)
         else:
             head = start.group("yhead")
             name_match = _YENC_NAME.search(head)
@@ -1171,13 +1179,35 @@ def _inline_encoded(text: str, out: _Body, ctx: _Context) -> str:
             name = name_match.group(1).strip() if name_match else "yenc.bin"
             size = int(size_match.group(1)) if size_match else 0
             ctx.note(f"yEnc {name!r} inside the text read as an attachment")
+            payload = functools.partial(
+                _ydecode, text[start.end() : end.start()].encode("utf-8", "surrogateescape")
+            )
         out.attachments.append(Attachment(_clean(name), "application/octet-stream", size))
+        out.payloads.append(payload)
         kept.append(text[pos : start.start()])
         pos = end.end()
     if not kept:
         return text
     kept.append(text[pos:])
     return _BLANK_LINES.sub("\n\n", "".join(kept))
+
+
+def _ydecode(data: bytes) -> bytes:
+    """yEnc lines (between =ybegin and =yend) back to bytes; =ypart lines are skipped."""
+    out = bytearray()
+    for line in data.splitlines():
+        if line.startswith(b"=y"):
+            continue
+        escaped = False
+        for byte in line:
+            if escaped:
+                out.append((byte - 106) % 256)
+                escaped = False
+            elif byte == 0x3D:  # "=": the next byte is shifted by another 64
+                escaped = True
+            else:
+                out.append((byte - 42) % 256)
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -1236,6 +1266,24 @@ def html_to_text(html: str) -> str:
 
 
 # --------------------------------------------------------------------------- entry point
+
+
+def attachment_bytes(raw: bytes, index: int) -> tuple[Attachment, bytes]:
+    """Attachment number ``index`` of a message, as :func:`parse_message` lists it (same
+    order, same leniency), and its decoded bytes. An attached message comes back as the
+    message itself (an ``.eml``). Raises ``IndexError`` when there is no such attachment
+    (also when the message's structure could not be read at all)."""
+    ctx = _Context()
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    out = _Body()
+    try:
+        _walk(_Entity(raw, ctx), out, ctx, 0, alternative=False)
+        if 0 <= index < len(out.attachments):
+            return out.attachments[index], out.payloads[index]()
+    except Exception:  # as parse_message: a bug costs this message only
+        log.exception("attachment %d of a message could not be read", index)
+    raise IndexError(f"the message has no readable attachment {index}")
 
 _FIRST_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 

@@ -136,3 +136,28 @@ class MailData:
         assert ada is not None
         order = self.sales_order("50123", billto=int(ada[0]))
         return SampleMail(order, int(ada[0]), newsletter, invoice, quote, reply)
+
+
+def message_with_parts(
+    parts: Sequence[tuple[str | None, str, bytes]], *, subject: str = "With attachments",
+    sender: str = "Ada Lovelace <ada@example.com>", body: str = "See the attached files.",
+    date: str = "Mon, 02 Mar 2026 10:00:00 +0000", inline: bool = False,
+) -> bytes:
+    """A multipart/mixed message: a text part, then each ``(filename, type, bytes)`` as an
+    attachment (base64; ``inline`` marks them Content-Disposition: inline)."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import make_msgid
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = sender
+    msg["To"] = "Sales <sales@ourco.example>"
+    msg["Subject"] = subject
+    msg["Date"] = date
+    msg["Message-ID"] = make_msgid(domain="example.com")
+    msg.set_content(body)
+    for filename, ctype, data in parts:
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename,
+                           disposition="inline" if inline else "attachment")
+    return msg.as_bytes()

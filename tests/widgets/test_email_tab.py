@@ -19,7 +19,14 @@ import qasync
 from PyQt6.QtCore import QEvent, QPoint, Qt
 from PyQt6.QtGui import QFont
 from PyQt6.QtPrintSupport import QPrintDialog, QPrinter
-from PyQt6.QtWidgets import QApplication, QDialog, QMessageBox, QToolButton, QWidget
+from PyQt6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QLabel,
+    QMessageBox,
+    QToolButton,
+    QWidget,
+)
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.mail import make_message
@@ -551,7 +558,10 @@ def test_contact_mail_of_a_customer_is_marked(
     assert [model.emlId(r) for r in range(2)] == [direct, via]
     via_index, direct_index = model.index(1, 4), model.index(0, 4)
     assert via_index.data(ViaContactRole) is True
-    assert via_index.data(Qt.ItemDataRole.ToolTipRole) == VIA_CONTACT_TOOLTIP
+    assert via_index.data(Qt.ItemDataRole.ToolTipRole) == f"From Jane\n{VIA_CONTACT_TOOLTIP}"
+    # The italics are explained on the tab itself, not only in the tooltip.
+    legend = tab.findChild(QLabel, "legendLabel")
+    assert legend is not None and legend.isVisible() and "Italic" in legend.text()
     font = via_index.data(Qt.ItemDataRole.FontRole)
     assert isinstance(font, QFont) and font.italic()
     assert direct_index.data(ViaContactRole) is False

@@ -168,7 +168,7 @@ def test_contact_mail_is_italic_with_a_tooltip(
     assert set(rows) == {via, both}
     index = model.index(rows[via], FROM)
     assert index.data(ViaContactRole) is True
-    assert index.data(Qt.ItemDataRole.ToolTipRole) == VIA_CONTACT_TOOLTIP
+    assert index.data(Qt.ItemDataRole.ToolTipRole) == f"Jane\n{VIA_CONTACT_TOOLTIP}"
     font = index.data(Qt.ItemDataRole.FontRole)
     assert isinstance(font, QFont) and font.italic()
     # Tied to the customer itself as well: not marked.
