@@ -464,3 +464,37 @@ def test_the_running_service_sends_the_queue_and_serves_health_and_metrics(
         finally:
             http.shutdown()
             http.server_close()
+
+
+def test_an_instance_whose_lease_connection_broke_stops_its_accounts_and_takes_them_again(
+    db_dsn: str, dovecot: DovecotServer, running: Callable[[Server], Server]
+) -> None:
+    users = [new_user(dovecot, 5) for _ in range(2)]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        keys = [add_account(conn, dovecot, u.user, source="env", ref=f"PW{i}")
+                for i, u in enumerate(users)]
+        server = running(Server(connector(db_dsn), options=fast_options(poll_interval=600),
+                                environ={f"PW{i}": u.password for i, u in enumerate(users)},
+                                instance="lease-test pid 1"))
+        wait_for(lambda: all(stored(conn, k)[0] == 5 for k in keys), 30, "first passes")
+
+        def lease_pids() -> set[int]:
+            rows = conn.execute(
+                """SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                    WHERE l.locktype = 'advisory' AND l.classid = %s::bigint::oid
+                      AND a.application_name = 'xtmail serve on lease-test pid 1'""",
+                (0x78746D61,)).fetchall()
+            return {r[0] for r in rows}
+
+        (before,) = lease_pids()
+        # The database ends the session (a restart, a failover, an administrator): every
+        # lock goes with it.
+        conn.execute("SELECT pg_terminate_backend(%s)", (before,))
+        wait_for(lambda: len(lease_pids()) == 1 and before not in lease_pids()
+                 and all(holders(conn, keys).values()), 30, "the accounts taken again")
+        for user in users:
+            dovecot.seed_maildir(user.user, "INBOX",
+                                 iter_generated_messages(3, prefix=f"{user.user}-later"))
+        wait_for(lambda: all(stored(conn, k) == (8, 8) for k in keys), 30,
+                 "new mail imported after the takeover")
+        assert server.metrics.registry.get_sample_value("xtmail_serve_lease_connected") == 1
