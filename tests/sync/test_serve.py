@@ -159,8 +159,9 @@ def test_two_instances_share_the_accounts_and_one_killed_mid_sync_is_taken_over(
         try:
             # Both run before there is any account, so that neither takes them all first.
             wait_for(lambda: conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
-                "'xtmail serve on %'").fetchone() == (2,), 30, "both instances connected")
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'xtmail serve on %'").fetchone() == (2,), 30,
+                "both instances connected")
             keys = []
             with conn.transaction():
                 for i, user in enumerate(users):
