@@ -22,6 +22,14 @@ Decisions (docs/attach_dialog.md):
   what was found before stays listed meanwhile.
 * While a search runs, a Stop button shows beside the status, and Esc stops the search
   instead of closing the dialog (a second Esc closes it).
+* The message under the cursor is previewed below the list (headers and text, as in the
+  Email tab), so a user can tell two similar messages apart before attaching one.
+* Messages already tied to the document are listed greyed out, with "Already attached"
+  in their tooltip, and cannot be selected: attaching them again would change nothing.
+* From, To and Cc show the names; the addresses are in the tooltips. The subject, the
+  column a user reads, gets the room.
+* A contact typed without choosing it from the list is applied when the field is left
+  (or with Enter): the best match for the text, as the list would have offered it.
 
 The database is reached only through the store, so this module loads without a driver.
 """
@@ -45,7 +53,7 @@ from PyQt6.QtCore import (
     QTimer,
     pyqtSignal,
 )
-from PyQt6.QtGui import QKeyEvent, QShowEvent
+from PyQt6.QtGui import QFocusEvent, QKeyEvent, QShowEvent
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QCompleter,
@@ -56,7 +64,9 @@ from PyQt6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
+    QSplitter,
     QTableView,
     QToolButton,
     QVBoxLayout,
@@ -65,11 +75,12 @@ from PyQt6.QtWidgets import (
 
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.mail import registry
+from xtmail.widgets.email_tab import preview_text
 from xtmail.widgets.message_model import EmlIdRole, MessageListModel
 from xtmail.widgets.tasks import RetryCountdown, TaskOwner, failure_text, mends_by_itself
 
 if TYPE_CHECKING:
-    from xtmail.sync.values import ContactRow, MessageRow
+    from xtmail.sync.values import ContactRow, MessageDetail, MessageRow
 
 __all__ = [
     "AttachEmailDialog",
@@ -110,6 +121,10 @@ class AttachStore(Protocol):
     ) -> list[MessageRow]: ...
 
     async def search_contacts(self, text: str, limit: int = 50) -> list[ContactRow]: ...
+
+    async def message(self, eml_id: int) -> MessageDetail: ...
+
+    async def tied_ids(self, eml_ids: Sequence[int], code: str, doc_id: int) -> set[int]: ...
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -265,8 +280,20 @@ class AttachEmailDialog(QDialog):
         if header is not None:
             header.setStretchLastSection(True)
             header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-            for column, width in enumerate((125, 200, 200, 140)):
+            # Names only in From/To/Cc (addresses in the tooltips): the subject gets the room.
+            for column, width in enumerate((125, 140, 140, 90)):
                 header.resizeSection(column, width)
+        self._preview = QPlainTextEdit(self)
+        self._preview.setObjectName("messagePreview")
+        self._preview.setReadOnly(True)
+        self._preview.setTabChangesFocus(True)
+        self._preview.setPlaceholderText(self.tr("Select a message to read it here."))
+        self._splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self._splitter.addWidget(self._view)
+        self._splitter.addWidget(self._preview)
+        self._splitter.setStretchFactor(0, 3)
+        self._splitter.setStretchFactor(1, 2)
+        self._tied: set[int] = set()
 
         self._status = QLabel(self)
         self._status.setObjectName("statusLabel")
@@ -310,7 +337,7 @@ class AttachEmailDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self._heading)
         layout.addLayout(form)
-        layout.addWidget(self._view, 1)
+        layout.addWidget(self._splitter, 1)
         layout.addLayout(bottom)
         self.setTabOrder(self._contact_edit, self._search_edit)
         self.setTabOrder(self._search_edit, self._view)
@@ -335,6 +362,7 @@ class AttachEmailDialog(QDialog):
         self._stop.clicked.connect(self.stopSearch)
         self._retry_now.clicked.connect(self._retry)
         self._selection.selectionChanged.connect(self._on_selection_changed)
+        self._selection.currentRowChanged.connect(self._on_current_changed)
         self._update_heading()
 
     # -- Qt-shaped configuration -----------------------------------------------------------------
@@ -405,6 +433,13 @@ class AttachEmailDialog(QDialog):
 
     def contactCompleter(self) -> QCompleter:
         return self._completer
+
+    def preview(self) -> QPlainTextEdit:
+        """The text of the message under the cursor."""
+        return self._preview
+
+    def resultsView(self) -> QTableView:
+        return self._view
 
     def statusText(self) -> str:
         return self._status.text()
@@ -526,6 +561,15 @@ class AttachEmailDialog(QDialog):
             if watched is self._contact_edit:
                 self._choose_best_contact()
                 return True
+        if (watched is self._contact_edit and isinstance(event, QFocusEvent)
+                and event.type() == QEvent.Type.FocusOut
+                and event.reason() != Qt.FocusReason.PopupFocusReason):
+            # Left without choosing from the list (editingFinished does not come while the
+            # completer's list is open): the text typed still filters.
+            popup = self._completer.popup()
+            if popup is not None:
+                popup.hide()
+            self._choose_best_contact()
         return super().eventFilter(watched, event)
 
     # -- slots -------------------------------------------------------------------------------------
@@ -576,6 +620,19 @@ class AttachEmailDialog(QDialog):
         if not self._attaching and not self._tasks.is_running("search"):
             self._show_status(self._count_status())
 
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._preview.clear()
+        if current.isValid() and self._store is not None:
+            self._tasks.start("preview", self._load_preview, self._results.emlId(current.row()))
+        else:
+            self._tasks.cancel("preview")
+
+    async def _load_preview(self, eml_id: int) -> None:
+        detail = await self._require_store().message(eml_id)
+        current = self._view.currentIndex()
+        if current.isValid() and self._results.emlId(current.row()) == eml_id:
+            self._preview.setPlainText(preview_text(detail))
+
     # -- tasks -------------------------------------------------------------------------------------
     def _on_task_failed(self, purpose: str, exc: Exception) -> None:
         if purpose == "attach":
@@ -598,6 +655,9 @@ class AttachEmailDialog(QDialog):
         if purpose == "search":
             self._retry_text = ""
             self._retry_now.hide()
+        if purpose == "preview":
+            self._preview.setPlainText(failure_text(exc))
+            return
         if purpose in ("search", "attach"):
             retry = _ATTACH_AGAIN if purpose == "attach" else _SEARCH_AGAIN
             verb = "Attaching" if purpose == "attach" else "Searching"
@@ -619,8 +679,21 @@ class AttachEmailDialog(QDialog):
         self._retry_text = ""
         self._retry_now.hide()
         shown = rows[: self._limit]
+        document = self.document()
+        tied = set()
+        if document is not None and shown:
+            tied = await store.tied_ids([r.eml_id for r in shown], *document)
+            if generation != self._generation:
+                return
+        self._tied = tied
+        self._preview.clear()
         self._results.setRows(shown)
+        self._results.setUnavailable(
+            dict.fromkeys(tied, self.tr("Already attached to this document")))
         self._count_text = _count_text(len(rows), self._limit, text, contact_id)
+        if tied:
+            self._count_text += (" — 1 already attached" if len(tied) == 1
+                                 else f" — {len(tied)} already attached")
         self._show_status(self._count_status())
         self.searchFinished.emit(len(shown))
 

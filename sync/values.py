@@ -186,6 +186,10 @@ class MessageRow:
     dated: bool = True
     #: How many attachments the message has (inline images and attached messages count).
     attachments: int = 0
+    #: From, To and Cc as names only (an address where there is no name), for lists whose
+    #: columns show the names while ``sender``, ``to`` and ``cc`` hold "Name <address>"
+    #: (the Attach dialog's search); empty where those are shown as they are.
+    names: tuple[str, str, str] = ("", "", "")
 
 
 @dataclass(frozen=True, slots=True)

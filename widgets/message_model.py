@@ -119,9 +119,14 @@ def _ordered(rows: Sequence[MessageRow], column: int, descending: bool) -> list[
     newest_first = sorted(rows, key=_date_key, reverse=True)
     if column == DATE:
         return newest_first[::-1] if not descending else newest_first
-    attribute = ("date", "sender", "to", "cc", "subject")[column]
-    # reverse=True keeps equal keys in their order (the sort stays stable).
-    return sorted(newest_first, key=lambda r: getattr(r, attribute).casefold(),
+    # What the cell shows is what is sorted. reverse=True keeps equal keys in their order
+    # (the sort stays stable).
+    if column == SUBJECT:
+        return sorted(newest_first, key=lambda r: r.subject.casefold(), reverse=descending)
+    part = column - FROM
+    fields = ("sender", "to", "cc")
+    return sorted(newest_first,
+                  key=lambda r: (r.names[part] or getattr(r, fields[part])).casefold(),
                   reverse=descending)
 
 
@@ -186,6 +191,7 @@ class MessageListModel(QAbstractTableModel):
         self._generation = 0
         self._sort_column = DATE
         self._sort_order = Qt.SortOrder.DescendingOrder
+        self._unavailable: dict[int, str] = {}
         self._italic = QFont()
         self._italic.setItalic(True)
 
@@ -325,6 +331,17 @@ class MessageListModel(QAbstractTableModel):
             text = format_date(row.date)
             self._dates[row.eml_id] = UNDATED_MARK + text if text and not row.dated else text
 
+    def setUnavailable(self, reasons: dict[int, str]) -> None:
+        """Show these messages greyed out and not selectable, the reason (the value) in
+        their tooltip: the Attach dialog's mail already tied to the document."""
+        self._unavailable = dict(reasons)
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0),
+                                  self.index(len(self._rows) - 1, len(COLUMNS) - 1))
+
+    def isUnavailable(self, row: int) -> bool:
+        return self._rows[row].eml_id in self._unavailable
+
     def hasMore(self) -> bool:
         """Whether older messages than those loaded exist (as of the last read)."""
         return self._has_more
@@ -355,7 +372,12 @@ class MessageListModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def flags(self, index: _AnyIndex) -> Qt.ItemFlag:
-        return _ITEM_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        if self._unavailable and 0 <= index.row() < len(self._rows) and (
+                self._rows[index.row()].eml_id in self._unavailable):
+            return Qt.ItemFlag.ItemNeverHasChildren  # greyed out, not selectable
+        return _ITEM_FLAGS
 
     def data(self, index: _AnyIndex, role: int = _DISPLAY) -> Any:
         if role not in _ANSWERED or not index.isValid() or index.row() >= len(self._rows):
@@ -383,6 +405,9 @@ class MessageListModel(QAbstractTableModel):
             when = format_date(row.date, local=False, offset=True, seconds=True)
             if when and not row.dated:
                 when = UNDATED_TOOLTIP.format(when)
+        elif FROM <= column <= CC:
+            # The whole "Name <address>" list, also where the cell shows only names.
+            when = (row.sender, row.to, row.cc)[column - FROM]
         elif column == SUBJECT and row.attachments:
             count = "1 attachment" if row.attachments == 1 else f"{row.attachments} attachments"
             when = f"{self._text(row, column)}\n({count})"
@@ -391,17 +416,20 @@ class MessageListModel(QAbstractTableModel):
             when = self._text(row, column)
         if row.via_contact:
             return f"{when}\n{VIA_CONTACT_TOOLTIP}" if when else VIA_CONTACT_TOOLTIP
+        reason = self._unavailable.get(row.eml_id) if self._unavailable else None
+        if reason:
+            return f"{when}\n{reason}" if when else reason
         return when or None
 
     def _text(self, row: MessageRow, column: int) -> str:
         if column == DATE:
             return self._dates.get(row.eml_id, "")
         if column == FROM:
-            return row.sender
+            return row.names[0] or row.sender
         if column == TO:
-            return row.to
+            return row.names[1] or row.to
         if column == CC:
-            return row.cc
+            return row.names[2] or row.cc
         return row.subject or NO_SUBJECT
 
     def headerData(

@@ -484,6 +484,19 @@ class MailStore:
             ) from exc
         return data
 
+    @_bounded("to read the document's mail")
+    async def tied_ids(self, eml_ids: Sequence[int], code: str, doc_id: int) -> set[int]:
+        """Which of ``eml_ids`` are tied to the document itself already."""
+        doc = _document(code)
+        async with self._connection("to read the document's mail") as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT emlassc_eml_id FROM xtbatch.emlassc "
+                "WHERE emlassc_eml_id = ANY(%s::integer[]) AND emlassc_type = %s "
+                "AND emlassc_assc_id = %s",
+                (list(eml_ids), doc.code, doc_id),
+            )
+            return {int(r[0]) for r in await cur.fetchall()}
+
     # -- rule 4: attach and detach -------------------------------------------------------------
     @_bounded("to attach the mail")
     async def attach(self, eml_ids: Sequence[int], code: str, doc_id: int) -> int:

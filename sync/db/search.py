@@ -416,7 +416,8 @@ async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
         """SELECT e.eml_id, coalesce(m.msg_date, e.eml_date::timestamptz),
                   coalesce(e.eml_subj, ''), a.emladdr_type,
                   CASE WHEN coalesce(a.emladdr_name, '') = '' THEN a.emladdr_addr
-                       ELSE a.emladdr_name || ' <' || a.emladdr_addr || '>' END
+                       ELSE a.emladdr_name || ' <' || a.emladdr_addr || '>' END,
+                  coalesce(nullif(a.emladdr_name, ''), a.emladdr_addr)
              FROM xtbatch.eml e
              LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
              LEFT JOIN xtbatch.emladdr a
@@ -427,18 +428,24 @@ async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
     )
     heads: dict[int, tuple[datetime | None, str]] = {}
     addresses: dict[tuple[int, str], list[str]] = {}
-    for eml_id, date, subject, kind, shown in await cur.fetchall():
+    names: dict[tuple[int, str], list[str]] = {}
+    for eml_id, date, subject, kind, full, name in await cur.fetchall():
         heads[eml_id] = (date, subject)
         if kind is not None:
-            addresses.setdefault((eml_id, kind), []).append(shown)
+            addresses.setdefault((eml_id, kind), []).append(full)
+            names.setdefault((eml_id, kind), []).append(name)
 
-    def joined(eml_id: int, kind: str) -> str:
-        return ", ".join(addresses.get((eml_id, kind), ()))
+    def joined(eml_id: int, kind: str, source: dict[tuple[int, str], list[str]]) -> str:
+        return ", ".join(source.get((eml_id, kind), ()))
 
-    # A message deleted between the queries is simply left out.
+    # A message deleted between the queries is simply left out. The list's columns show
+    # the names (the subject gets the room); its tooltips have the addresses.
     return [
-        MessageRow(eml_id=i, date=heads[i][0], subject=heads[i][1], sender=joined(i, "FROM"),
-                   to=joined(i, "TO"), cc=joined(i, "CC"))
+        MessageRow(eml_id=i, date=heads[i][0], subject=heads[i][1],
+                   sender=joined(i, "FROM", addresses), to=joined(i, "TO", addresses),
+                   cc=joined(i, "CC", addresses),
+                   names=(joined(i, "FROM", names), joined(i, "TO", names),
+                          joined(i, "CC", names)))
         for i in eml_ids if i in heads
     ]
 
