@@ -19,11 +19,16 @@ import qasync
 from tests.helpers.mail import make_message
 from tests.helpers.postgres import TestDatabases
 from tests.helpers.xtuple import (
+    MERGE_FUNCTIONS,
+    MERGE_TABLES,
+    add_contact_triggers,
     create_connect_tables,
     create_privilege_tables,
     create_user,
+    ensure_xtrole,
     grant_group_privilege,
     grant_privilege,
+    set_metric,
 )
 from xtmail.sync.db import privacy
 from xtmail.sync.db.mailstore import MailStore
@@ -151,6 +156,13 @@ def test_private_folder_is_seen_by_its_owner_and_the_auditor_only(
                 row = conn.execute("SELECT count(*) FROM xtbatch.eml").fetchone()
                 assert row == (1,)  # the shared message only
             assert _counts(conn, shared_id)["xtbatch.eml"] == 1
+    # Direct SQL cannot change or delete what it cannot read.
+    with company.as_user(COLLEAGUE) as bob:
+        for statement in ("DELETE FROM xtbatch.emlassc WHERE emlassc_eml_id = %s",
+                          "UPDATE xtbatch.eml SET eml_subj = 'x' WHERE eml_id = %s",
+                          "DELETE FROM xtmail.location WHERE loc_eml_id = %s"):
+            assert bob.execute(statement, (private_id,)).rowcount == 0
+    assert _counts(company.admin, private_id)["xtmail.location"] == 1
     # Shared again: everyone sees it.
     with company.as_user(OWNER) as ada:
         privacy.set_visibility(ada, "ada", "Personal", private=False)
@@ -342,3 +354,53 @@ def test_blocked_senders_are_not_imported_and_can_be_removed_from_what_is_stored
         assert _counts(company.admin, stored_legal)["xtbatch.eml"] == 0
         privacy.unblock_sender(ada, "partner.example")
         assert [b.pattern for b in privacy.blocked_senders(ada)] == ["hr@ourco.example"]
+
+
+# -- xTuple's merges, run by a colleague who cannot see the private mail ------------------------
+
+
+def test_a_contact_merge_by_a_colleague_moves_the_private_mails_ties(
+    databases: TestDatabases, qloop: qasync.QEventLoop,
+) -> None:
+    dsn = databases.create(migrated=False)
+    try:
+        with databases.admin() as server:
+            for user in (OWNER, COLLEAGUE):
+                create_user(server, user)
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            ensure_xtrole(admin)
+            admin.execute(MERGE_TABLES)  # type: ignore[arg-type]
+            create_privilege_tables(admin)
+            migrate(admin)
+            admin.execute(MERGE_FUNCTIONS)  # type: ignore[arg-type]
+            add_contact_triggers(admin)
+            set_metric(admin, "EnableBatchManager", False)
+            ids = [admin.execute(
+                "INSERT INTO cntct (cntct_number, cntct_first_name, cntct_email) "
+                "VALUES (%s, %s, %s) RETURNING cntct_id", (n, n, e)).fetchone()
+                for n, e in (("SRC", "hr@ourco.example"), ("DST", "hr2@ourco.example"))]
+            source, target = (int(r[0]) for r in ids if r)
+            company = Company(dsn, admin)
+            with company.as_user(OWNER) as ada:
+                eml_id, = _import(ada, [PRIVATE], "ada", "Personal")
+                privacy.set_visibility(ada, "ada", "Personal", private=True)
+            with company.as_user(COLLEAGUE) as bob:
+                assert _counts(bob, eml_id)["xtbatch.emlassc"] == 0
+                bob.execute("SELECT cntctmerge(%s, %s, true)", (source, target))
+            ties = admin.execute("SELECT emlassc_assc_id FROM xtbatch.emlassc WHERE "
+                                 "emlassc_eml_id = %s AND emlassc_type = 'T' ORDER BY 1",
+                                 (eml_id,)).fetchall()
+            assert (target,) in ties and (source,) not in ties
+            seen = _through_mailstore(
+                qloop, psycopg.conninfo.make_conninfo(dsn, user=OWNER), 0, [eml_id])
+            assert seen.previews == {eml_id}
+
+            async def contact_mail() -> set[int]:
+                store = await MailStore.connect(psycopg.conninfo.make_conninfo(dsn, user=OWNER))
+                try:
+                    return {r.eml_id for r in await store.messages_for("T", target)}
+                finally:
+                    await store.close()
+            assert qloop.run_until_complete(contact_mail()) == {eml_id}
+    finally:
+        databases.drop(dsn)
