@@ -404,3 +404,16 @@ def test_a_contact_merge_by_a_colleague_moves_the_private_mails_ties(
             assert qloop.run_until_complete(contact_mail()) == {eml_id}
     finally:
         databases.drop(dsn)
+
+
+def test_the_hidden_set_tells_nobody_what_another_user_reads(company: Company) -> None:
+    with company.as_user(OWNER) as ada:
+        eml_id, = _import(ada, [PRIVATE], "ada", "Personal")
+        privacy.set_visibility(ada, "ada", "Personal", private=True)
+        assert ada.execute("SELECT * FROM xtmail.hidden_mail(current_user)").fetchall() == []
+    with company.as_user(COLLEAGUE) as bob:
+        # Asking as Ada: everything private is hidden, as from anyone bob may not act as.
+        assert bob.execute("SELECT * FROM xtmail.hidden_mail(%s)", (OWNER,)).fetchall() == [
+            (eml_id,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bob.execute("SELECT count(*) FROM xtmail.private_reader")

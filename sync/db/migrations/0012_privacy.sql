@@ -141,10 +141,18 @@ $$;
 -- query and test each row against the result as a hash (an uncorrelated IN): a probe per
 -- row through a function call cost several microseconds a row, twenty times the time of a
 -- search walking the mail for a rare word. ROWS keeps the planner choosing the hash.
+-- Asked about a role the session may not act as (neither its login role nor one it is a
+-- member of), it hides every private message: it fails closed, and tells nobody what
+-- another user reads.
 CREATE OR REPLACE FUNCTION xtmail.hidden_mail(p_user text) RETURNS SETOF integer
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 1000 AS $$
+    WITH me AS MATERIALIZED (
+        SELECT p_user = session_user::text
+               OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = p_user
+                             AND pg_has_role(session_user, r.oid, 'MEMBER')) AS may_ask)
     SELECT pr_eml_id FROM xtmail.private_reader
-     GROUP BY pr_eml_id HAVING NOT bool_or(pr_user = p_user)
+     GROUP BY pr_eml_id
+    HAVING NOT bool_or(pr_user = p_user) OR NOT (SELECT may_ask FROM me)
 $$;
 
 -- 4. Keeping the reader list: for the given messages, from their locations and the rules.
