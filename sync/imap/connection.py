@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import imaplib
+import os
 import re
 import selectors
 import socket
@@ -125,9 +126,25 @@ def ssl_context_for(account: AccountSettings) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_NONE
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
-    context = ssl.create_default_context()
+    stamp = (0, 0)
     if account.ca_file:
-        context.load_verify_locations(cafile=account.ca_file)
+        try:
+            found = os.stat(account.ca_file)
+        except OSError:
+            # Not cached: loading it raises, as it always did.
+            return _verifying_context.__wrapped__(account.ca_file, (0, 0))
+        stamp = (found.st_mtime_ns, found.st_size)
+    return _verifying_context(account.ca_file, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _verifying_context(ca_file: str, stamp: tuple[int, int]) -> ssl.SSLContext:
+    """One context per CA file (and its version, ``stamp``), shared by every connection: a
+    context holds the system's CA certificates, most of a megabyte, and ``xtmail serve``
+    keeps a connection per account. Contexts are safe to share between threads."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
     return context
 
 

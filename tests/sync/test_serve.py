@@ -499,3 +499,20 @@ def test_an_instance_whose_lease_connection_broke_stops_its_accounts_and_takes_t
         wait_for(lambda: all(stored(conn, k) == (8, 8) for k in keys), 30,
                  "new mail imported after the takeover")
         assert server.metrics.registry.get_sample_value("xtmail_serve_lease_connected") == 1
+
+
+def test_accounts_with_the_same_ca_file_share_one_tls_context_until_the_file_changes(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    # A context holds the system's CA certificates: one per account would make every idle
+    # account of the service cost most of a megabyte.
+    from xtmail.sync.imap.connection import ssl_context_for
+
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(dovecot.ca_file.read_bytes())
+    first = ssl_context_for(AccountSettings(host="a", user="u1", ca_file=str(ca_file)))
+    assert ssl_context_for(AccountSettings(host="b", user="u2", ca_file=str(ca_file))) \
+        is first
+    ca_file.write_bytes(dovecot.ca_file.read_bytes() + b"\n")  # the administrator renewed it
+    assert ssl_context_for(AccountSettings(host="a", user="u1", ca_file=str(ca_file))) \
+        is not first
