@@ -629,10 +629,10 @@ class Server:
         fair = len(wanted)
         if self.options.share and wanted:
             fair = math.ceil(len(wanted) / self.lease.instances())
-        owned = len(self._workers) + len(self._stopping)
-        if owned > fair:
+        if len(self._workers) > fair:
             # More than this instance's share: give the last taken back, between batches.
-            for key in list(self._workers)[fair - owned:]:
+            # (Those still stopping count for nothing here: they are on their way out.)
+            for key in list(self._workers)[fair:]:
                 self._retire(key, "shared with another instance")
         free = [a for k, a in sorted(wanted.items())
                 if k not in self._workers and k not in self._stopping]

@@ -516,3 +516,28 @@ def test_accounts_with_the_same_ca_file_share_one_tls_context_until_the_file_cha
     ca_file.write_bytes(dovecot.ca_file.read_bytes() + b"\n")  # the administrator renewed it
     assert ssl_context_for(AccountSettings(host="a", user="u1", ca_file=str(ca_file))) \
         is not first
+
+
+def test_an_instance_started_later_gets_its_share_and_the_first_keeps_its_own(
+    db_dsn: str, dovecot: DovecotServer, running: Callable[[Server], Server]
+) -> None:
+    users = [new_user(dovecot, 3) for _ in range(6)]
+    environ = {f"PW{i}": u.password for i, u in enumerate(users)}
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        keys = [add_account(conn, dovecot, u.user, source="env", ref=f"PW{i}")
+                for i, u in enumerate(users)]
+
+        def owned_by(instance: str) -> int:
+            return sum(1 for h in holders(conn, keys).values()
+                       if h == f"xtmail serve on {instance}")
+
+        running(Server(connector(db_dsn), options=fast_options(), environ=environ,
+                       instance="first pid 1"))
+        wait_for(lambda: owned_by("first pid 1") == 6, 30, "the first takes every account")
+        running(Server(connector(db_dsn), options=fast_options(), environ=environ,
+                       instance="second pid 2"))
+        wait_for(lambda: owned_by("first pid 1") == 3 and owned_by("second pid 2") == 3, 30,
+                 "three and three")
+        time.sleep(2.0)  # four more looks each: the shares hold
+        assert (owned_by("first pid 1"), owned_by("second pid 2")) == (3, 3)
+        assert all(stored(conn, k) == (3, 3) for k in keys)
