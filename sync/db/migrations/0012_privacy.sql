@@ -139,8 +139,8 @@ $$;
 -- The private messages p_user is not among the readers of (apart from ViewAllEmail). Runs as
 -- its owner: the reader list is not readable by users. The policies below ask it once per
 -- query and test each row against the result as a hash (an uncorrelated IN): a probe per
--- row through a function call cost several microseconds a row, twenty times the time of a
--- search walking the mail for a rare word. ROWS keeps the planner choosing the hash.
+-- row through a function call (which cannot be inlined) made a search walking all mail for
+-- a rare word many times slower (docs/privacy.md). ROWS keeps the planner choosing the hash.
 -- Asked about a role the session may not act as (neither its login role nor one it is a
 -- member of), it hides every private message: it fails closed, and tells nobody what
 -- another user reads.
