@@ -691,9 +691,6 @@ class AttachEmailDialog(QDialog):
         self._results.setUnavailable(
             dict.fromkeys(tied, self.tr("Already attached to this document")))
         self._count_text = _count_text(len(rows), self._limit, text, contact_id)
-        if tied:
-            self._count_text += (" — 1 already attached" if len(tied) == 1
-                                 else f" — {len(tied)} already attached")
         self._show_status(self._count_status())
         self.searchFinished.emit(len(shown))
 

@@ -49,6 +49,11 @@ Decisions:
   (Show more, Cancel) and the toolbar stay uncovered.
 * Tab moves from the list to the preview, its attachments, then the toolbar; every action
   has a mnemonic and its tooltip shows its shortcut.
+* The formatted view (a toggle above the preview, remembered in QSettings) renders the
+  HTML part as the store sanitised it (nh3: no scripts, styles, forms, remote images) in a
+  QTextBrowser that loads no resource at all. A link shows its target below the view when
+  pointed at, and opens with the desktop only when clicked (http, https, mailto). Mail
+  without HTML shows its text there.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from PyQt6.QtCore import (
     QMimeDatabase,
     QModelIndex,
     QPoint,
+    QSettings,
     Qt,
     QUrl,
     pyqtSignal,
@@ -78,6 +84,7 @@ from PyQt6.QtGui import (
     QCloseEvent,
     QFont,
     QIcon,
+    QImage,
     QKeySequence,
     QResizeEvent,
     QTextBlockFormat,
@@ -104,6 +111,7 @@ from PyQt6.QtWidgets import (
     QStackedWidget,
     QStyle,
     QTableView,
+    QTextBrowser,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -194,6 +202,37 @@ _ICONS: Final = {
 }
 
 _NO_DOCUMENT_TEXT: Final = "Open a document to see its mail here."
+#: The QSettings key remembering whether the formatted view is chosen.
+FORMATTED_KEY: Final = "emailTab/formattedView"
+
+
+class SafeBrowser(QTextBrowser):
+    """A QTextBrowser that loads nothing: no image, stylesheet or page, local or remote."""
+
+    def loadResource(self, type: int, name: QUrl) -> Any:
+        if type == QTextDocument.ResourceType.ImageResource.value:
+            # An empty image, or Qt would go on to open ``name`` as a local file itself.
+            image = QImage(1, 1, QImage.Format.Format_ARGB32)
+            image.fill(0)
+            return image
+        return None
+
+
+def _escape(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def formatted_html(detail: MessageDetail, body_html: str) -> str:
+    """The formatted view's document: the header lines, then the sanitised HTML (or the
+    plain text, escaped, when the message has no HTML)."""
+    rows = "".join(
+        f"<tr><td><b>{_escape(name)}:</b></td><td>{_escape(value)}</td></tr>"
+        for name, value in message_headers(detail)
+    )
+    body = body_html or f"<pre style='white-space: pre-wrap'>{_escape(detail.body)}</pre>"
+    return f"<table cellspacing='0' cellpadding='1'>{rows}</table><hr>{body}"
+
 
 
 #: Added to the text of a failure that trying again may mend.
@@ -416,6 +455,8 @@ class EmailTab(QWidget):
         self._own: list[str] = []
         self._desktop: Desktop = SystemDesktop()
         self._files: PrivateFiles | None = None
+        self._settings: QSettings | None = None
+        self._html: tuple[int, str] | None = None
         self._printer: QPrinter | None = None
         self._attach_factory: AttachDialogFactory | None = None
         self._save_folder = ""
@@ -582,7 +623,32 @@ class EmailTab(QWidget):
         self._preview.setReadOnly(True)
         self._preview.setTabChangesFocus(True)
         self._preview.setPlaceholderText("Select a message to read it here.")
-        pane_layout.addWidget(self._preview, 1)
+        view_row = QHBoxLayout()
+        view_row.setContentsMargins(4, 2, 4, 0)
+        self._formatted = QToolButton(pane)
+        self._formatted.setObjectName("formattedViewButton")
+        self._formatted.setText("For&matted")
+        self._formatted.setCheckable(True)
+        self._formatted.setToolTip("Show the message as its sender formatted it (no remote "
+                                   "content is loaded); off: plain text")
+        self._formatted.toggled.connect(self._on_formatted_toggled)
+        self._link = QLabel(pane)
+        self._link.setObjectName("linkTargetLabel")
+        self._link.setTextFormat(Qt.TextFormat.PlainText)
+        view_row.addWidget(self._formatted)
+        view_row.addWidget(self._link, 1)
+        pane_layout.addLayout(view_row)
+        self._text_stack = QStackedWidget(pane)
+        self._text_stack.addWidget(self._preview)
+        self._browser = SafeBrowser(pane)
+        self._browser.setObjectName("formattedPreview")
+        self._browser.setOpenLinks(False)
+        self._browser.setOpenExternalLinks(False)
+        self._browser.setTabChangesFocus(True)
+        self._browser.highlighted.connect(self._on_link_hovered)
+        self._browser.anchorClicked.connect(self._on_link_clicked)
+        self._text_stack.addWidget(self._browser)
+        pane_layout.addWidget(self._text_stack, 1)
         self._attachments_bar = QWidget(pane)
         self._attachments_bar.setObjectName("attachmentsBar")
         bar = QHBoxLayout(self._attachments_bar)
@@ -598,7 +664,7 @@ class EmailTab(QWidget):
         self._attachments.customContextMenuRequested.connect(self._show_attachment_menu)
         self._attachments.itemActivated.connect(self._on_attachment_activated)
         self._attachments.currentRowChanged.connect(self._on_attachment_current)
-        self._open_attachment = QPushButton("Op&en Attachment", self._attachments_bar)
+        self._open_attachment = QPushButton("Open Atta&chment", self._attachments_bar)
         self._open_attachment.setObjectName("openAttachmentButton")
         self._open_attachment.setToolTip("Open the chosen attachment with its program (Enter)")
         self._open_attachment.clicked.connect(self.openAttachment)
@@ -614,6 +680,7 @@ class EmailTab(QWidget):
         bar.addLayout(buttons)
         self._attachments_bar.hide()
         pane_layout.addWidget(self._attachments_bar)
+        self._formatted.setChecked(self._formatted_chosen())
         self._splitter.addWidget(top)
         self._splitter.addWidget(pane)
         self._splitter.splitterMoved.connect(self._place_banner)
@@ -651,8 +718,8 @@ class EmailTab(QWidget):
         # moves the focus on to the preview, not round to the list (whose focus-in would
         # choose a message).
         chain: list[QWidget] = [self._view, self._more, self._cancel, self._preview,
-                                self._attachments, self._open_attachment,
-                                self._save_attachment]
+                                self._browser, self._formatted, self._attachments,
+                                self._open_attachment, self._save_attachment]
         for name in _TOOLBAR:
             button = self._toolbar.widgetForAction(self._actions[name])
             if button is not None:
@@ -697,6 +764,72 @@ class EmailTab(QWidget):
     def setPrivateFiles(self, files: PrivateFiles) -> None:
         """Where opened messages are written (a process-wide private folder by default)."""
         self._files = files
+
+    def settings(self) -> QSettings:
+        """Where the choice of the formatted view is remembered (xtmail's own by default)."""
+        if self._settings is None:
+            self._settings = QSettings("xtmail", "xtmail")
+        return self._settings
+
+    def setSettings(self, settings: QSettings) -> None:
+        self._settings = settings
+        self._formatted.setChecked(self._formatted_chosen())
+
+    def isFormattedView(self) -> bool:
+        return self._formatted.isChecked()
+
+    def setFormattedView(self, on: bool) -> None:
+        """Show the formatted (HTML) view instead of the plain text; remembered."""
+        self._formatted.setChecked(on)
+
+    def formattedPreview(self) -> QTextBrowser:
+        return self._browser
+
+    def _formatted_chosen(self) -> bool:
+        if self._settings is None:
+            return False  # read once settings are given, or on first use
+        value = self._settings.value(FORMATTED_KEY, False)
+        return value in (True, "true", "1", 1)
+
+    def _on_formatted_toggled(self, on: bool) -> None:
+        if self._settings is not None or on:
+            self.settings().setValue(FORMATTED_KEY, on)
+        self._text_stack.setCurrentWidget(self._browser if on else self._preview)
+        self._refresh_formatted()
+
+    def _refresh_formatted(self) -> None:
+        self._link.clear()
+        detail = self._detail
+        if not self._formatted.isChecked() or detail is None or (
+                detail.eml_id != self._current_id()):
+            self._browser.clear()
+            return
+        if self._html is not None and self._html[0] == detail.eml_id:
+            self._browser.setHtml(formatted_html(detail, self._html[1]))
+            return
+        self._browser.clear()
+        self._start_action("formatted", self._load_formatted, detail)
+
+    async def _load_formatted(self, detail: MessageDetail) -> None:
+        html = await self._require_store().message_html(detail.eml_id)
+        self._html = (detail.eml_id, html)
+        if self._current_id() == detail.eml_id and self._formatted.isChecked():
+            self._browser.setHtml(formatted_html(detail, html))
+
+    def _on_link_hovered(self, url: QUrl) -> None:
+        self._link.setText(f"Link: {url.toString()}" if url.isValid() and url.toString()
+                           else "")
+
+    def _on_link_clicked(self, url: QUrl) -> None:
+        if url.scheme().lower() not in ("http", "https", "mailto"):
+            return
+        self._link.setText(f"Link: {url.toString()}")
+        try:
+            open_url(self._desktop, url, DesktopError(
+                "No program is set up to open this link.",
+                hint="Choose a web browser in the system settings, then try again."))
+        except DesktopError as exc:
+            self._report("link", failure_text(exc))
 
     def printer(self) -> QPrinter:
         """The printer Print uses; made on first use and kept, with the user's choices."""
@@ -1130,12 +1263,15 @@ class EmailTab(QWidget):
     def _show_detail(self, detail: MessageDetail) -> None:
         self._preview.setPlainText(preview_text(detail))
         self._show_attachments(detail)
+        self._refresh_formatted()
 
     def _forget_preview(self) -> None:
         self._selected_id = -1
         self._detail = None
-        self._tasks.cancel("preview")
+        self._tasks.cancel("preview", "formatted")
         self._preview.clear()
+        self._browser.clear()
+        self._link.clear()
         self._show_attachments(None)
 
     def _show_attachments(self, detail: MessageDetail | None) -> None:

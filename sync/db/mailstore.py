@@ -113,6 +113,42 @@ UNDATED = (
 )
 
 
+#: Where a link in rendered mail may lead: nothing that runs or reads local files.
+LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+
+
+def _no_remote(tag: str, attribute: str, value: str) -> str | None:
+    # Images are never fetched: their source goes, their alt text stays.
+    if tag == "img" and attribute == "src":
+        return None
+    return value
+
+
+def safe_html(html: str) -> str:
+    """``html`` through ammonia's allow-list (nh3): no scripts, styles, forms, frames,
+    event handlers or inline styles; links only to http(s) and mailto; no image sources,
+    so rendering it fetches nothing."""
+    import nh3
+
+    return nh3.clean(html, url_schemes=set(LINK_SCHEMES), attribute_filter=_no_remote)
+
+
+def _html_of(raw: bytes) -> str:
+    """The HTML body of a message, made safe ("" when it has none or it cannot be read)."""
+    import email
+    import email.policy
+
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        part = message.get_body(preferencelist=("html",))
+        if part is None:
+            return ""
+        text = part.get_content()
+    except (LookupError, ValueError, TypeError, AttributeError, UnicodeError):
+        return ""  # the plain view still has the text, read leniently
+    return safe_html(text) if isinstance(text, str) else ""
+
+
 def _midnight(day: date | None) -> datetime | None:
     """The start of ``day`` in local time, as :data:`MESSAGE_TIME` gives it."""
     return None if day is None else datetime.combine(day, time()).astimezone()
@@ -496,6 +532,13 @@ class MailStore:
                 (list(eml_ids), doc.code, doc_id),
             )
             return {int(r[0]) for r in await cur.fetchall()}
+
+    @_bounded("to read the message")
+    async def message_html(self, eml_id: int) -> str:
+        """The message's HTML text made safe to render (see :func:`safe_html`), or "" when
+        it has none. Parsed from the raw bytes in a worker thread."""
+        raw = await self._raw(eml_id)
+        return await asyncio.to_thread(_html_of, raw)
 
     # -- rule 4: attach and detach -------------------------------------------------------------
     @_bounded("to attach the mail")

@@ -257,7 +257,11 @@ def test_tab_goes_from_the_list_to_the_preview_then_the_toolbar(
     qtbot.keyClick(tab.view(), Qt.Key.Key_Tab)
     run_until(lambda: QApplication.focusWidget() is not tab.view(), message="Tab stayed")
     assert QApplication.focusWidget() is tab.preview()
-    qtbot.keyClick(tab.preview(), Qt.Key.Key_Tab)  # no attachments: on to the toolbar
+    qtbot.keyClick(tab.preview(), Qt.Key.Key_Tab)  # the view's switch
+    formatted = tab.findChild(QToolButton, "formattedViewButton")
+    run_until(lambda: QApplication.focusWidget() is formatted,
+              message=f"focus went to {QApplication.focusWidget()}")
+    qtbot.keyClick(formatted, Qt.Key.Key_Tab)  # no attachments: on to the toolbar
     run_until(lambda: QApplication.focusWidget() is tool_button(tab, "new"),
               message=f"focus went to {QApplication.focusWidget()}")
 
