@@ -70,20 +70,31 @@ CREATE TABLE IF NOT EXISTS xtmail.blocked_sender (
 
 -- 3. xTuple's privileges, registered the xTuple way (rows in priv, granted on the user and
 --    group screens), where the database has xTuple's privilege table.
+--    Through xTuple's own createPriv(module, name, description) where it exists (it fills
+--    whatever else the edition's priv table holds), else a plain row.
 DO $$
+DECLARE
+    v record;
 BEGIN
-    IF to_regclass('public.priv') IS NOT NULL THEN
-        INSERT INTO public.priv (priv_module, priv_name, priv_descrip)
-        SELECT 'CRM', v.name, v.descrip
-          FROM (VALUES
-                ('ViewAllEmail', 'Can see all imported e-mail, private folders included'),
-                ('DeleteAllEmail',
-                 'Can remove any imported e-mail from the database and allow it again'),
-                ('MaintainEmailVisibility',
-                 'Can set which accounts and folders are private, and the blocked senders'))
-               AS v(name, descrip)
-         WHERE NOT EXISTS (SELECT 1 FROM public.priv p WHERE p.priv_name = v.name);
+    IF to_regclass('public.priv') IS NULL THEN
+        RETURN;
     END IF;
+    FOR v IN SELECT * FROM (VALUES
+            ('ViewAllEmail', 'Can see all imported e-mail, private folders included'),
+            ('DeleteAllEmail',
+             'Can remove any imported e-mail from the database and allow it again'),
+            ('MaintainEmailVisibility',
+             'Can set which accounts and folders are private, and the blocked senders'))
+            AS t(name, descrip)
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM public.priv p WHERE p.priv_name = v.name);
+        IF to_regprocedure('public.createpriv(text, text, text)') IS NOT NULL THEN
+            EXECUTE 'SELECT public.createPriv($1, $2, $3)' USING 'CRM', v.name, v.descrip;
+        ELSE
+            INSERT INTO public.priv (priv_module, priv_name, priv_descrip)
+            VALUES ('CRM', v.name, v.descrip);
+        END IF;
+    END LOOP;
 END
 $$;
 
