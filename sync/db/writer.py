@@ -281,9 +281,7 @@ def _write(
     skipped = {h for h, i in first_of_hash.items()
                if h not in present and (h in kept_out or _is_blocked(prepared[i], blocked))}
     if skipped:
-        result.warnings.append(
-            f"{sum(p.hash in skipped for p in prepared)} message(s) not imported: removed "
-            "earlier and kept out, or from a blocked sender.")
+        result.warnings.append(NOT_IMPORTED)
     # Hash order: two writers storing overlapping batches take the unique-index entries in
     # the same order, so one waits for the other instead of deadlocking.
     new_idx = sorted((i for h, i in first_of_hash.items() if h not in present
@@ -338,6 +336,9 @@ def _write(
 #: The id a message of the batch gets in :attr:`BatchResult.eml_ids` when it was not
 #: imported (removed earlier and kept out, or from a blocked sender); its ``new`` is False.
 SKIPPED = 0
+#: The warning of a batch that skipped messages (one text, so a folder reports it once).
+NOT_IMPORTED = ("Some messages were not imported: they were removed earlier and are kept "
+                "out, or come from a blocked sender (xtmail visibility list).")
 
 _KNOWN = """
 SELECT 'h', hash, eml_id, NULL::boolean FROM xtmail.stored_hashes(%s::bytea[])

@@ -33,7 +33,7 @@ from tests.helpers.xtuple import (
 from xtmail.sync.db import privacy
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.db.schema import migrate, migrations
-from xtmail.sync.db.writer import SKIPPED, Importer
+from xtmail.sync.db.writer import NOT_IMPORTED, SKIPPED, Importer
 from xtmail.sync.errors import DatabaseError, PermissionDenied
 from xtmail.sync.values import Incoming, Location
 
@@ -267,7 +267,7 @@ def test_owner_removes_a_message_and_a_later_import_keeps_it_out_until_allowed(
         result = Importer(ada).import_batch([Incoming(PRIVATE, Location("ada", "INBOX", 8, 1))],
                                             source="test")
         assert result.eml_ids == [SKIPPED] and result.new == [False]
-        assert result.warnings and "not imported" in result.warnings[0]
+        assert result.warnings == [NOT_IMPORTED]
         assert admin.execute("SELECT count(*) FROM xtbatch.eml").fetchone() == (0,)
         assert privacy.allow_again(ada, [eml_id]) == 1
         back, = _import(ada, [PRIVATE], "ada", "INBOX", first_uid=2)
