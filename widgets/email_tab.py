@@ -492,6 +492,9 @@ class EmailTab(QWidget):
             action.setObjectName(f"{name}Action")
             action.setShortcuts([QKeySequence(k) for k in keys])
             action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            # Set explicitly, so the toolbar's buttons keep the "&" (the derived icon text
+            # drops it) and Alt+letter presses them.
+            action.setIconText(text)
             native = QKeySequence(keys[0]).toString(QKeySequence.SequenceFormat.NativeText)
             action.setToolTip(f"{tip} ({native})")
             action.setStatusTip(tip)

@@ -278,3 +278,22 @@ def test_tooltips_show_the_shortcuts(tab: EmailTab) -> None:
     assert tab.action("detach").toolTip().endswith("(Del)")
     assert tab.action("print").toolTip() == "Print the selected messages (Ctrl+P)"
     assert tool_button(tab, "detach").text().replace("&", "") == "Detach"
+
+
+def test_alt_and_the_underlined_letter_press_a_toolbar_button(
+    qtbot: QtBot, tab: EmailTab, run_until: RunUntil, mail_data: MailData,
+) -> None:
+    so = mail_data.sales_order("50123")
+    mail_data.message(ties=[("S", so)], subject="Only one", date=day(1))
+    show(tab, run_until, so, 1)
+    tab.activateWindow()
+    click_row(qtbot, tab, 0)
+    run_until(lambda: tab.view().hasFocus() and not tab.isBusy())
+    assert tool_button(tab, "detach").text() == "&Detach"
+    qtbot.keyClick(tab.view(), Qt.Key.Key_D, Qt.KeyboardModifier.AltModifier)
+    run_until(lambda: visible(tab, QMessageBox, "detachConfirmation"),
+              message="Alt+D did not press Detach")
+    box = tab.findChild(QMessageBox, "detachConfirmation")
+    assert box is not None
+    qtbot.mouseClick(box.button(QMessageBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    run_until(lambda: not tab.isBusy())
