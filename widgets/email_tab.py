@@ -289,7 +289,15 @@ def _size(size: object) -> str:
     return f" ({format_size(size)})" if isinstance(size, int) else ""
 
 
-_MIME = QMimeDatabase()
+_MIME_DB: QMimeDatabase | None = None
+
+
+def _mime() -> QMimeDatabase:
+    # Made on first use: the tab's module must import fast (Qt Designer loads it).
+    global _MIME_DB
+    if _MIME_DB is None:
+        _MIME_DB = QMimeDatabase()
+    return _MIME_DB
 
 #: Extensions of files that run when opened (programs, scripts, installers, shortcuts,
 #: documents with macros that start by themselves): opening one asks first.
@@ -320,7 +328,7 @@ def attachment_name(info: dict[str, object], index: int) -> str:
     ctype = str(info.get("content_type") or "application/octet-stream").lower()
     if ctype.startswith("message/"):
         return "attached message.eml"
-    suffix = _MIME.mimeTypeForName(ctype).preferredSuffix()
+    suffix = _mime().mimeTypeForName(ctype).preferredSuffix()
     return f"attachment {index + 1}" + (f".{suffix}" if suffix else "")
 
 
@@ -331,9 +339,9 @@ def is_risky(name: str, content_type: str) -> bool:
 
 
 def _attachment_icon(name: str, content_type: str, style: QStyle | None) -> QIcon:
-    mime = _MIME.mimeTypeForName(content_type)
+    mime = _mime().mimeTypeForName(content_type)
     if not mime.isValid() or mime.isDefault():
-        mime = _MIME.mimeTypeForFile(name, QMimeDatabase.MatchMode.MatchExtension)
+        mime = _mime().mimeTypeForFile(name, QMimeDatabase.MatchMode.MatchExtension)
     for icon_name in (mime.iconName(), mime.genericIconName()):
         icon = QIcon.fromTheme(icon_name)
         if not icon.isNull():
@@ -1286,7 +1294,7 @@ class EmailTab(QWidget):
             size = info.get("size")
             item = QListWidgetItem(_attachment_icon(name, ctype, self.style()),
                                    f"{name}{_size(size)}")
-            described = _MIME.mimeTypeForName(ctype).comment() or ctype
+            described = _mime().mimeTypeForName(ctype).comment() or ctype
             kind = ("attached message" if ctype.lower().startswith("message/")
                     else described)
             item.setToolTip(f"{name}\n{kind} ({ctype})"
