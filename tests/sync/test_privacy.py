@@ -110,15 +110,19 @@ class Seen:
     listed: set[int]
     searched: set[int]
     previews: set[int]
+    #: The Attach dialog's search narrowed to a contact (all of its mail when None).
+    of_contact: set[int] | None = None
 
 
 def _through_mailstore(qloop: qasync.QEventLoop, dsn: str, order: int,
-                       ids: list[int]) -> Seen:
+                       ids: list[int], contact: int | None = None) -> Seen:
     async def look() -> Seen:
         store = await MailStore.connect(dsn)
         try:
             listed = {r.eml_id for r in await store.messages_for("S", order)}
             searched = {r.eml_id for r in await store.search_messages("zebracorn")}
+            of_contact = None if contact is None else {
+                r.eml_id for r in await store.search_messages("", contact_id=contact)}
             previews = set()
             for eml_id in ids:
                 try:
@@ -126,7 +130,7 @@ def _through_mailstore(qloop: qasync.QEventLoop, dsn: str, order: int,
                     previews.add(eml_id)
                 except DatabaseError:
                     pass
-            return Seen(listed, searched, previews)
+            return Seen(listed, searched, previews, of_contact)
         finally:
             await store.close()
     return qloop.run_until_complete(look())
@@ -141,11 +145,14 @@ def test_private_folder_is_seen_by_its_owner_and_the_auditor_only(
         shared_id, = _import(ada, [SHARED], "ada", "INBOX")
         assert privacy.set_visibility(ada, "ada", "Personal", private=True) == 1
     both = [private_id, shared_id]
+    row = company.admin.execute("SELECT cntcteml_cntct_id FROM cntcteml "
+                                "WHERE cntcteml_email = 'ada@ourco.example'").fetchone()
+    assert row is not None  # a contact the import made: both messages are to Ada
     for user, expected in ((OWNER, set(both)), (COLLEAGUE, {shared_id}),
                            (AUDITOR, set(both))):
         dsn = psycopg.conninfo.make_conninfo(company.dsn, user=user)
-        seen = _through_mailstore(qloop, dsn, order, both)
-        assert seen == Seen(expected, expected, expected), user
+        seen = _through_mailstore(qloop, dsn, order, both, contact=int(row[0]))
+        assert seen == Seen(expected, expected, expected, expected), user
         with company.as_user(user) as conn:
             counts = _counts(conn, private_id)
             if private_id in expected:
