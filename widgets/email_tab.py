@@ -1149,8 +1149,7 @@ class EmailTab(QWidget):
         self._update_state()
         self.messagesLoaded.emit(self._model.rowCount())
         if self._model.totalCount() < 0:
-            await self._model.loadTotal()
-            self._update_state()
+            await self._load_total()
         # Needed only for New, the references and deciding on imports: read after the rows
         # so that the list appears as early as possible.
         if first or self._number is None:
@@ -1158,6 +1157,15 @@ class EmailTab(QWidget):
             if registry.by_code(code).shows_contact_mail:
                 contacts = await store.document_contacts(code, doc_id)
                 self._contact_ids = frozenset(c.cntct_id for c in contacts)
+
+    async def _load_total(self) -> None:
+        try:
+            await self._model.loadTotal()
+        except XtmailError as exc:
+            # Only the footer's total is missing ("The 100 most recent messages"): the
+            # rows are shown, and the next reload counts again.
+            log.info("the document's mail could not be counted: %s", exc)
+        self._update_state()
 
     def _select(self, eml_id: int) -> None:
         row = self._model.rowOf(eml_id)
@@ -1224,8 +1232,7 @@ class EmailTab(QWidget):
         if added:
             self.messagesLoaded.emit(self._model.rowCount())
         if self._model.totalCount() < 0:
-            await self._model.loadTotal()
-            self._update_state()
+            await self._load_total()
 
     def onMessagesImported(self, ties: dict[int, list[tuple[str, int]]]) -> None:
         """Refresh when newly imported mail is tied to this document or its contacts.
