@@ -596,8 +596,8 @@ class Server:
                     self.metrics.lease_up.set(0)
                     self._stop_all("lease connection lost")
                     delay = backoff.next()
-                    event("lease_lost", logging.ERROR, error=exc.user_text().replace("\n", " "),
-                          retry_in=round(delay, 1))
+                    event("database_unavailable", logging.ERROR,
+                          error=exc.user_text().replace("\n", " "), retry_in=round(delay, 1))
                 self.stop.wait(delay)
         finally:
             self._stop_all("stopping")
