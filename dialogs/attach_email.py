@@ -563,7 +563,8 @@ class AttachEmailDialog(QDialog):
                 return True
         if (watched is self._contact_edit and isinstance(event, QFocusEvent)
                 and event.type() == QEvent.Type.FocusOut
-                and event.reason() != Qt.FocusReason.PopupFocusReason):
+                and event.reason() != Qt.FocusReason.PopupFocusReason
+                and self._started and self.isVisible()):
             # Left without choosing from the list (editingFinished does not come while the
             # completer's list is open): the text typed still filters.
             popup = self._completer.popup()

@@ -208,3 +208,21 @@ def test_rows_handed_in_need_no_store_and_pass_the_model_tester(
     assert qloop.run_until_complete(model.loadMore()) == 0
     model.clear()
     assert model.rowCount() == 0
+
+
+def test_unavailable_rows_are_greyed_not_selectable_and_say_why(
+    qtmodeltester: ModelTester,
+) -> None:
+    """The Attach dialog's mail already tied to the document."""
+    rows = [MessageRow(1, datetime(2026, 3, 1, tzinfo=UTC), "Ada", "Sales", "", "Tied"),
+            MessageRow(2, datetime(2026, 3, 2, tzinfo=UTC), "Bob", "Sales", "", "Free")]
+    model = MessageListModel()
+    model.setRows(rows)
+    model.setUnavailable({1: "Already attached to this document"})
+    qtmodeltester.check(model)
+    tied, free = model.index(model.rowOf(1), SUBJECT), model.index(model.rowOf(2), SUBJECT)
+    assert not tied.flags() & Qt.ItemFlag.ItemIsSelectable
+    assert not tied.flags() & Qt.ItemFlag.ItemIsEnabled
+    assert free.flags() & Qt.ItemFlag.ItemIsSelectable
+    assert tied.data(Qt.ItemDataRole.ToolTipRole) == "Tied\nAlready attached to this document"
+    assert free.data(Qt.ItemDataRole.ToolTipRole) == "Free"
