@@ -424,3 +424,22 @@ def test_the_hidden_set_tells_nobody_what_another_user_reads(company: Company) -
             (eml_id,)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             bob.execute("SELECT count(*) FROM xtmail.private_reader")
+
+
+def test_mail_a_service_imports_for_the_owner_a_rule_names_is_the_owners_to_remove(
+    company: Company,
+) -> None:
+    """xtmail serve imports as its service role; the folder's rule names the person."""
+    service = "xtmail_priv_service"
+    create_user(company.admin, service)
+    with company.as_user(service) as sync:
+        eml_id, = _import(sync, [PRIVATE], "ada@ourco", "Personal")
+    grant_privilege(company.admin, OWNER, privacy.MAINTAIN_VISIBILITY)
+    with company.as_user(OWNER) as ada:
+        privacy.set_visibility(ada, "ada@ourco", "", private=True, owner=OWNER)
+        assert _counts(ada, eml_id)["xtbatch.eml"] == 1
+    with company.as_user(COLLEAGUE) as bob:
+        assert _counts(bob, eml_id)["xtbatch.eml"] == 0
+        assert privacy.remove_messages(bob, [eml_id]) == privacy.Removal(0, 1)
+    with company.as_user(OWNER) as ada:
+        assert privacy.remove_messages(ada, [eml_id]) == privacy.Removal(1, 0)

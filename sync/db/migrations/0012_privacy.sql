@@ -280,12 +280,22 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      WHERE r.rm_keep_out AND r.rm_hash = ANY(p_hashes)
 $$;
 
+-- The owner the rule of a folder names (its own rule, else its account's), or NULL.
+CREATE OR REPLACE FUNCTION xtmail.rule_owner(p_account text, p_mailbox text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (coalesce(
+        (SELECT ARRAY[vr_owner] FROM xtmail.visibility_rule
+          WHERE vr_account = p_account AND vr_mailbox = p_mailbox AND p_mailbox <> ''),
+        (SELECT ARRAY[vr_owner] FROM xtmail.visibility_rule
+          WHERE vr_account = p_account AND vr_mailbox = '')))[1]
+$$;
+
 -- 6. Removal. A message goes entirely: raw bytes, text, addresses, ties, details and search
 --    words, locations, reader list, unresolved references; the distinct-address list loses
 --    addresses no other message carries. xtmail.removed keeps who removed it and when, by
 --    identity hash. Allowed to holders of DeleteAllEmail for any message; to anyone for a
---    message that is theirs alone (every copy imported by them; without copies: imported by
---    them). Others' messages in the set are left and counted. Returns (removed, refused).
+--    message that is theirs alone (every copy imported by them or in a folder whose rule
+--    names them its owner; without copies: imported by them). Others' messages in the set are left and counted. Returns (removed, refused).
 CREATE OR REPLACE FUNCTION xtmail.remove_mail(
     p_ids integer[], p_reason text DEFAULT '', p_keep_out boolean DEFAULT true,
     p_account text DEFAULT NULL, p_mailbox text DEFAULT NULL)
@@ -311,7 +321,10 @@ BEGIN
         SELECT array_agg(w) INTO mine FROM unnest(wanted) AS w
          WHERE CASE WHEN EXISTS (SELECT 1 FROM xtmail.location l WHERE l.loc_eml_id = w)
                     THEN NOT EXISTS (SELECT 1 FROM xtmail.location l
-                                      WHERE l.loc_eml_id = w AND l.loc_imported_by <> caller)
+                                      WHERE l.loc_eml_id = w AND l.loc_imported_by <> caller
+                                        AND coalesce(xtmail.rule_owner(l.loc_account,
+                                                                       l.loc_mailbox), '')
+                                            <> caller)
                     ELSE EXISTS (SELECT 1 FROM xtmail.msg m
                                   WHERE m.msg_eml_id = w AND m.msg_imported_by = caller)
                END;
