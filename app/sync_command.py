@@ -177,6 +177,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         backoff=Backoff(initial=args.retry_initial, cap=args.retry_cap),
         retry_limit=None if args.watch else args.retries, writers=args.writers,
     )
+
     def summarize(result: AccountResult) -> None:
         terminal.close()
         if args.watch and result.imported and not quiet:
@@ -203,6 +204,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             rescan = " after the server renumbered it" if folder.rescanned else ""
             print(f"{folder.folder}: {folder.imported} new, {folder.already_present} "
                   f"already stored{rescan}{note}")
+        if result is not None and result.held_by is not None:
+            # Not an error: another xtmail (the company's mail server) has this account.
+            print(f"xtmail: synchronized by {result.held_by}; this run left the account to it.",
+                  file=sys.stderr)
         print(f"imported: {terminal.imported_total}")
         print(f"already present: {terminal.present_total}", flush=True)
         if stop.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -284,7 +285,11 @@ class SyncService(QObject):
                     return
                 if runner.stop.is_set():
                     break
-                self._status(key, f"Up to date; {result.imported} new message(s)")
+                if result.held_by is not None:
+                    # Another xtmail (the company's mail server, say) has this account.
+                    self._status(key, f"Synchronized by {result.held_by}")
+                else:
+                    self._status(key, f"Up to date; {result.imported} new message(s)")
                 await loop.run_in_executor(
                     runner.threads, sync.wait_for_change, runner.settings.poll_interval
                 )
@@ -342,4 +347,7 @@ class _DsnConnector:
         self.dsn = dsn
 
     def __call__(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        # The name others see in pg_stat_activity when this desktop holds an account's lock
+        # ("synchronized by ...").
+        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
+                               application_name=f"xtmail desktop on {socket.gethostname()}")

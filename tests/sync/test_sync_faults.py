@@ -17,6 +17,7 @@ from tests.helpers.mail import make_message
 from tests.helpers.qt import MemoryKeyring
 from tests.helpers.xtuple import refuse_new_contacts
 from xtmail.app import cli
+from xtmail.sync.imap.account import try_lock_account
 
 MESSAGES = 1500
 RUNNER = "import sys; from xtmail.app.cli import main; sys.exit(main())"
@@ -193,3 +194,23 @@ def test_cli_signs_in_with_a_password_command_and_applies_the_contact_policy(
     assert cli.main(failing) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
     assert "vault is sealed" in err and "Traceback" not in err
+
+
+def test_cli_leaves_an_account_another_xtmail_synchronizes(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+    memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The company's mail server (another session holding the account's lock) has the
+    account: `xtmail sync` says who, imports nothing, and is not an error."""
+    memory_keyring.set_password("xtmail", f"{imap_user.user}@{dovecot.host}",
+                                imap_user.password)
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(2))
+    key = f"{imap_user.user}@{dovecot.host}"
+    with psycopg.connect(db_dsn, autocommit=True, application_name="xtmail serve on hq") as held:
+        assert try_lock_account(held, key)
+        assert cli.main([*sync_args(dovecot, imap_user, db_dsn), "--quiet"]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert "synchronized by the mail server on host hq" in captured.err
+    assert "left the account to it" in captured.err
+    assert "imported: 0" in captured.out
+    assert stored(conn) == 0
