@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from xtmail.app import serve_command, sync_command
+from xtmail.app import privacy_command, serve_command, sync_command
 from xtmail.app.options import (  # noqa: F401  (the exit codes are part of this module's API)
     CONNECT_TIMEOUT,
     EXIT_AUTH,
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=_cmd_local_db)
 
     sync_command.add_parser(sub)
+    privacy_command.add_parser(sub)
     serve_command.add_parser(sub)
     return parser
 

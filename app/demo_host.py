@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PyQt6.QtCore import QSettings, Qt, pyqtSignal
-from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
+from PyQt6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -26,6 +26,7 @@ from PyQt6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
+    QPushButton,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -75,6 +76,23 @@ class DocumentWindow(QWidget):
         self.contactLink.setEmail(row.contact_email)
         self.contactLink.setReference(Reference(doc.code, row.number))
         header.addWidget(self.contactLink)
+        # Like xTuple's document windows: a Close button, Ctrl+W (the platform's Close
+        # key) and Esc. Esc is a key press, not a shortcut: the Email tab has its own Esc
+        # shortcut while it loads, and two enabled Esc shortcuts make Qt fire neither.
+        self.closeButton = QPushButton(self.tr("&Close"), self)
+        # Ctrl+W everywhere, and the platform's own Close keys (Ctrl+F4 on some).
+        keys = [QKeySequence("Ctrl+W")]
+        keys += [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Close)
+                 if k not in keys]
+        self.closeButton.setToolTip(self.tr("Close this window ({keys}, Esc)").format(
+            keys=keys[0].toString(QKeySequence.SequenceFormat.NativeText)))
+        self.closeButton.clicked.connect(self.close)
+        header.addWidget(self.closeButton)
+        close_action = QAction(self.tr("Close"), self)
+        close_action.setShortcuts(keys)
+        close_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        close_action.triggered.connect(self.close)
+        self.addAction(close_action)
         layout.addLayout(header)
 
         self.tabs = QTabWidget(self)
@@ -94,6 +112,12 @@ class DocumentWindow(QWidget):
         self.tabs.addTab(self.emailTab, self.tr("Email"))
         self.tabs.setCurrentWidget(self.emailTab)
         layout.addWidget(self.tabs)
+
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:
+        if event is not None and event.key() == Qt.Key.Key_Escape and not event.modifiers():
+            self.close()
+            return
+        super().keyPressEvent(event)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
         self.emailTab.close()

@@ -220,7 +220,7 @@ def _send_one(
             """UPDATE xtmail.outbox SET ob_state = 'sent', ob_sent = now(), ob_eml_id = %s,
                       ob_last_error = %s, ob_claimed_until = NULL
                 WHERE ob_id = %s""",
-            (eml_id, note, ob_id),
+            (eml_id or None, note, ob_id),  # None: kept out by a removal or a block
         )
     result.sent.append(ob_id)
 

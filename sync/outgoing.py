@@ -37,7 +37,9 @@ def record_sent_mail(
     """Store ``raw`` as mail sent by the ERP and tie it; return its ``eml_id``.
 
     ``ties`` are (document type code, document id) pairs, for example ``[("S", 42)]``; each
-    document must exist. Recording the same message twice stores it once.
+    document must exist. Recording the same message twice stores it once. A message that was
+    removed from the ERP and is kept out, or that a blocked-sender rule keeps out, is not
+    recorded: the result is ``writer.SKIPPED`` (0).
     """
     _check_documents(conn, ties)
     return _record(conn, raw, ties, policy)
@@ -62,6 +64,10 @@ def _record(
         [Incoming(raw)], source="erp", extra_ties=ties
     )
     eml_id = result.eml_ids[0]
+    if eml_id == writer.SKIPPED:
+        # Removed earlier and kept out, or from a blocked sender (docs/privacy.md): the
+        # user's decision stands for mail the ERP sends too; nothing is recorded.
+        return writer.SKIPPED
     if not result.new[0] and ties:
         # Already stored (sent twice, or imported first): still make sure of the ties.
         writer.insert_ties(conn, [(eml_id, code, doc_id) for code, doc_id in ties])

@@ -9,16 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import qasync
 from PyQt6.QtCore import QSettings, Qt
 from pytestqt.qtbot import QtBot
 
+from tests.helpers.maildata import MailData
 from tests.helpers.postgres import TestDatabases
 from tests.helpers.qt import RunUntil, wait_until
 from tests.helpers.xtuple import create_user
-from xtmail.app.demo_host import DemoMainWindow
+from xtmail.app.demo_host import DemoMainWindow, DocumentWindow
 from xtmail.app.host import MailHost
 from xtmail.app.sample_data import seed
+from xtmail.sync.db.mailstore import MailStore
+from xtmail.sync.mail import registry
+from xtmail.sync.values import DocumentRow
 
 
 def test_demo_opens_a_sales_order_and_shows_its_mail(
@@ -116,3 +121,32 @@ def test_the_demo_runs_as_an_ordinary_xtuple_user(
     # The main window and the sales order's window, with its Email tab.
     for name in ("demo-main.png", "demo-sales-order.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("how", ["button", "ctrl+w", "esc"])
+def test_a_document_window_closes_with_its_button_ctrl_w_and_esc(
+    qtbot: QtBot, qloop: qasync.QEventLoop, db_dsn: str, mail_data: MailData, how: str
+) -> None:
+    order = mail_data.sales_order("50123")
+
+    async def scenario() -> None:
+        store = await MailStore.connect(db_dsn)
+        try:
+            window = DocumentWindow(store, registry.by_code("S"),
+                                    DocumentRow(order, "50123", "", ""))
+            window.show()
+            window.activateWindow()
+            await wait_until(window.isActiveWindow, message="the window never became active")
+            await wait_until(lambda: not window.emailTab.isBusy(), message="still loading")
+            if how == "button":
+                qtbot.mouseClick(window.closeButton, Qt.MouseButton.LeftButton)
+            elif how == "ctrl+w":
+                qtbot.keyClick(window.emailTab, Qt.Key.Key_W,
+                               Qt.KeyboardModifier.ControlModifier)
+            else:
+                qtbot.keyClick(window.emailTab, Qt.Key.Key_Escape)
+            await wait_until(lambda: not window.isVisible(), message=f"{how} did not close it")
+        finally:
+            await store.close()
+
+    qloop.run_until_complete(scenario())
