@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from PyQt6 import QtCore, sip
 from PyQt6.QtCore import (
+    QCoreApplication,
     QEvent,
     QItemSelection,
     QItemSelectionModel,
@@ -243,7 +244,8 @@ STOPPED_TEXT: Final = "Stopped waiting for the database. Press Refresh (F5) to t
 
 def retry_line(seconds: int) -> str:
     """The banner's last line while an automatic retry is counted down."""
-    return f"Retrying in {seconds} s." if seconds > 0 else "Retrying now…"
+    return (_tr("Retrying in {seconds} s.").format(seconds=seconds) if seconds > 0
+            else _tr("Retrying now…"))
 
 
 async def _dialog_result(dialog: QDialog) -> int:
@@ -409,18 +411,24 @@ def _document_words(doc: registry.DocumentType) -> str:
     return " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in doc.label.split())
 
 
+def _tr(text: str) -> str:
+    """``text`` in the user's language (Qt's translators, context "EmailTab"); the module's
+    tables keep the English source, translated where they are shown."""
+    return QCoreApplication.translate("EmailTab", text)
+
+
 def empty_text(code: str) -> str:
     """The empty-state text for a document type, e.g. for "S" a sales order."""
     doc = registry.find(code)
     if doc is None:
-        return _NO_DOCUMENT_TEXT
-    what = f"this {_document_words(doc)}"
+        return _tr(_NO_DOCUMENT_TEXT)
     if doc.shows_contact_mail:
-        what += " or its contacts"
-    return (
-        f"No mail is tied to {what} yet.\n"
-        "Use Attach to add messages from your mailbox, or New to write one."
-    )
+        what = _tr("this {document} or its contacts")
+    else:
+        what = _tr("this {document}")
+    return _tr("No mail is tied to {what} yet.\n"
+               "Use Attach to add messages from your mailbox, or New to write one.").format(
+        what=what.format(document=_document_words(doc)))
 
 
 class EmailTab(QWidget):
@@ -495,7 +503,8 @@ class EmailTab(QWidget):
         self._toolbar = QToolBar("Email", self)
         self._toolbar.setObjectName("emailToolBar")
         self._toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for name, text, keys, tip in ACTIONS:
+        for name, source_text, keys, source_tip in ACTIONS:
+            text, tip = _tr(source_text), _tr(source_tip)
             action = QAction(text, self)
             action.setObjectName(f"{name}Action")
             action.setShortcuts([QKeySequence(k) for k in keys])
@@ -538,13 +547,13 @@ class EmailTab(QWidget):
         )
         self._retry_now = QToolButton(self._banner)
         self._retry_now.setObjectName("retryNowButton")
-        self._retry_now.setText("Retry now")
-        self._retry_now.setToolTip("Try to read this document's mail again now")
+        self._retry_now.setText(self.tr("Retry now"))
+        self._retry_now.setToolTip(self.tr("Try to read this document's mail again now"))
         self._retry_now.clicked.connect(self.refresh)
         self._retry_now.hide()
         dismiss = QToolButton(self._banner)
         dismiss.setObjectName("dismissButton")
-        dismiss.setText("Dismiss")
+        dismiss.setText(self.tr("Dismiss"))
         dismiss.setAutoRaise(True)
         dismiss.clicked.connect(self.clearError)
         banner_layout.addWidget(self._banner_label)
@@ -605,16 +614,16 @@ class EmailTab(QWidget):
         more_row.setContentsMargins(4, 0, 4, 2)
         self._status = QLabel(top)
         self._status.setObjectName("statusLabel")
-        self._more = QPushButton("Show more", top)
+        self._more = QPushButton(self.tr("Show more"), top)
         self._more.setObjectName("showMoreButton")
-        self._more.setToolTip("Show older mail of this document")
+        self._more.setToolTip(self.tr("Show older mail of this document"))
         self._more.clicked.connect(self.showMore)
-        self._cancel = QPushButton("Cancel", top)
+        self._cancel = QPushButton(self.tr("Cancel"), top)
         self._cancel.setObjectName("cancelLoadButton")
-        self._cancel.setToolTip("Stop waiting for the database (Esc)")
+        self._cancel.setToolTip(self.tr("Stop waiting for the database (Esc)"))
         self._cancel.clicked.connect(self.cancelLoading)
         self._cancel.hide()
-        self._legend = QLabel("<i>Italic</i>: mail of this document's contacts", top)
+        self._legend = QLabel(self.tr("<i>Italic</i>: mail of this document's contacts"), top)
         self._legend.setObjectName("legendLabel")
         self._legend.setToolTip(VIA_CONTACT_TOOLTIP + ", not tied to the document itself")
         self._legend.hide()
@@ -633,15 +642,16 @@ class EmailTab(QWidget):
         self._preview.setObjectName("messagePreview")
         self._preview.setReadOnly(True)
         self._preview.setTabChangesFocus(True)
-        self._preview.setPlaceholderText("Select a message to read it here.")
+        self._preview.setPlaceholderText(self.tr("Select a message to read it here."))
         view_row = QHBoxLayout()
         view_row.setContentsMargins(4, 2, 4, 0)
         self._formatted = QToolButton(pane)
         self._formatted.setObjectName("formattedViewButton")
-        self._formatted.setText("For&matted")
+        self._formatted.setText(self.tr("For&matted"))
         self._formatted.setCheckable(True)
-        self._formatted.setToolTip("Show the message as its sender formatted it (no remote "
-                                   "content is loaded); off: plain text")
+        self._formatted.setToolTip(self.tr(
+            "Show the message as its sender formatted it (no remote content is loaded); "
+            "off: plain text"))
         self._formatted.toggled.connect(self._on_formatted_toggled)
         self._link = QLabel(pane)
         self._link.setObjectName("linkTargetLabel")
@@ -675,13 +685,15 @@ class EmailTab(QWidget):
         self._attachments.customContextMenuRequested.connect(self._show_attachment_menu)
         self._attachments.itemActivated.connect(self._on_attachment_activated)
         self._attachments.currentRowChanged.connect(self._on_attachment_current)
-        self._open_attachment = QPushButton("Open Atta&chment", self._attachments_bar)
+        self._open_attachment = QPushButton(self.tr("Open Atta&chment"), self._attachments_bar)
         self._open_attachment.setObjectName("openAttachmentButton")
-        self._open_attachment.setToolTip("Open the chosen attachment with its program (Enter)")
+        self._open_attachment.setToolTip(
+            self.tr("Open the chosen attachment with its program (Enter)"))
         self._open_attachment.clicked.connect(self.openAttachment)
-        self._save_attachment = QPushButton("&Save As…", self._attachments_bar)
+        self._save_attachment = QPushButton(self.tr("&Save As…"), self._attachments_bar)
         self._save_attachment.setObjectName("saveAttachmentButton")
-        self._save_attachment.setToolTip("Save the chosen attachment to a folder you choose")
+        self._save_attachment.setToolTip(
+            self.tr("Save the chosen attachment to a folder you choose"))
         self._save_attachment.clicked.connect(self.saveAttachment)
         buttons = QVBoxLayout()
         buttons.addWidget(self._open_attachment)
@@ -1077,7 +1089,7 @@ class EmailTab(QWidget):
 
         rows = self._model.rowCount()
         if self.document() is None:
-            self._empty.setText(_NO_DOCUMENT_TEXT)
+            self._empty.setText(_tr(_NO_DOCUMENT_TEXT))
             self._stack.setCurrentWidget(self._empty)
         elif self._loaded and rows == 0 and not self._loading:
             self._empty.setText(empty_text(self._code))
@@ -1088,21 +1100,24 @@ class EmailTab(QWidget):
         more = self._model.hasMore()
         self._more.setVisible(more)
         self._more.setEnabled(not self._loading)
-        self._more.setText(f"Show {self._model.pageSize()} more")
+        self._more.setText(self.tr("Show {count} more").format(count=self._model.pageSize()))
         self._cancel.setVisible(self._loading)
         self._stop_action.setEnabled(self._loading)
         if self._loading:
-            self._status.setText("Loading…")
+            self._status.setText(self.tr("Loading…"))
         elif self._stopped:
-            self._status.setText(STOPPED_TEXT)
+            self._status.setText(_tr(STOPPED_TEXT))
         elif more and self._model.totalCount() > rows:
-            self._status.setText(f"{rows:,} of {self._model.totalCount():,} messages")
+            self._status.setText(self.tr("{shown} of {total} messages").format(
+                shown=f"{rows:,}", total=f"{self._model.totalCount():,}"))
         elif more:
-            self._status.setText(f"The {rows:,} most recent messages")
+            self._status.setText(self.tr("The {count} most recent messages").format(
+                count=f"{rows:,}"))
         elif rows == 1:
-            self._status.setText("1 message")
+            self._status.setText(self.tr("1 message"))
         else:
-            self._status.setText(f"{rows:,} messages" if rows else "")
+            self._status.setText(self.tr("{count} messages").format(count=f"{rows:,}")
+                                 if rows else "")
         self._legend.setVisible(
             any(self._model.messageRow(r).via_contact for r in range(rows))
             if self._code and registry.by_code(self._code).shows_contact_mail else False
@@ -1356,7 +1371,7 @@ class EmailTab(QWidget):
             box = QMessageBox(self)
             box.setObjectName("riskyAttachmentWarning")
             box.setIcon(QMessageBox.Icon.Warning)
-            box.setWindowTitle("Open Attachment")
+            box.setWindowTitle(self.tr("Open Attachment"))
             box.setText(f"“{name}” is a program or a script. Open it?")
             box.setInformativeText(
                 "Opening it runs it on this computer with your rights. Open it only if you "
@@ -1607,7 +1622,7 @@ class EmailTab(QWidget):
         box = QMessageBox(self)
         box.setObjectName("detachConfirmation")
         box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Detach Mail")
+        box.setWindowTitle(self.tr("Detach Mail"))
         box.setText(f"Detach {count} from {what}?")
         info = (
             "The mail stays in the database and stays tied to its contacts and other "
@@ -1624,7 +1639,7 @@ class EmailTab(QWidget):
         )
         ok = box.button(QMessageBox.StandardButton.Ok)
         if ok is not None:
-            ok.setText("Detach")
+            ok.setText(self.tr("Detach"))
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         if await _dialog_result(box) != QMessageBox.StandardButton.Ok.value:
             return
