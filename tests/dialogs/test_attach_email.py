@@ -66,6 +66,13 @@ class Dialog:
 
 
 @pytest.fixture
+def db_dsn(xtuple_dsn: str) -> str:
+    """Every test here runs on both kinds of xTuple database: (b) as its owner, (a) with
+    Connect's tables as an ordinary user in xtrole (conftest.XTUPLE_KINDS)."""
+    return xtuple_dsn
+
+
+@pytest.fixture
 def dialog(mail_store: MailStore, sample_mail: SampleMail, run_until: RunUntil,
            qloop: qasync.QEventLoop) -> Iterator[Dialog]:
     widget = AttachEmailDialog(mail_store, "S", sample_mail.sales_order)

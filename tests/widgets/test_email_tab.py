@@ -61,6 +61,13 @@ class Order:
 
 
 @pytest.fixture
+def db_dsn(xtuple_dsn: str) -> str:
+    """Every test here runs on both kinds of xTuple database: (b) as its owner, (a) with
+    Connect's tables as an ordinary user in xtrole (conftest.XTUPLE_KINDS)."""
+    return xtuple_dsn
+
+
+@pytest.fixture
 def order(mail_data: MailData) -> Order:
     jane = mail_data.contact("jane@customer.example", "Jane", "Doe")
     bob = mail_data.contact("bob@customer.example", "Bob", "Roe")
