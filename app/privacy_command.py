@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 
 from xtmail.app import options
-from xtmail.app.options import EXIT_CONFIG, EXIT_DATABASE, EXIT_OK, EXIT_SOME_FAILED
+from xtmail.app.options import (
+    EXIT_CONFIG,
+    EXIT_DATABASE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+)
 
 REMOVE_EPILOG = """\
 Removed mail goes entirely: raw bytes, text, addresses, document ties, search words and
@@ -93,7 +99,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Remove one or more messages, a folder's or an account's mail.",
         formatter_class=raw,
         epilog=REMOVE_EPILOG + "\n" + options.exit_codes(
-            (EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG, EXIT_DATABASE)),
+            (EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG, EXIT_DATABASE, EXIT_INTERRUPTED)),
     )
     remove.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     what = remove.add_mutually_exclusive_group(required=True)
