@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 import qasync
+from pytestqt.qtbot import QtBot
 
 from tests.helpers.mail import make_message
 from tests.helpers.postgres import TestDatabases
+from tests.helpers.qt import wait_until
 from tests.helpers.xtuple import (
     MERGE_FUNCTIONS,
     MERGE_TABLES,
@@ -36,6 +38,7 @@ from xtmail.sync.db.schema import migrate, migrations
 from xtmail.sync.db.writer import NOT_IMPORTED, SKIPPED, Importer
 from xtmail.sync.errors import DatabaseError, PermissionDenied
 from xtmail.sync.values import Incoming, Location
+from xtmail.widgets.email_tab import EmailTab
 
 OWNER, COLLEAGUE, AUDITOR = "xtmail_priv_ada", "xtmail_priv_bob", "xtmail_priv_cyd"
 MAIL_TABLES = ("xtbatch.eml", "xtbatch.emladdr", "xtbatch.emlassc", "xtmail.msg",
@@ -443,3 +446,32 @@ def test_mail_a_service_imports_for_the_owner_a_rule_names_is_the_owners_to_remo
         assert privacy.remove_messages(bob, [eml_id]) == privacy.Removal(0, 1)
     with company.as_user(OWNER) as ada:
         assert privacy.remove_messages(ada, [eml_id]) == privacy.Removal(1, 0)
+
+
+def test_the_email_tab_of_each_user_shows_what_that_user_may_read(
+    company: Company, qloop: qasync.QEventLoop, qtbot: QtBot,
+) -> None:
+    """The widget itself, opened by each of the three users on the same sales order."""
+    order = company.sales_order("7001")
+    with company.as_user(OWNER) as ada:
+        private_id, = _import(ada, [PRIVATE], "ada", "Personal")
+        shared_id, = _import(ada, [SHARED], "ada", "INBOX")
+        privacy.set_visibility(ada, "ada", "Personal", private=True)
+
+    async def listed_by(user: str) -> set[int]:
+        store = await MailStore.connect(psycopg.conninfo.make_conninfo(company.dsn, user=user))
+        tab = EmailTab()
+        qtbot.addWidget(tab)
+        try:
+            tab.setStore(store)
+            tab.setDocument("S", order)
+            await wait_until(lambda: not tab.isBusy() and tab.model().rowCount() > 0,
+                             message=f"{user}'s tab never listed its mail")
+            return {tab.model().messageRow(r).eml_id for r in range(tab.model().rowCount())}
+        finally:
+            tab.close()
+            await store.close()
+
+    assert qloop.run_until_complete(listed_by(OWNER)) == {private_id, shared_id}
+    assert qloop.run_until_complete(listed_by(COLLEAGUE)) == {shared_id}
+    assert qloop.run_until_complete(listed_by(AUDITOR)) == {private_id, shared_id}
