@@ -32,7 +32,7 @@ from xtmail.sync.errors import (
     TransientImapError,
     XtmailError,
 )
-from xtmail.sync.imap.connection import ImapConnection
+from xtmail.sync.imap.connection import FolderStatus, ImapConnection
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import DEFAULT_WRITERS, FolderResult, FolderSync, SyncListener
 from xtmail.sync.imap.settings import AccountSettings, SyncSettings
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between looks at the folders IDLE does not watch (AccountSync.wait_for_change).
 OTHER_FOLDERS_EVERY = 30.0
+#: Seconds of silence in IDLE after which the folder is examined again, for servers whose
+#: IDLE only polls (new mail is then seen within about this long, not a minute or more).
+IDLE_CHECK_EVERY = 25.0
 #: First key of the accounts' advisory locks ("xtma"); the folders' locks use "xtml".
 ACCOUNT_LOCK_CLASS = 0x78746D61
 #: The application_name of ``xtmail serve``'s connections starts with this; a lock holder
@@ -182,6 +185,7 @@ class AccountSync:
         self.batch_bytes = batch_bytes
         self.writers = writers
         self.other_folders_every = other_folders_every
+        self.idle_check_every = IDLE_CHECK_EVERY
         self.credentials = credentials
         self.connect_db = connect_db
         self.executor = executor
@@ -375,10 +379,10 @@ class AccountSync:
         try:
             imap = self._imap_connection() if folders else None
             if imap is not None and imap.supports_idle:
-                imap.examine(folders[0])
+                before = imap.examine(folders[0])
                 if len(folders) > 1:
                     timeout = min(timeout, self.other_folders_every)
-                imap.idle(timeout, either)
+                self._idle_until_change(imap, folders[0], before, timeout, either)
                 self._idle_backoff.reset()
                 return
         except TransientImapError as exc:
@@ -399,6 +403,29 @@ class AccountSync:
         except ConfigError:
             pass
         either.wait(timeout)
+
+    def _idle_until_change(self, imap: ImapConnection, folder: str, before: FolderStatus,
+                           timeout: float, either: _Either) -> None:
+        """IDLE for up to ``timeout`` seconds, ending early on a change the server pushes.
+
+        Some servers' IDLE only polls (Cyrus without its idled helper tells of new mail up
+        to a minute late): every ``idle_check_every`` seconds of silence the folder is
+        examined again (one round trip), and a new message count or UIDNEXT ends the wait
+        as a pushed change would.
+        """
+        deadline = time.monotonic() + timeout
+        while not either.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if imap.idle(min(left, self.idle_check_every), either) or either.is_set():
+                return
+            if deadline - time.monotonic() <= 0:
+                return
+            now = imap.examine(folder)
+            if (now.uidnext, now.messages, now.uidvalidity) != (
+                    before.uidnext, before.messages, before.uidvalidity):
+                return
 
     def watch(self, on_pass: Callable[[AccountResult], None] | None = None) -> None:
         """Pass after pass until ``stop`` is set or the account hits a stopping error."""

@@ -27,6 +27,7 @@ import contextlib
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["TcpProxy"]
@@ -57,8 +58,12 @@ class _Pair:
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target_host``:``target_port``; see the module."""
 
-    def __init__(self, target_host: str, target_port: int, *, host: str = LOOPBACK) -> None:
+    def __init__(self, target_host: str, target_port: int, *, host: str = LOOPBACK,
+                 downstream: Callable[[bytes], bytes] | None = None) -> None:
         self.target = (target_host, target_port)
+        #: Rewrites what the server sends before the client gets it (a plain protocol
+        #: only): a test can make a server that leaves things out.
+        self.downstream = downstream
         self._host = host
         self._lock = threading.Lock()
         self._pairs: set[_Pair] = set()
@@ -214,6 +219,8 @@ class TcpProxy:
                     if not data:
                         pair.close()
                         break
+                    if sock is upstream and self.downstream is not None:
+                        data = self.downstream(data)
                     try:
                         self._send_all(other[sock], data)
                     except OSError:

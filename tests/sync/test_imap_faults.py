@@ -548,3 +548,56 @@ def test_rescan_runs_as_an_ordinary_xtuple_user(
         row = conn.execute("SELECT fs_last_uid, fs_mailboxid FROM xtmail.folder_state"
                            ).fetchone()
         assert row == (6, None)  # Dovecot 2.3 offers no MAILBOXID
+
+
+class SilentIdle:
+    """Leaves out what the server says about new mail while the client IDLEs: a server whose
+    IDLE only polls (Cyrus without idled) says nothing for a minute or more."""
+
+    def __init__(self) -> None:
+        self.idling = False
+        self.dropped = 0
+
+    def __call__(self, data: bytes) -> bytes:
+        kept = []
+        for line in data.split(b"\r\n"):
+            if line.startswith(b"+ idling"):
+                self.idling = True
+            elif self.idling and re.match(rb"\* \d+ (EXISTS|RECENT)", line):
+                self.dropped += 1
+                continue
+            elif self.idling and line.split(b" ")[1:2] == [b"OK"] and b"IDLE" in line.upper():
+                self.idling = False
+            kept.append(line)
+        return b"\r\n".join(kept)
+
+
+@pytest.mark.parametrize("check_every", [1.0, 600.0], ids=["checked", "pushed-only"])
+def test_a_server_whose_idle_says_nothing_is_checked_now_and_then(
+    plain_dovecot: DovecotServer, db_dsn: str, conn: psycopg.Connection, check_every: float,
+) -> None:
+    server = plain_dovecot
+    user = f"silent{int(check_every)}"
+    server.add_user(user, "secret")
+    silent = SilentIdle()
+    with TcpProxy(server.host, server.imap_port, downstream=silent) as proxy:
+        stop = threading.Event()
+        sync = make_sync(db_dsn, server, ImapAccount(user, "secret"), stop=stop,
+                         poll_interval=600.0,
+                         account_changes={"host": proxy.host, "port": proxy.port,
+                                          "security": Security.NONE, "ca_file": ""})
+        sync.idle_check_every = check_every
+        thread = watch_in_thread(sync, stop)
+        try:
+            server.wait_for_idle(user)
+            server.append(user, "secret", "INBOX", make_message(subject="unannounced"))
+            if check_every < 600:
+                # Seen by the next examination, within about a second, not ten minutes.
+                wait_until(lambda: eml_count(conn) == 1, 15, "new mail never seen")
+                assert silent.dropped >= 1
+            else:
+                # The same server without the checks: IDLE alone never tells.
+                time.sleep(4.0)
+                assert eml_count(conn) == 0 and silent.dropped >= 1
+        finally:
+            stop_watch(sync, stop, thread)

@@ -454,8 +454,16 @@ def test_the_running_service_sends_the_queue_and_serves_health_and_metrics(
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:  # noqa: S310
                 health = json.loads(answer.read())
             assert health["status"] == "ok" and health["accounts"] == [key]
-            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:  # noqa: S310
-                metrics = answer.read().decode()
+            def metrics_text() -> str:
+                with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:  # noqa: S310
+                    return str(answer.read().decode())
+
+            # The counters follow the work (the outbox's after its transaction commits):
+            # wait for them rather than race the service.
+            wait_for(lambda: "xtmail_serve_outbox_sent_total 1.0" in metrics_text()
+                     and f'messages_imported_total{{account="{key}"}} 12.0' in metrics_text(),
+                     10, "the metrics to count the sent mail and the imported messages")
+            metrics = metrics_text()
             assert f'xtmail_serve_messages_imported_total{{account="{key}"}} 12.0' in metrics
             assert f'xtmail_serve_account_lag_seconds{{account="{key}"}}' in metrics
             assert "xtmail_serve_outbox_sent_total 1.0" in metrics
