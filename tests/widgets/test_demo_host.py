@@ -150,3 +150,34 @@ def test_a_document_window_closes_with_its_button_ctrl_w_and_esc(
             await store.close()
 
     qloop.run_until_complete(scenario())
+
+
+def test_ctrl_comma_opens_the_preferences_and_menus_show_the_keys(
+    db_dsn: str, qloop: qasync.QEventLoop, qtbot: QtBot, tmp_path: Path,
+) -> None:
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    host = MailHost(db_dsn, settings, parse_workers=0)
+    qloop.run_until_complete(host.start())
+    window = DemoMainWindow(host)
+    qtbot.addWidget(window)
+
+    async def press() -> None:
+        window.show()
+        window.activateWindow()
+        await wait_until(window.isActiveWindow, message="the window never became active")
+        qtbot.keyClick(window.recordTable, Qt.Key.Key_Comma,
+                       Qt.KeyboardModifier.ControlModifier)
+        await wait_until(lambda: (dialog := window.preferencesDialog()) is not None
+                         and dialog.isVisible(), message="Ctrl+, opened no preferences")
+
+    try:
+        qloop.run_until_complete(press())
+        # The menu entry names its key, as menus do.
+        keys = window.preferencesAction.shortcut().toString()
+        assert keys == "Ctrl+,"
+    finally:
+        dialog = window.preferencesDialog()
+        if dialog is not None:
+            dialog.reject()
+        window.close()
+        qloop.run_until_complete(host.aclose())
