@@ -51,6 +51,10 @@ _FACT_QUERIES = {
                                            AND attname = 'cohead_quote_number'
                                            AND NOT attisdropped)""",
     "fetch_next_number": "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'fetchnextnumber')",
+    # Per role, and so per connection like the others.
+    "row_security": """SELECT coalesce(bool_or(row_security_active(c.oid)), false)
+                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = 'xtbatch' AND c.relname = 'eml'""",
 }
 
 _EML_COPY = (
@@ -368,15 +372,7 @@ def _row_security(conn: psycopg.Connection) -> bool:
     """Whether row security applies to this connection's role on the mail tables: COPY
     FROM is refused there, so the writer stages its rows in temporary tables and inserts
     them from there. The tables' owner and roles with BYPASSRLS copy straight in."""
-    facts = _facts.setdefault(conn, {})
-    if "row_security" not in facts:
-        row = conn.execute(
-            """SELECT coalesce(bool_or(row_security_active(c.oid)), false)
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = 'xtbatch' AND c.relname = 'eml'"""
-        ).fetchone()
-        facts["row_security"] = bool(row and row[0])
-    return facts["row_security"]
+    return _catalog_fact(conn, "row_security")
 
 
 # Staging tables for a role under row security: one set per session, emptied at commit.
