@@ -38,6 +38,7 @@ import keyring
 import psycopg
 import pytest
 import qasync
+from PyQt6.QtCore import QEvent
 from PyQt6.QtWidgets import QApplication
 
 from tests.helpers.dovecot import DovecotServer, ImapAccount
@@ -47,6 +48,8 @@ from tests.helpers.qt import MemoryKeyring, RunUntil, loop_runner
 from tests.helpers.xtuple import create_user
 from xtmail.app.localpg import LocalPostgres
 from xtmail.sync.db.mailstore import MailStore
+from xtmail.widgets.desktop import PrivateFiles
+from xtmail.widgets.email_tab import EmailTab
 
 # -- PostgreSQL
 
@@ -197,6 +200,35 @@ def sample_mail(mail_data: MailData) -> SampleMail:
 @pytest.fixture
 def recording_desktop() -> RecordingDesktop:
     return RecordingDesktop()
+
+
+@pytest.fixture
+def bare_email_tab(
+    qloop: qasync.QEventLoop, recording_desktop: RecordingDesktop, tmp_path: Path,
+) -> Iterator[EmailTab]:
+    """A shown Email tab without a store, handing files to ``recording_desktop`` and
+    writing its private files under ``tmp_path / "private"``."""
+    # Not qtbot.addWidget(): pytest-qt would close it in its teardown hook, outside the
+    # qasync loop; here the tab is closed (its tasks cancelled) while the loop exists.
+    private = tmp_path / "private"
+    private.mkdir()
+    widget = EmailTab()
+    widget.setDesktop(recording_desktop)
+    widget.setPrivateFiles(PrivateFiles(private))
+    widget.resize(900, 700)
+    widget.show()
+    yield widget
+    widget.close()
+    qloop.run_until_complete(asyncio.sleep(0))
+    widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+
+
+@pytest.fixture
+def email_tab(bare_email_tab: EmailTab, mail_store: MailStore) -> EmailTab:
+    """A shown Email tab on the test's database."""
+    bare_email_tab.setStore(mail_store)
+    return bare_email_tab
 
 
 # -- message corpus

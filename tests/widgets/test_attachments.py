@@ -3,17 +3,14 @@ database (both kinds of xTuple database), offscreen, clicked as a user clicks.""
 
 from __future__ import annotations
 
-import asyncio
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import qasync
-from PyQt6.QtCore import QEvent, Qt
+from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QIcon
 from PyQt6.QtWidgets import (
-    QApplication,
     QFileDialog,
     QLineEdit,
     QListWidget,
@@ -28,7 +25,6 @@ from tests.helpers.qt import RunUntil
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.sync.errors import DatabaseError
 from xtmail.sync.mail.mime import attachment_bytes, parse_message
-from xtmail.widgets.desktop import PrivateFiles
 from xtmail.widgets.email_tab import EmailTab, attachment_name, is_risky
 from xtmail.widgets.message_model import SUBJECT, AttachmentsRole
 
@@ -47,22 +43,8 @@ def db_dsn(xtuple_dsn: str) -> str:
 
 
 @pytest.fixture
-def tab(
-    qloop: qasync.QEventLoop, recording_desktop: RecordingDesktop, tmp_path: Path,
-    mail_store: MailStore,
-) -> Iterator[EmailTab]:
-    widget = EmailTab()
-    widget.setDesktop(recording_desktop)
-    widget.setPrivateFiles(PrivateFiles(tmp_path / "private"))
-    (tmp_path / "private").mkdir()
-    widget.resize(900, 700)
-    widget.show()
-    widget.setStore(mail_store)
-    yield widget
-    widget.close()
-    qloop.run_until_complete(asyncio.sleep(0))
-    widget.deleteLater()
-    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+def tab(email_tab: EmailTab) -> EmailTab:
+    return email_tab
 
 
 def show(tab: EmailTab, run_until: RunUntil, so: int, rows: int) -> None:

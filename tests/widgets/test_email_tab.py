@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-import qasync
-from PyQt6.QtCore import QEvent, QPoint, Qt
+from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtGui import QFont
 from PyQt6.QtPrintSupport import QPrintDialog, QPrinter
 from PyQt6.QtWidgets import (
-    QApplication,
     QDialog,
     QLabel,
     QMessageBox,
@@ -90,23 +86,10 @@ def order(mail_data: MailData) -> Order:
 
 
 @pytest.fixture
-def bare_tab(
-    qloop: qasync.QEventLoop, recording_desktop: RecordingDesktop, tmp_path: Path,
-) -> Iterator[EmailTab]:
-    """A shown tab without a store."""
-    # Not qtbot.addWidget(): pytest-qt would close it in its teardown hook, outside the
-    # qasync loop; here the tab is closed (its tasks cancelled) while the loop exists.
-    widget = EmailTab()
-    widget.setDesktop(recording_desktop)
-    widget.setPrivateFiles(PrivateFiles(tmp_path))
-    widget.setOwnAddresses([OWN])
-    widget.resize(900, 600)
-    widget.show()
-    yield widget
-    widget.close()
-    qloop.run_until_complete(asyncio.sleep(0))
-    widget.deleteLater()
-    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+def bare_tab(bare_email_tab: EmailTab) -> EmailTab:
+    """A shown tab without a store, its user's own address known."""
+    bare_email_tab.setOwnAddresses([OWN])
+    return bare_email_tab
 
 
 @pytest.fixture

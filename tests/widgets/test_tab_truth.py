@@ -5,23 +5,20 @@ database), offscreen, clicked as a user clicks."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import qasync
-from PyQt6.QtCore import QEvent, QPoint, Qt
+from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtPrintSupport import QPrintDialog, QPrinter
 from PyQt6.QtWidgets import QApplication, QLabel, QMessageBox, QToolButton, QWidget
 from pytestqt.qtbot import QtBot
 
-from tests.helpers.maildata import MailData, RecordingDesktop, message_with_parts
+from tests.helpers.maildata import MailData, message_with_parts
 from tests.helpers.qt import RunUntil
 from xtmail.sync.db.mailstore import MailStore
-from xtmail.widgets.desktop import PrivateFiles
 from xtmail.widgets.email_tab import ACTIONS, EmailTab
 from xtmail.widgets.message_model import DATE, FROM, NO_SUBJECT, SUBJECT, UNDATED_MARK
 
@@ -37,21 +34,8 @@ def db_dsn(xtuple_dsn: str) -> str:
 
 
 @pytest.fixture
-def tab(
-    qloop: qasync.QEventLoop, recording_desktop: RecordingDesktop, tmp_path: Path,
-    mail_store: MailStore,
-) -> Iterator[EmailTab]:
-    widget = EmailTab()
-    widget.setDesktop(recording_desktop)
-    widget.setPrivateFiles(PrivateFiles(tmp_path))
-    widget.resize(900, 700)
-    widget.show()
-    widget.setStore(mail_store)
-    yield widget
-    widget.close()
-    qloop.run_until_complete(asyncio.sleep(0))
-    widget.deleteLater()
-    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+def tab(email_tab: EmailTab) -> EmailTab:
+    return email_tab
 
 
 def day(n: int, hour: int = 10) -> str:
