@@ -89,6 +89,12 @@ def _print_summary(summary: OnceSummary) -> None:
         print(f"{key}: failed: {reason.splitlines()[0] if reason else '?'}")
     if summary.outbox_sent or summary.outbox_failed:
         print(f"outbox: {summary.outbox_sent} sent, {summary.outbox_failed} not sent")
+    if summary.connect_recorded:
+        print(f"recorded {summary.connect_recorded} mail(s) xTuple Connect's batch manager "
+              "sent")
+    if summary.connect_error:
+        print("recording what xTuple Connect's batch manager sent failed: "
+              + summary.connect_error.replace("\n", " "))
     print(f"accounts: {len(summary.synced)} synchronized, {len(summary.held)} held "
           f"elsewhere, {len(summary.failed)} failed")
     print(f"imported: {summary.imported}", flush=True)
@@ -148,7 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
             _print_summary(summary)
             if stopped.is_set():
                 return EXIT_INTERRUPTED
-            return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+            return EXIT_SOME_FAILED if summary.failed or summary.connect_error else EXIT_OK
         server.run()
         return EXIT_OK
     finally:

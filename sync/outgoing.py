@@ -33,16 +33,19 @@ def record_sent_mail(
     ties: Sequence[tuple[str, int]] = (),
     *,
     policy: ImportPolicy | None = None,
+    source: str = "erp",
 ) -> int:
     """Store ``raw`` as mail sent by the ERP and tie it; return its ``eml_id``.
 
     ``ties`` are (document type code, document id) pairs, for example ``[("S", 42)]``; each
     document must exist. Recording the same message twice stores it once. A message that was
     removed from the ERP and is kept out, or that a blocked-sender rule keeps out, is not
-    recorded: the result is ``writer.SKIPPED`` (0).
+    recorded: the result is ``writer.SKIPPED`` (0). ``source`` is kept with the record
+    (``xtmail.msg.msg_source``): ``erp`` for mail the ERP sent itself, ``connect-batch`` for
+    mail rebuilt from a row of Connect's batch manager.
     """
     _check_documents(conn, ties)
-    return _record(conn, raw, ties, policy)
+    return _record(conn, raw, ties, policy, source)
 
 
 def _check_documents(conn: psycopg.Connection, ties: Sequence[tuple[str, int]]) -> None:
@@ -59,9 +62,10 @@ def _record(
     raw: bytes,
     ties: Sequence[tuple[str, int]],
     policy: ImportPolicy | None,
+    source: str = "erp",
 ) -> int:
     result = Importer(conn, policy).import_batch(
-        [Incoming(raw)], source="erp", extra_ties=ties
+        [Incoming(raw)], source=source, extra_ties=ties
     )
     eml_id = result.eml_ids[0]
     if eml_id == writer.SKIPPED:

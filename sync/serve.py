@@ -36,6 +36,7 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
+from xtmail.sync.connect_sent import record_connect_sent
 from xtmail.sync.db.errors import translated
 from xtmail.sync.errors import AuthenticationFailed, ConfigError, XtmailError
 from xtmail.sync.imap.account import (
@@ -60,6 +61,12 @@ from xtmail.sync.outbox import send_queued
 from xtmail.sync.outgoing import SmtpSettings
 
 log = logging.getLogger("xtmail.serve")
+
+#: What to do when the service's role may not record Connect's sent mail.
+CONNECT_GRANT_HINT = (
+    "Grant the service's role the ledger of Connect's sent mail, as the database owner: "
+    "GRANT SELECT, INSERT, UPDATE ON xtmail.connect_sent TO <the service's role> "
+    "(docs/serve.md); it also needs SELECT on xtbatch.batch, which Connect grants xtrole.")
 
 ConnectDb = Callable[[str], psycopg.Connection]
 """Opens an autocommit connection whose ``application_name`` is the argument."""
@@ -360,6 +367,9 @@ class Metrics:
         self.outbox_failed = Counter("xtmail_serve_outbox_failed",
                                      "Queued ERP mail not sent, by what became of it",
                                      ["state"], registry=r)
+        self.connect_recorded = Counter("xtmail_serve_connect_sent_recorded",
+                                        "Mail xTuple Connect's batch manager sent, recorded",
+                                        registry=r)
         self._since: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -448,6 +458,8 @@ class OnceSummary:
     failed: dict[str, str] = field(default_factory=dict)  # account -> why
     outbox_sent: int = 0
     outbox_failed: int = 0
+    connect_recorded: int = 0
+    connect_error: str | None = None  # why Connect's sent mail could not be recorded
 
     @property
     def imported(self) -> int:
@@ -552,12 +564,18 @@ class Server:
                                     thread_name_prefix="xtmail-serve") as pool:
                 for future in [pool.submit(one, a) for a in found.accounts]:
                     future.result()
-            if self.smtp is not None:
-                with translated():
-                    conn = self.connect(f"xtmail serve outbox on {self.instance}")
-                with conn:
+            with translated():
+                conn = self.connect(f"xtmail serve outbox on {self.instance}")
+            with conn:
+                if self.smtp is not None:
                     sent, failed = self._send_outbox(conn, self.smtp)
-                summary.outbox_sent, summary.outbox_failed = sent, failed
+                    summary.outbox_sent, summary.outbox_failed = sent, failed
+                try:
+                    summary.connect_recorded = self._record_connect_sent(conn)
+                except XtmailError as exc:
+                    summary.connect_error = exc.user_text()
+                    event("connect_sent_error", logging.ERROR,
+                          error=exc.user_text().replace("\n", " "))
         finally:
             self.lease.close()
         return summary
@@ -576,6 +594,16 @@ class Server:
                   retrying=len(result.retrying), uncertain=len(result.uncertain))
         return len(result.sent), failed
 
+    def _record_connect_sent(self, conn: psycopg.Connection) -> int:
+        """Record what Connect's batch manager sent (where Connect is installed)."""
+        with translated("to record what Connect's batch manager sent",
+                        privilege_hint=CONNECT_GRANT_HINT):
+            result = record_connect_sent(conn)
+        if result.recorded:
+            self.metrics.connect_recorded.inc(len(result.recorded))
+            event("connect_sent_recorded", recorded=len(result.recorded))
+        return len(result.recorded)
+
     # -- service
     def run(self) -> None:
         """Until :attr:`stop` is set: take, synchronize and give up accounts; send mail."""
@@ -584,6 +612,9 @@ class Server:
             outbox = threading.Thread(target=self._outbox_loop, args=(self.smtp,),
                                       name="xtmail-serve-outbox", daemon=True)
             outbox.start()
+        recorder = threading.Thread(target=self._connect_loop, name="xtmail-serve-connect",
+                                    daemon=True)
+        recorder.start()
         backoff = Backoff(initial=1.0, cap=max(1.0, self.options.rebalance_every))
         event("serve_started", instance=self.instance, max_active=self.options.max_active)
         try:
@@ -605,6 +636,7 @@ class Server:
             self.lease.close()
             if outbox is not None:
                 outbox.join(timeout=self.options.timeout)
+            recorder.join(timeout=self.options.timeout)
             event("serve_stopped", instance=self.instance)
 
     def _rebalance(self) -> None:
@@ -696,6 +728,30 @@ class Server:
                 delay = backoff.next()
                 event("outbox_error", logging.ERROR, error=exc.user_text().replace("\n", " "),
                       retry_in=round(delay))
+        if conn is not None:
+            conn.close()
+
+
+    def _connect_loop(self) -> None:
+        """Every ``outbox_every`` seconds: record what Connect's batch manager sent."""
+        conn: psycopg.Connection | None = None
+        backoff = Backoff(initial=self.options.outbox_every, cap=3600.0)
+        delay = 0.0
+        while not self.stop.wait(delay):
+            delay = self.options.outbox_every
+            try:
+                if conn is None or conn.closed:
+                    with translated():
+                        conn = self.connect(f"xtmail serve connect on {self.instance}")
+                self._record_connect_sent(conn)
+                backoff.reset()
+            except XtmailError as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                delay = backoff.next()
+                event("connect_sent_error", logging.ERROR,
+                      error=exc.user_text().replace("\n", " "), retry_in=round(delay))
         if conn is not None:
             conn.close()
 

@@ -319,3 +319,72 @@ def grant_group_privilege(conn: psycopg.Connection, user: str, group: str,
     conn.execute(
         "INSERT INTO public.usrgrp (usrgrp_grp_id, usrgrp_username) "
         "SELECT grp_id, %s FROM public.grp WHERE grp_name = %s", (user, group))
+
+
+#: xTuple Connect's batch queue in its published shape (the date columns as real installs
+#: have them, with time zone), with Connect's grants, and Connect's own submitEmailToBatch in
+#: both of xTuple's argument lists: it queues an 'Email' row for the batch manager to send.
+CONNECT_BATCH = """
+CREATE SCHEMA IF NOT EXISTS xtbatch;
+CREATE TABLE xtbatch.batch (
+    batch_id                  serial PRIMARY KEY,
+    batch_action              text NOT NULL,
+    batch_parameter           text,
+    batch_user                text NOT NULL DEFAULT current_user,
+    batch_email               text,
+    batch_submitted           timestamp with time zone NOT NULL DEFAULT now(),
+    batch_scheduled           timestamp with time zone NOT NULL DEFAULT now(),
+    batch_started             timestamp with time zone,
+    batch_completed           timestamp with time zone,
+    batch_responsebody        text,
+    batch_subject             text,
+    batch_filename            text,
+    batch_exitstatus          text,
+    batch_fromemail           text,
+    batch_reschedinterval     integer,
+    batch_cc                  text,
+    batch_emailhtml           boolean NOT NULL DEFAULT false,
+    batch_replyto             text,
+    batch_bcc                 text,
+    batch_recurring_batch_id  integer REFERENCES xtbatch.batch (batch_id)
+);
+GRANT ALL ON TABLE xtbatch.batch TO xtrole;
+GRANT ALL ON SEQUENCE xtbatch.batch_batch_id_seq TO xtrole;
+
+CREATE FUNCTION xtbatch.submitemailtobatch(
+    pfrom text, pto text, pcc text, psubject text, pbody text, pfilename text,
+    psubmitted timestamptz, phtml boolean, preplyto text, pbcc text)
+RETURNS integer LANGUAGE sql AS $$
+    INSERT INTO xtbatch.batch (batch_action, batch_user, batch_email, batch_submitted,
+                               batch_scheduled, batch_responsebody, batch_subject,
+                               batch_filename, batch_fromemail, batch_cc, batch_emailhtml,
+                               batch_replyto, batch_bcc)
+    VALUES ('Email', current_user, pto, coalesce(psubmitted, now()),
+            coalesce(psubmitted, now()), pbody, psubject, pfilename, pfrom, pcc,
+            coalesce(phtml, false), preplyto, pbcc)
+    RETURNING batch_id
+$$;
+CREATE FUNCTION xtbatch.submitemailtobatch(
+    pfrom text, pto text, pcc text, psubject text, pbody text, pfilename text,
+    psubmitted timestamptz, phtml boolean)
+RETURNS integer LANGUAGE sql AS $$
+    SELECT xtbatch.submitemailtobatch($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)
+$$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA xtbatch TO xtrole;
+"""
+
+
+def create_connect_batch(conn: psycopg.Connection) -> None:
+    """Connect's batch queue and its submitEmailToBatch, as a Connect installation leaves
+    them (its mail tables too); made before init-db, as in a real xTuple database."""
+    create_connect_tables(conn)
+    conn.execute(CONNECT_BATCH)  # type: ignore[arg-type]
+
+
+def complete_batch(conn: psycopg.Connection, batch_id: int, exitstatus: str = "") -> None:
+    """What Connect's batch manager does when it has processed a row: started and completed
+    set, the exit status blank on success or describing the failure."""
+    conn.execute(
+        """UPDATE xtbatch.batch SET batch_started = coalesce(batch_started, now()),
+                  batch_completed = now(), batch_exitstatus = %s
+            WHERE batch_id = %s""", (exitstatus, batch_id))
