@@ -39,15 +39,28 @@ Decisions:
   the usual nesting convention (RFC 3676 section 4.5). Trailing empty lines are dropped.
 * Forward: no addresses, never attachments, a ``---------- Forwarded message ----------``
   block with From, Date, Subject, To and (when present) Cc, then the original text.
+* A reply carries the thread: ``In-Reply-To`` is the original's Message-ID and
+  ``References`` the original's References (else its In-Reply-To) followed by its
+  Message-ID (RFC 5322 section 3.6.4). A mailto: URL leaves them out (mail programs
+  differ in which header fields of a URL they accept); the complete draft has them.
+* A draft too long for a mailto: URL is handed over whole instead (see docs/compose.md for
+  which mail program takes which form): :func:`draft_eml` writes it as an RFC 5322 message
+  marked ``X-Unsent: 1``, one text/plain part in UTF-8 and nothing else (so a forward
+  still carries no attachment), without From, Date or Message-ID, which the mail program
+  fills in when the user sends it. :func:`draft_text` is the same draft as plain text,
+  for the clipboard when nothing can take it.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from email.message import EmailMessage
+from typing import Any, Final
 from urllib.parse import quote
 
 from xtmail.sync.errors import XtmailError
@@ -60,12 +73,16 @@ __all__ = [
     "MailtoTooLongError",
     "MessageInfo",
     "UnsafeAddressError",
+    "draft_eml",
+    "draft_text",
     "forward_draft",
     "is_safe_address",
     "mailto_url",
     "new_draft",
     "reply_all_draft",
     "reply_draft",
+    "shortened_mailto_url",
+    "thread_of",
 ]
 
 SHORTENED_NOTICE: Final = (
@@ -84,9 +101,11 @@ class UnsafeAddressError(XtmailError, ValueError):
 
 
 class MailtoTooLongError(XtmailError):
-    """The recipients and subject alone exceed what the mail program accepts."""
+    """The draft does not fit a mailto: URL of the length asked for."""
 
-    hint = "Remove some recipients, or address the message in the mail program."
+    hint = (
+        "Start a new mail in your mail program and copy the recipients, subject and text into it."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,10 @@ class Draft:
     bcc: tuple[str, ...] = ()
     subject: str = ""
     body: str = ""
+    #: The Message-ID this draft answers (``<id@host>``), "" for a new mail or a forward.
+    in_reply_to: str = ""
+    #: The thread's Message-IDs, oldest first, the answered one last.
+    references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +134,9 @@ class MessageInfo:
     cc: tuple[Mailbox, ...] = ()
     reply_to: tuple[Mailbox, ...] = ()
     body_text: str = ""
+    #: The message's own Message-ID and References (see :func:`thread_of`).
+    message_id: str = ""
+    references: tuple[str, ...] = ()
 
 
 # atext of RFC 5322 plus '.', the characters of an unquoted local part.
@@ -177,13 +203,27 @@ def _q(text: str) -> str:
 _CRLF_Q: Final = _q("\r\n")
 
 
-def mailto_url(draft: Draft, *, max_length: int = 2000) -> str:
+def mailto_url(draft: Draft, *, max_length: int = 2000, shorten: bool = True) -> str:
     """The RFC 6068 ``mailto:`` URL for ``draft``, at most ``max_length`` characters.
 
     Raises :class:`UnsafeAddressError` for an address that is not a plain addr-spec and
-    :class:`MailtoTooLongError` when even a body cut down to the notice does not fit (see
-    the module docstring for both rules).
+    :class:`MailtoTooLongError` when the draft does not fit: with ``shorten`` (the default)
+    only when even a body cut down to the notice does not fit, without it whenever the whole
+    draft does not (see the module docstring for both rules).
     """
+    return _mailto(draft, max_length, shorten)[0]
+
+
+def shortened_mailto_url(draft: Draft, *, max_length: int = 2000) -> tuple[str, int, int]:
+    """:func:`mailto_url` with the quote shortened to fit, and how much of the body it kept:
+    ``(url, kept_lines, total_lines)`` (the last kept line may be cut at a word)."""
+    url, kept = _mailto(draft, max_length, True)
+    total = len(_body_lines(draft.body))
+    return url, total if kept is None else kept, total
+
+
+def _mailto(draft: Draft, max_length: int, shorten: bool) -> tuple[str, int | None]:
+    """The URL, and the number of body lines kept when the body had to be shortened."""
     if max_length <= 0:
         raise ValueError("max_length must be positive")
     fields: list[str] = []
@@ -203,21 +243,28 @@ def mailto_url(draft: Draft, *, max_length: int = 2000) -> str:
     if lines:
         url = head + body_prefix + _q("\r\n".join(lines))
         if len(url) <= max_length:
-            return url
+            return url, None
         budget = max_length - len(head) - len(body_prefix)
-        shortened = _shorten(lines, budget)
+        shortened = _shorten(lines, budget) if shorten else None
         if shortened is not None:
-            return head + body_prefix + shortened
+            encoded, kept = shortened
+            return head + body_prefix + encoded, kept
+        if not shorten:
+            raise MailtoTooLongError(
+                f"The mail needs {len(url)} characters, more than the {max_length} "
+                "a mail link may have here."
+            )
     elif len(head) <= max_length:
-        return head
+        return head, None
     raise MailtoTooLongError(
         f"The recipients and subject need more than the {max_length} characters "
-        "a mail program accepts."
+        "a mail link may have here."
     )
 
 
-def _shorten(lines: list[str], budget: int) -> str | None:
-    """The encoded body: leading lines of ``lines`` and the notice within ``budget``.
+def _shorten(lines: list[str], budget: int) -> tuple[str, int] | None:
+    """The encoded body: leading lines of ``lines`` and the notice within ``budget``, and
+    how many lines of ``lines`` it holds (wholly or in part).
 
     ``None`` when the notice alone does not fit.
     """
@@ -237,8 +284,8 @@ def _shorten(lines: list[str], budget: int) -> str | None:
         kept.append(_q(line))
         room -= cost
     if not kept:
-        return notice
-    return _CRLF_Q.join([*kept, "", notice])
+        return notice, 0
+    return _CRLF_Q.join([*kept, "", notice]), len(kept)
 
 
 def _leading_words(line: str, room: int) -> str:
@@ -325,6 +372,14 @@ def _reply_body(msg: MessageInfo) -> str:
     return "\n".join(["", attribution, *quoted])
 
 
+def _thread(msg: MessageInfo) -> dict[str, Any]:
+    """In-Reply-To and References of a reply to ``msg`` (none when it has no Message-ID)."""
+    if not msg.message_id:
+        return {}
+    earlier = [r for r in msg.references if r != msg.message_id]
+    return {"in_reply_to": msg.message_id, "references": (*earlier, msg.message_id)}
+
+
 def reply_draft(
     msg: MessageInfo, *, ref: Reference | None = None, own_addresses: Iterable[str] = ()
 ) -> Draft:
@@ -334,6 +389,7 @@ def reply_draft(
         to=tuple(_reply_targets(msg, own)),
         subject=compose_subject("reply", msg.subject, ref),
         body=_reply_body(msg),
+        **_thread(msg),
     )
 
 
@@ -349,6 +405,7 @@ def reply_all_draft(
         cc=tuple(cc),
         subject=compose_subject("reply", msg.subject, ref),
         body=_reply_body(msg),
+        **_thread(msg),
     )
 
 
@@ -367,3 +424,78 @@ def forward_draft(msg: MessageInfo, *, ref: Reference | None = None) -> Draft:
     block.append("")
     block.extend(_text_lines(msg.body_text))
     return Draft(subject=compose_subject("forward", msg.subject, ref), body="\n".join(block))
+
+
+# A msg-id as RFC 5322 writes it, without the obsolete forms' comments and blanks; anything
+# else in the header (comments, junk) is left behind, so nothing but ids reaches a draft.
+_MSG_ID = re.compile(r"<[^<>\s\x00-\x1f\x7f]+>")
+#: A longer References list is cut from the front (keeping the first, as RFC 5322 allows
+#: any subset and mail programs keep the thread's root), so a runaway thread cannot make
+#: a draft header of unbounded length.
+MAX_REFERENCES: Final = 20
+
+
+def _ids(value: str | None) -> list[str]:
+    return _MSG_ID.findall(str(value)) if value else []
+
+
+def thread_of(raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """A stored message's Message-ID and the References a reply to it continues from (its
+    References, else its In-Reply-To), read from its raw header; ``("", ())`` without a
+    usable Message-ID."""
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    own = _ids(header.get("Message-ID"))
+    if not own:
+        return "", ()
+    earlier = _ids(header.get("References")) or _ids(header.get("In-Reply-To"))[:1]
+    if len(earlier) > MAX_REFERENCES - 1:
+        earlier = [earlier[0], *earlier[-(MAX_REFERENCES - 2) :]]
+    return own[0], tuple(earlier)
+
+
+def _checked_all(addresses: Sequence[str]) -> str:
+    return ", ".join(_checked(a) for a in addresses)
+
+
+def draft_eml(draft: Draft) -> bytes:
+    """``draft`` as a complete message a mail program opens for editing (``X-Unsent: 1``).
+
+    One text/plain part in UTF-8, lines ending in CRLF; To, Cc, Bcc, Subject, In-Reply-To
+    and References as in ``draft`` (addresses checked as for :func:`mailto_url`, the
+    subject made one line). No From, Date or Message-ID: the mail program sets them when
+    the user sends it.
+    """
+    # Internationalised addresses cannot be written as encoded words (RFC 2047 section 5
+    # forbids them in an addr-spec): such a draft is written as UTF-8 headers (RFC 6532);
+    # any other keeps to ASCII headers, which every mail program reads.
+    addresses = (*draft.to, *draft.cc, *draft.bcc)
+    utf8 = not all(a.isascii() for a in addresses)
+    message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
+    if draft.to:
+        message["To"] = _checked_all(draft.to)
+    if draft.cc:
+        message["Cc"] = _checked_all(draft.cc)
+    if draft.bcc:
+        message["Bcc"] = _checked_all(draft.bcc)
+    message["Subject"] = _clean_subject(draft.subject)
+    in_reply_to = _ids(draft.in_reply_to)[:1]
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to[0]
+    references = [r for ref in draft.references for r in _ids(ref)]
+    if references:
+        message["References"] = " ".join(references)
+    message["X-Unsent"] = "1"
+    body = "\n".join(_body_lines(draft.body))
+    message.set_content(body + "\n", charset="utf-8")
+    return message.as_bytes()
+
+
+def draft_text(draft: Draft) -> str:
+    """``draft`` as plain text for the clipboard: the address lines, the subject, a blank
+    line and the body."""
+    lines = []
+    for name, addresses in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc)):
+        if addresses:
+            lines.append(f"{name}: {', '.join(addresses)}")
+    lines.append(f"Subject: {_clean_subject(draft.subject)}")
+    return "\n".join([*lines, "", *_body_lines(draft.body)])

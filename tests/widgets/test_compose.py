@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -17,12 +19,16 @@ from xtmail.widgets.compose import (
     MailtoTooLongError,
     MessageInfo,
     UnsafeAddressError,
+    draft_eml,
+    draft_text,
     forward_draft,
     is_safe_address,
     mailto_url,
     new_draft,
     reply_all_draft,
     reply_draft,
+    shortened_mailto_url,
+    thread_of,
 )
 
 S_50123 = Reference("S", "50123")
@@ -451,6 +457,140 @@ class TestForwardDraft:
         )
         url = mailto_url(d)
         assert url.startswith("mailto:?subject=FW%3A%20Quote%20%5Bxtref%3AS-50123%5D&body=")
+
+
+LONG_TEXT = "\n".join(f"Line {n:04d} of the original, with some words." for n in range(450))
+THREADED = MessageInfo(
+    subject="Order 50123",
+    date=datetime(2024, 3, 5, 14, 3, tzinfo=CET),
+    from_=(("Jane Doe", "jane@example.com"),),
+    to=(("Me", "me@erp.example"),),
+    body_text=LONG_TEXT,
+    message_id="<orig.2@example.com>",
+    references=("<root.1@example.com>",),
+)
+
+
+def parse_eml(data: bytes) -> email.message.EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+class TestLongDrafts:
+    def test_without_shortening_a_long_draft_raises(self) -> None:
+        d = reply_draft(THREADED, ref=S_50123)
+        with pytest.raises(MailtoTooLongError):
+            mailto_url(d, shorten=False)
+        # The same draft fits a longer URL whole, every line in it.
+        _to, fields = parse(mailto_url(d, max_length=200_000, shorten=False))
+        body = dict(fields)["body"]
+        assert all(f"> Line {n:04d} of the original" in body for n in range(450))
+
+    def test_shortened_url_says_how_much_it_kept(self) -> None:
+        d = reply_draft(THREADED, ref=S_50123)
+        url, kept, total = shortened_mailto_url(d)
+        assert len(url) <= 2000
+        assert total == len(d.body.split("\n")) == 452
+        _to, fields = parse(url)
+        body = dict(fields)["body"].split("\r\n")
+        assert body[-1] == SHORTENED_NOTICE
+        assert 2 < kept < total
+        assert body[kept - 1].startswith("> Line")  # the last kept line, perhaps cut
+        assert f"Line {kept - 3:04d} " in body[kept - 1]  # blank, attribution, quote
+        short = Draft(to=("a@example.com",), body="Hi")
+        assert shortened_mailto_url(short)[1:] == (1, 1)
+
+    def test_a_reply_carries_the_thread(self) -> None:
+        d = reply_draft(THREADED, ref=S_50123)
+        assert d.in_reply_to == "<orig.2@example.com>"
+        assert d.references == ("<root.1@example.com>", "<orig.2@example.com>")
+        assert reply_all_draft(THREADED).references == d.references
+        # A forward starts a thread of its own; a message without Message-ID gives none.
+        assert forward_draft(THREADED).in_reply_to == ""
+        assert forward_draft(THREADED).references == ()
+        assert reply_draft(MESSAGE).in_reply_to == ""
+
+    def test_eml_parses_back_to_the_draft(self) -> None:
+        d = reply_all_draft(
+            MessageInfo(
+                subject="Lieferung für Jörg",
+                date=None,
+                from_=(("Jane", "jane@example.com"),),
+                cc=(("Bob", "bob@example.com"),),
+                body_text=LONG_TEXT + "\nGrüße",
+                message_id="<orig.2@example.com>",
+            ),
+            ref=S_50123,
+        )
+        data = draft_eml(d)
+        assert b"\r\n\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+        head = data.split(b"\r\n\r\n", 1)[0]
+        assert head.isascii()  # encoded words, not raw UTF-8, for every mail program
+        message = parse_eml(data)
+        assert message["To"] == "jane@example.com"
+        assert message["Cc"] == "bob@example.com"
+        assert message["Subject"] == "RE: Lieferung für Jörg [xtref:S-50123]"
+        assert message["X-Unsent"] == "1"
+        assert message["In-Reply-To"] == "<orig.2@example.com>"
+        assert message["References"] == "<orig.2@example.com>"
+        for absent in ("From", "Date", "Message-ID", "Bcc"):
+            assert message[absent] is None, absent
+        assert not message.is_multipart()
+        assert message.get_content_type() == "text/plain"
+        text = message.get_content()
+        assert text.replace("\r\n", "\n").rstrip("\n") == d.body
+        assert list(message.iter_attachments()) == []
+
+    def test_eml_with_international_addresses_uses_utf8_headers(self) -> None:
+        d = Draft(to=("jörg@bücher.example",), subject="Bücher")
+        message = parse_eml(draft_eml(d))
+        assert message["To"] == "jörg@bücher.example"
+        assert message["Subject"] == "Bücher"
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("subject", "Hi\r\nBcc: evil@example.com"), ("in_reply_to", "<a@b>\r\nX-Evil: 1")],
+    )
+    def test_eml_headers_cannot_be_injected(self, field: str, value: str) -> None:
+        d = Draft(to=("a@example.com",), **{field: value})  # type: ignore[arg-type]
+        message = parse_eml(draft_eml(d))
+        assert message["Bcc"] is None and message["X-Evil"] is None
+        assert list(message.keys()).count("X-Unsent") == 1
+
+    def test_eml_rejects_unsafe_addresses(self) -> None:
+        with pytest.raises(UnsafeAddressError):
+            draft_eml(Draft(to=("a@example.com>, evil@example.com",)))
+
+    def test_draft_text_for_the_clipboard(self) -> None:
+        d = Draft(to=("a@example.com", "b@example.com"), cc=("c@example.com",),
+                  subject="RE: X", body="\nOn then, A wrote:\n> hi")
+        assert draft_text(d) == (
+            "To: a@example.com, b@example.com\nCc: c@example.com\nSubject: RE: X\n\n"
+            "\nOn then, A wrote:\n> hi"
+        )
+
+
+class TestThreadOf:
+    def test_references_then_own_id(self) -> None:
+        raw = (b"Message-ID: <m1@x> (comment)\r\nReferences: <r1@x>\r\n <r2@x> junk\r\n"
+               b"In-Reply-To: <r2@x>\r\n\r\nbody <not@header>")
+        assert thread_of(raw) == ("<m1@x>", ("<r1@x>", "<r2@x>"))
+
+    def test_in_reply_to_when_no_references(self) -> None:
+        assert thread_of(b"Message-ID: <m1@x>\r\nIn-Reply-To: <p@x> <q@x>\r\n\r\n") == (
+            "<m1@x>", ("<p@x>",))
+
+    def test_no_message_id(self) -> None:
+        assert thread_of(b"Subject: x\r\nReferences: <r@x>\r\n\r\nbody") == ("", ())
+
+    def test_long_threads_are_capped(self) -> None:
+        refs = " ".join(f"<r{n}@x>" for n in range(100)).encode()
+        raw = b"Message-ID: <m@x>\r\nReferences: " + refs + b"\r\n\r\n"
+        message_id, references = thread_of(raw)
+        assert message_id == "<m@x>"
+        assert len(references) == 19
+        assert references[0] == "<r0@x>" and references[-1] == "<r99@x>"
 
 
 def test_module_imports_neither_qt_nor_a_database_driver() -> None:
