@@ -59,6 +59,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -95,6 +96,7 @@ from PyQt6.QtGui import (
 )
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QDialog,
     QFileDialog,
     QFrame,
@@ -125,11 +127,12 @@ from xtmail.sync.mail.refs import Reference
 from xtmail.widgets.compose import (
     Draft,
     MessageInfo,
+    draft_text,
     forward_draft,
-    mailto_url,
     new_draft,
     reply_all_draft,
     reply_draft,
+    thread_of,
 )
 from xtmail.widgets.desktop import (
     Desktop,
@@ -141,6 +144,7 @@ from xtmail.widgets.desktop import (
     safe_file_name,
 )
 from xtmail.widgets.formatting import format_date, format_size
+from xtmail.widgets.mail_program import Handover, MailProgram
 from xtmail.widgets.message_model import (
     CC,
     DATE,
@@ -441,7 +445,8 @@ class EmailTab(QWidget):
     * ``messagesLoaded(int)``: the list was (re)loaded; the number of rows shown.
     * ``errorOccurred(str)``: something failed; the text shown in the tab's banner.
     * ``attachRequested(str, int)``: Attach was chosen for this document (code, id).
-    * ``composeRequested(str)``: this ``mailto:`` URL was handed to the desktop.
+    * ``composeRequested(str)``: a draft went to the mail program: the ``mailto:`` URL, or
+      the ``file:`` URL of the complete draft (see :mod:`xtmail.widgets.mail_program`).
     * ``messageOpened(str)``: the path of the ``.eml`` file handed to the desktop.
     * ``messagePrinted(int)``: this message was printed.
     * ``messagesDetached(int)``: this many messages were detached from the document.
@@ -470,6 +475,8 @@ class EmailTab(QWidget):
         self._contact_ids: frozenset[int] = frozenset()
         self._own: list[str] = []
         self._desktop: Desktop = SystemDesktop()
+        self._mail_program = MailProgram()
+        self._full_draft = ""
         self._files: PrivateFiles | None = None
         self._settings: QSettings | None = None
         self._html: tuple[int, str] | None = None
@@ -551,6 +558,13 @@ class EmailTab(QWidget):
         self._retry_now.setToolTip(self.tr("Try to read this document's mail again now"))
         self._retry_now.clicked.connect(self.refresh)
         self._retry_now.hide()
+        self._copy_draft = QToolButton(self._banner)
+        self._copy_draft.setObjectName("copyDraftButton")
+        self._copy_draft.setText(self.tr("Copy Full Text"))
+        self._copy_draft.setToolTip(
+            self.tr("Copy the whole mail (recipients, subject and text) to the clipboard"))
+        self._copy_draft.clicked.connect(self._copy_full_draft)
+        self._copy_draft.hide()
         dismiss = QToolButton(self._banner)
         dismiss.setObjectName("dismissButton")
         dismiss.setText(self.tr("Dismiss"))
@@ -558,6 +572,7 @@ class EmailTab(QWidget):
         dismiss.clicked.connect(self.clearError)
         banner_layout.addWidget(self._banner_label)
         banner_layout.addWidget(self._retry_now, 0, Qt.AlignmentFlag.AlignTop)
+        banner_layout.addWidget(self._copy_draft, 0, Qt.AlignmentFlag.AlignTop)
         banner_layout.addWidget(dismiss, 0, Qt.AlignmentFlag.AlignTop)
         self._banner.hide()
         # Not in the layout: it floats over the top of the preview (see _place_banner), so
@@ -779,6 +794,14 @@ class EmailTab(QWidget):
         """Where ``mailto:`` URLs and message files are handed (the system's by default)."""
         self._desktop = desktop
 
+    def mailProgram(self) -> MailProgram:
+        return self._mail_program
+
+    def setMailProgram(self, program: MailProgram) -> None:
+        """What hands New/Reply/Reply All/Forward drafts to the mail program (a
+        :class:`~xtmail.widgets.mail_program.MailProgram` for this platform by default)."""
+        self._mail_program = program
+
     def privateFiles(self) -> PrivateFiles:
         if self._files is None:
             self._files = default_private_files()
@@ -996,6 +1019,8 @@ class EmailTab(QWidget):
         self._banner.hide()
         self._banner_label.clear()
         self._retry_now.hide()
+        self._copy_draft.hide()
+        self._full_draft = ""
         self._countdown.stop()
         self._retry_text = ""
         self._error_purpose = ""
@@ -1539,6 +1564,11 @@ class EmailTab(QWidget):
         if eml_id < 0:
             raise XtmailError("No message is selected.", hint="Select a message first.")
         info = _message_info(await self._message(eml_id))
+        if kind in ("reply", "replyAll"):
+            # The thread's ids are in the raw header only; a complete draft carries them.
+            raw = await self._require_store().raw_message(eml_id)
+            message_id, references = await asyncio.to_thread(thread_of, raw)
+            info = dataclasses.replace(info, message_id=message_id, references=references)
         if kind == "reply":
             return reply_draft(info, ref=ref, own_addresses=self._own)
         if kind == "replyAll":
@@ -1546,15 +1576,37 @@ class EmailTab(QWidget):
         return forward_draft(info, ref=ref)
 
     async def _compose(self, kind: str) -> None:
-        url = mailto_url(await self._draft(kind))
-        open_url(
-            self._desktop, QUrl(url),
-            DesktopError(
-                "No mail program is set up to write mail.",
-                hint="Choose a default mail program in the system settings, then try again.",
-            ),
-        )
-        self.composeRequested.emit(url)
+        draft = await self._draft(kind)
+        handover = await self._mail_program.compose(draft, self._desktop, self.privateFiles())
+        if handover.how != "none":
+            self.composeRequested.emit(handover.url())
+        if not handover.complete:
+            self._offer_full_draft(draft, handover)
+
+    def _offer_full_draft(self, draft: Draft, handover: Handover) -> None:
+        """Say what did not reach the mail program and offer the whole draft to copy."""
+        if handover.how == "shortened":
+            text = self.tr(
+                "Your mail program could not take the whole mail, so the quoted text was "
+                "shortened: {kept} of its {total} lines are in the new mail.\n"
+                "Press Copy Full Text and paste it into the mail to include all of it."
+            ).format(kept=handover.kept_lines, total=handover.total_lines)
+        else:
+            text = self.tr(
+                "Your mail program could not take a mail with this many recipients or this "
+                "long a subject, so no mail was started.\n"
+                "Press Copy Full Text, then paste the recipients, subject and text into a "
+                "new mail in your mail program."
+            )
+        self._report("compose", text)
+        self._full_draft = draft_text(draft)
+        self._copy_draft.show()
+        self._place_banner()
+
+    def _copy_full_draft(self) -> None:
+        clipboard = QApplication.clipboard()
+        if clipboard is not None and self._full_draft:
+            clipboard.setText(self._full_draft)
 
     def printMessage(self, *_: object) -> None:
         """Print the selected messages (in list order, each from a new page), through the
