@@ -212,15 +212,45 @@ FORMATTED_KEY: Final = "emailTab/formattedView"
 
 
 class SafeBrowser(QTextBrowser):
-    """A QTextBrowser that loads nothing: no image, stylesheet or page, local or remote."""
+    """A QTextBrowser that loads nothing from anywhere: no image, stylesheet or page, local
+    or remote. The one exception is the message's own inline images, given with
+    :meth:`setInlineImages` and drawn where the HTML names them by ``cid:`` URL."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._images: dict[str, QImage] = {}
+        self._folded: dict[str, QImage] = {}
+
+    def setInlineImages(self, images: dict[str, QImage]) -> None:
+        """The images ``cid:`` URLs name, by Content-ID (without angle brackets)."""
+        self._images = dict(images)
+        self._folded = {key.casefold(): image for key, image in images.items()}
+
+    def inlineImages(self) -> dict[str, QImage]:
+        return dict(self._images)
 
     def loadResource(self, type: int, name: QUrl) -> Any:
         if type == QTextDocument.ResourceType.ImageResource.value:
+            if name.scheme().lower() == "cid":
+                # RFC 2392: the URL is the Content-ID, percent-encoded; mail programs
+                # differ in the case they write it in.
+                key = name.path(QUrl.ComponentFormattingOption.FullyDecoded)
+                found = self._images.get(key)
+                if found is None:
+                    found = self._folded.get(key.casefold())
+                if found is not None:
+                    return found
             # An empty image, or Qt would go on to open ``name`` as a local file itself.
             image = QImage(1, 1, QImage.Format.Format_ARGB32)
             image.fill(0)
             return image
         return None
+
+
+def _decoded_images(parts: dict[str, bytes]) -> dict[str, QImage]:
+    """The inline images that Qt can read, decoded (QImage works off the GUI thread)."""
+    images = {key: QImage.fromData(data) for key, data in parts.items()}
+    return {key: image for key, image in images.items() if not image.isNull()}
 
 
 def _escape(text: str) -> str:
@@ -479,7 +509,8 @@ class EmailTab(QWidget):
         self._full_draft = ""
         self._files: PrivateFiles | None = None
         self._settings: QSettings | None = None
-        self._html: tuple[int, str] | None = None
+        # The formatted view's last message: its id, sanitised HTML and inline images.
+        self._html: tuple[int, str, dict[str, QImage]] | None = None
         self._printer: QPrinter | None = None
         self._attach_factory: AttachDialogFactory | None = None
         self._save_folder = ""
@@ -851,16 +882,27 @@ class EmailTab(QWidget):
             self._browser.clear()
             return
         if self._html is not None and self._html[0] == detail.eml_id:
-            self._browser.setHtml(formatted_html(detail, self._html[1]))
+            self._show_formatted(detail, *self._html[1:])
             return
         self._browser.clear()
         self._start_action("formatted", self._load_formatted, detail)
 
     async def _load_formatted(self, detail: MessageDetail) -> None:
-        html = await self._require_store().message_html(detail.eml_id)
-        self._html = (detail.eml_id, html)
+        store = self._require_store()
+        html = await store.message_html(detail.eml_id)
+        images: dict[str, QImage] = {}
+        if "cid:" in html.lower():
+            # Only the message's own parts: the sanitiser left no other image source.
+            images = await asyncio.to_thread(
+                _decoded_images, await store.inline_images(detail.eml_id))
+        self._html = (detail.eml_id, html, images)
         if self._current_id() == detail.eml_id and self._formatted.isChecked():
-            self._browser.setHtml(formatted_html(detail, html))
+            self._show_formatted(detail, html, images)
+
+    def _show_formatted(self, detail: MessageDetail, html: str,
+                        images: dict[str, QImage]) -> None:
+        self._browser.setInlineImages(images)
+        self._browser.setHtml(formatted_html(detail, html))
 
     def _on_link_hovered(self, url: QUrl) -> None:
         self._link.setText(f"Link: {url.toString()}" if url.isValid() and url.toString()

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from xtmail.sync.db import search
+from xtmail.sync.db import newest, search
 from xtmail.sync.db.errors import translated
 from xtmail.sync.db.pool import NOT_ANSWERING_HINT, AsyncPool
 from xtmail.sync.errors import ConfigError, DatabaseError, DatabaseUnavailable
@@ -118,19 +118,56 @@ LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 
 
 def _no_remote(tag: str, attribute: str, value: str) -> str | None:
-    # Images are never fetched: their source goes, their alt text stays.
+    # Images are never fetched: their source goes, their alt text stays; only a ``cid:``
+    # source stays, a part of the message itself (RFC 2392), drawn by the view from
+    # :meth:`MailStore.inline_images`. A ``cid:`` anywhere else (a link) goes.
+    is_cid = value.strip().lower().startswith("cid:")
     if tag == "img" and attribute == "src":
-        return None
-    return value
+        return value if is_cid else None
+    return None if is_cid else value
 
 
 def safe_html(html: str) -> str:
     """``html`` through ammonia's allow-list (nh3): no scripts, styles, forms, frames,
-    event handlers or inline styles; links only to http(s) and mailto; no image sources,
-    so rendering it fetches nothing."""
+    event handlers or inline styles; links only to http(s) and mailto; no image sources
+    but ``cid:`` ones (the message's own parts), so rendering it fetches nothing."""
     import nh3
 
-    return nh3.clean(html, url_schemes=set(LINK_SCHEMES), attribute_filter=_no_remote)
+    return nh3.clean(
+        html, url_schemes={*LINK_SCHEMES, "cid"}, attribute_filter=_no_remote
+    )
+
+
+#: Inline images read for one message at most (count, decoded bytes): a message built to
+#: exhaust memory draws the first ones only.
+MAX_INLINE_IMAGES = 100
+MAX_INLINE_BYTES = 32 * 1024 * 1024
+
+
+def _inline_images_of(raw: bytes) -> dict[str, bytes]:
+    """The message's image parts that have a Content-ID, by that id without its angle
+    brackets; {} when there are none or the message cannot be read."""
+    import email
+    import email.policy
+
+    images: dict[str, bytes] = {}
+    total = 0
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        for part in message.walk():
+            content_id = str(part.get("Content-ID", "")).strip()
+            if part.get_content_maintype() != "image" or not content_id:
+                continue
+            data = part.get_payload(decode=True)
+            if not isinstance(data, bytes) or not data:
+                continue
+            total += len(data)
+            if len(images) >= MAX_INLINE_IMAGES or total > MAX_INLINE_BYTES:
+                break
+            images.setdefault(content_id.removeprefix("<").removesuffix(">").strip(), data)
+    except (LookupError, ValueError, TypeError, AttributeError, UnicodeError):
+        pass  # the view shows the images it got and the alt text of the others
+    return images
 
 
 def _html_of(raw: bytes) -> str:
@@ -410,10 +447,14 @@ class MailStore:
         """A document's mail, newest first; ``limit`` rows from ``offset``."""
         doc = _document(code)
         async with self._connection("to list the document's mail") as conn:
-            query = self._messages_query(doc, await self._crm_link_on(conn, doc))
-            cur = await conn.execute(
-                query, {"code": doc.code, "doc_id": doc_id, "limit": limit, "offset": offset}
-            )
+            link = await self._crm_link_on(conn, doc)
+            params: dict[str, Any] = {"code": doc.code, "doc_id": doc_id, "limit": limit,
+                                      "offset": offset}
+            # A document holding much of all mail: the newest found by a walk (newest.py).
+            page = await newest.page_ids(conn, self._ids_query(doc, link), params,
+                                         offset + limit)
+            query = self._messages_query(doc, link, only_page=page is not None)
+            cur = await conn.execute(query, {**params, "page": page})
             rows = await cur.fetchall()
         return [
             MessageRow(eml_id=r[0], date=r[1], subject=r[2], via_contact=bool(r[3]),
@@ -432,7 +473,9 @@ class MailStore:
                 query, {"code": doc.code, "doc_id": doc_id})).fetchone()
         return int(row[0]) if row else 0
 
-    def _messages_query(self, doc: registry.DocumentType, link: str) -> sql.Composed:
+    def _messages_query(self, doc: registry.DocumentType, link: str, *,
+                        only_page: bool = False) -> sql.Composed:
+        """``only_page``: only the ids of ``%(page)s``, a set holding the rows asked for."""
         return sql.SQL(
             """SELECT m.eml_id, {date} AS date, coalesce(m.eml_subj, ''), t.via,
                       coalesce({from_}, ''), coalesce({to}, ''), coalesce({cc}, ''),
@@ -440,10 +483,12 @@ class MailStore:
                  FROM ({ids}) AS t
                  JOIN xtbatch.eml m ON m.eml_id = t.eml_id
                  LEFT JOIN xtmail.msg x ON x.msg_eml_id = m.eml_id
+                WHERE {page}
                 ORDER BY date DESC NULLS LAST, m.eml_id DESC
                 LIMIT %(limit)s OFFSET %(offset)s"""
         ).format(
             ids=self._ids_query(doc, link),
+            page=sql.SQL("t.eml_id = ANY(%(page)s::integer[])" if only_page else "true"),
             date=sql.SQL(MESSAGE_TIME.format(eml="m", msg="x")),
             from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
             to=sql.SQL(_ADDRESSES.format(kind="TO")),
@@ -539,6 +584,14 @@ class MailStore:
         it has none. Parsed from the raw bytes in a worker thread."""
         raw = await self._raw(eml_id)
         return await asyncio.to_thread(_html_of, raw)
+
+    @_bounded("to read the message")
+    async def inline_images(self, eml_id: int) -> dict[str, bytes]:
+        """The message's inline images (the parts a ``cid:`` URL names), by Content-ID
+        without angle brackets, as their encoded bytes (PNG, JPEG...). Parsed from the raw
+        bytes in a worker thread; nothing is fetched from anywhere else."""
+        raw = await self._raw(eml_id)
+        return await asyncio.to_thread(_inline_images_of, raw)
 
     # -- rule 4: attach and detach -------------------------------------------------------------
     @_bounded("to attach the mail")

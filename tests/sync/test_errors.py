@@ -157,6 +157,7 @@ STORE_CALLS: dict[str, Callable[[MailStore], Awaitable[Any]]] = {
     "attachment": lambda s: s.attachment(1, 0),
     "message_count": lambda s: s.message_count("S", 1),
     "message_html": lambda s: s.message_html(1),
+    "inline_images": lambda s: s.inline_images(1),
     "tied_ids": lambda s: s.tied_ids([1], "S", 1),
     "attach": lambda s: s.attach([1], "S", 1),
     "detach": lambda s: s.detach([1], "S", 1),

@@ -5,14 +5,18 @@ before they are followed and opened only on click, the choice remembered. Real d
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 
 import pytest
 import qasync
-from PyQt6.QtCore import QEvent, QPoint, QSettings, Qt
-from PyQt6.QtGui import QTextCursor, QTextDocument
-from PyQt6.QtWidgets import QApplication, QLabel, QToolButton
+from PyQt6.QtCore import QBuffer, QEvent, QIODevice, QPoint, QSettings, QSize, Qt, QUrl
+from PyQt6.QtGui import QImage, QTextCursor, QTextDocument
+from PyQt6.QtWidgets import QApplication, QLabel, QTextBrowser, QToolButton
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.mail import make_message
@@ -167,3 +171,140 @@ def test_a_link_shows_its_target_and_opens_only_when_clicked(
     qtbot.mouseClick(viewport, Qt.MouseButton.LeftButton, pos=point)
     run_until(lambda: recording_desktop.urls != [])
     assert recording_desktop.strings == ["https://shop.example/track?o=50123"]
+
+
+# -- inline images (cid:) ------------------------------------------------------------------------
+
+
+def test_sanitiser_keeps_cid_images_only() -> None:
+    clean = safe_html(
+        "<img src='cid:logo-1@example.com' alt='logo'><img src='https://t.example/p.gif'>"
+        "<img src='file:///etc/passwd'><a href='cid:part@x'>part</a>"
+    )
+    assert '<img src="cid:logo-1@example.com" alt="logo">' in clean
+    for gone in ("t.example", "file:", "cid:part"):
+        assert gone not in clean, gone
+
+
+def png(width: int, height: int, color: Qt.GlobalColor) -> bytes:
+    image = QImage(width, height, QImage.Format.Format_RGB32)
+    image.fill(color)
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    assert image.save(buffer, "PNG")
+    return bytes(buffer.data().data())
+
+
+class CountingServer:
+    """A real HTTP server on a random local port that counts the requests it gets."""
+
+    def __init__(self) -> None:
+        requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                self.wfile.write(png(4, 4, Qt.GlobalColor.blue))
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.requests = requests
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def web() -> Iterator[CountingServer]:
+    server = CountingServer()
+    yield server
+    server.close()
+
+
+def related_message(html: str, images: dict[str, bytes]) -> bytes:
+    """A multipart/related message: the HTML, then each image by its Content-ID."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = "Ada Lovelace <ada@example.com>"
+    msg["To"] = "Sales <sales@ourco.example>"
+    msg["Subject"] = "Our logo [xtref:S-50123]"
+    msg["Date"] = "Mon, 02 Mar 2026 10:00:00 +0000"
+    msg["Message-ID"] = "<logo.1@example.com>"
+    msg.set_content("Our logo.")
+    msg.add_alternative(html, subtype="html")
+    html_part = msg.get_payload()[1]
+    for cid, data in images.items():
+        html_part.add_related(data, maintype="image", subtype="png", cid=f"<{cid}>")
+    return msg.as_bytes()
+
+
+def red_pixels(widget: QTextBrowser) -> int:
+    viewport = widget.viewport()
+    assert viewport is not None
+    image = viewport.grab().toImage()
+    return sum(
+        1 for y in range(image.height()) for x in range(0, image.width(), 2)
+        if image.pixelColor(x, y).name() == "#ff0000"
+    )
+
+
+def test_inline_images_are_drawn_from_the_message_and_nothing_is_fetched(
+    qtbot: QtBot, mail_store: MailStore, recording_desktop: RecordingDesktop, tmp_path: Path,
+    settings: QSettings, tabs: list[EmailTab], run_until: RunUntil, mail_data: MailData,
+    web: CountingServer,
+) -> None:
+    so = mail_data.sales_order("50123")
+    html = (
+        "<p>Our new logo:</p><p><img src='cid:Logo.Red@example.com' alt='red logo'></p>"
+        f"<p>Tracked: <img src='{web.url}/pixel.png?u=ada' alt='pixel'></p>"
+        f"<p style=\"background:url('{web.url}/bg.png')\">Thanks!</p>"
+    )
+    mail_data.import_raw(
+        [related_message(html, {"Logo.Red@example.com": png(40, 20, Qt.GlobalColor.red)})]
+    )
+    settings.setValue("emailTab/formattedView", True)
+    tab = make_tab(mail_store, recording_desktop, tmp_path, settings)
+    tabs.append(tab)
+    open_message(qtbot, tab, run_until, so)
+    browser = tab.formattedPreview()
+    run_until(lambda: "Thanks!" in browser.toPlainText() and not tab.isBusy())
+    # The part's image is the document's image for its cid: URL, and it is drawn.
+    image = browser.document().resource(
+        QTextDocument.ResourceType.ImageResource.value, QUrl("cid:Logo.Red@example.com"))
+    assert isinstance(image, QImage) and image.size() == QSize(40, 20)
+    run_until(lambda: red_pixels(browser) >= 20 * 20, message="the red logo was not drawn")
+    # The remote image and background were neither fetched nor kept in the document.
+    assert web.requests == []
+    assert web.url not in browser.toHtml()
+
+
+def test_the_corpus_message_with_cid_images_shows_both(
+    qtbot: QtBot, mail_store: MailStore, recording_desktop: RecordingDesktop, tmp_path: Path,
+    settings: QSettings, tabs: list[EmailTab], run_until: RunUntil, mail_data: MailData,
+) -> None:
+    so = mail_data.sales_order("50123")
+    raw = (Path(__file__).parents[1] / "data" / "inline-images-cid.eml").read_bytes()
+    mail_data.import_raw([raw], ties=[("S", so)])
+    settings.setValue("emailTab/formattedView", True)
+    tab = make_tab(mail_store, recording_desktop, tmp_path, settings)
+    tabs.append(tab)
+    open_message(qtbot, tab, run_until, so)
+    browser = tab.formattedPreview()
+    run_until(lambda: "new logo" in browser.toPlainText() and not tab.isBusy())
+    assert set(browser.inlineImages()) == {"logo-1@example.com", "spacer-2@example.com"}
+    for cid in ("logo-1@example.com", "spacer-2@example.com"):
+        image = browser.document().resource(
+            QTextDocument.ResourceType.ImageResource.value, QUrl(f"cid:{cid}"))
+        assert isinstance(image, QImage) and image.size() == QSize(1, 1)
+        assert image.pixelColor(0, 0).alpha() == 255  # the part's pixel, not the blank
