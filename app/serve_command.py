@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -121,9 +122,16 @@ def _serve(args: argparse.Namespace) -> int:
                               "127.0.0.1:9469.")
         listen = (host or "127.0.0.1", int(port))
 
+    # libpq's connect_timeout bounds a new connection (whole seconds, at least 2); the
+    # server's Watchdog bounds every call on it after that.
+    bound: dict[str, str | int | None] = dict(KEEPALIVES)
+    if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(args.dsn) \
+            and not os.environ.get("PGCONNECT_TIMEOUT"):
+        bound["connect_timeout"] = max(2, math.ceil(min(args.db_timeout,
+                                                        options.CONNECT_TIMEOUT)))
+
     def connect(application: str) -> psycopg.Connection:
-        dsn = psycopg.conninfo.make_conninfo(args.dsn, application_name=application,
-                                             **KEEPALIVES)
+        dsn = psycopg.conninfo.make_conninfo(args.dsn, application_name=application, **bound)
         return options.connect(dsn)
 
     serve_options = ServeOptions(
@@ -132,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         rebalance_every=args.rebalance_every, outbox_every=args.outbox_every,
         pass_retries=args.retries, retry_initial=args.retry_initial,
         retry_cap=args.retry_cap, failed_initial=args.failed_initial,
-        failed_cap=args.failed_cap, share=not args.no_share)
+        failed_cap=args.failed_cap, share=not args.no_share, db_timeout=args.db_timeout)
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     executor = parse_processes(workers) if workers > 0 else None
     server = Server(connect, options=serve_options, executor=executor, smtp=smtp)
@@ -203,6 +211,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--batch-size", type=int, default=250, metavar="N")
     serve.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                        help="network timeout (default 30)")
+    serve.add_argument("--db-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="the longest any one database call may take (default 60): a "
+                       "database that does not answer within it is reported, its "
+                       "connection closed and tried again (health: unhealthy meanwhile)")
     serve.add_argument("--retries", type=int, default=3,
                        help="reconnects within a pass before the account waits (default 3)")
     serve.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)

@@ -38,6 +38,7 @@ from prometheus_client.exposition import generate_latest
 
 from xtmail.sync.connect_sent import record_connect_sent
 from xtmail.sync.db.errors import translated
+from xtmail.sync.db.watchdog import NOT_ANSWERING_HINT, Watchdog
 from xtmail.sync.errors import AuthenticationFailed, ConfigError, XtmailError
 from xtmail.sync.imap.account import (
     SERVER_APPLICATION,
@@ -447,6 +448,9 @@ class ServeOptions:
     failed_initial: float = 30.0  # backoff between passes of an account that failed
     failed_cap: float = 900.0
     share: bool = True  # keep about an equal share of the accounts per instance
+    #: Seconds any one database call may take before its connection is cut (client side);
+    #: the server's statement_timeout is a little less.
+    db_timeout: float = 60.0
 
 
 @dataclass
@@ -475,28 +479,53 @@ class Server:
                  executor: Executor | None = None, smtp: SmtpSettings | None = None,
                  metrics: Metrics | None = None, instance: str | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
-        self.connect = connect
         self.options = options or ServeOptions()
+        self._connect_db = connect
+        self.watchdog = Watchdog(self.options.db_timeout, on_cut=self._not_answering)
         self.executor = executor
         self.smtp = smtp
         self.metrics = metrics or Metrics()
         self.instance = instance or instance_name()
         self.environ = environ
-        self.lease = LeaseConnection(connect, self.instance)
+        self.lease = LeaseConnection(self.connect, self.instance)
         self.slots = threading.BoundedSemaphore(max(1, self.options.max_active))
         self.stop = threading.Event()
         self._workers: dict[str, _Worker] = {}
         self._stopping: dict[str, _Worker] = {}
         self._healthy_at = 0.0
+        #: Why the last look at the database failed; None once one succeeded again.
+        self._db_error: str | None = None
+
+    # -- the database
+    def connect(self, application: str) -> psycopg.Connection:
+        """A new autocommit connection, every call on it bounded (:class:`Watchdog`)."""
+        conn = self._connect_db(application)
+        try:
+            return self.watchdog.watch(conn, application)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _not_answering(self, label: str, waited: float) -> None:
+        event("database_not_answering", logging.ERROR, connection=label,
+              seconds=round(waited, 1),
+              error=f"The database did not answer within {self.options.db_timeout:g} s; "
+              "the connection was closed. " + NOT_ANSWERING_HINT)
 
     # -- health
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Healthy while the lease connection answered within three rebalance periods."""
+        """Healthy while the lease connection answered within three rebalance periods and
+        the last look at the database succeeded."""
         age = time.monotonic() - self._healthy_at
-        ok = self._healthy_at > 0 and age < 3 * self.options.rebalance_every + 5
-        return ok, {"status": "ok" if ok else "unhealthy", "instance": self.instance,
-                    "accounts": sorted(self._workers), "lease_checked_seconds_ago":
-                    round(age, 1) if self._healthy_at else None}
+        ok = (self._healthy_at > 0 and age < 3 * self.options.rebalance_every + 5
+              and self._db_error is None)
+        details: dict[str, object] = {
+            "status": "ok" if ok else "unhealthy", "instance": self.instance,
+            "accounts": sorted(self._workers),
+            "lease_checked_seconds_ago": round(age, 1) if self._healthy_at else None}
+        if self._db_error is not None:
+            details["error"] = self._db_error
+        return ok, details
 
     # -- connections for the accounts' passes
     def _worker_connection(self) -> psycopg.Connection:
@@ -578,6 +607,7 @@ class Server:
                           error=exc.user_text().replace("\n", " "))
         finally:
             self.lease.close()
+            self.watchdog.close()
         return summary
 
     def _send_outbox(self, conn: psycopg.Connection, smtp: SmtpSettings) -> tuple[int, int]:
@@ -623,12 +653,14 @@ class Server:
                 try:
                     self._rebalance()
                     backoff.reset()
+                    self._db_error = None
                 except XtmailError as exc:
+                    self._db_error = exc.user_text().replace("\n", " ")
                     self.metrics.lease_up.set(0)
                     self._stop_all("lease connection lost")
                     delay = backoff.next()
                     event("database_unavailable", logging.ERROR,
-                          error=exc.user_text().replace("\n", " "), retry_in=round(delay, 1))
+                          error=self._db_error, retry_in=round(delay, 1))
                 self.stop.wait(delay)
         finally:
             self._stop_all("stopping")
@@ -637,15 +669,17 @@ class Server:
             if outbox is not None:
                 outbox.join(timeout=self.options.timeout)
             recorder.join(timeout=self.options.timeout)
+            self.watchdog.close()
             event("serve_stopped", instance=self.instance)
 
     def _rebalance(self) -> None:
         if not self.lease.check():
             # The session and every lock with it is gone: another instance may be on our
             # accounts already. Stop them all before taking any again.
+            self._db_error = "the lease connection broke"
             self.metrics.lease_up.set(0)
             self._stop_all("lease connection lost")
-            event("lease_lost", logging.ERROR, error="the lease connection broke")
+            event("lease_lost", logging.ERROR, error=self._db_error)
         self._reap(wait=False)
         found = self._load()  # reconnects the lease connection when needed
         self.metrics.lease_up.set(1)
@@ -707,7 +741,8 @@ class Server:
 
     def _outbox_loop(self, smtp: SmtpSettings) -> None:
         conn: psycopg.Connection | None = None
-        backoff = Backoff(initial=self.options.outbox_every, cap=3600.0)
+        backoff = Backoff(initial=self.options.outbox_every, cap=3600.0)  # a refused login
+        unavailable = self._database_backoff()
         delay = 0.0
         while not self.stop.wait(delay):
             delay = self.options.outbox_every
@@ -717,6 +752,7 @@ class Server:
                         conn = self.connect(f"xtmail serve outbox on {self.instance}")
                 self._send_outbox(conn, smtp)
                 backoff.reset()
+                unavailable.reset()
             except AuthenticationFailed as exc:
                 delay = backoff.next()
                 event("outbox_error", logging.ERROR, error=exc.user_text().replace("\n", " "),
@@ -725,17 +761,23 @@ class Server:
                 if conn is not None:
                     conn.close()
                 conn = None
-                delay = backoff.next()
+                delay = unavailable.next()
                 event("outbox_error", logging.ERROR, error=exc.user_text().replace("\n", " "),
                       retry_in=round(delay))
         if conn is not None:
             conn.close()
 
 
+    def _database_backoff(self) -> Backoff:
+        """Waits after a database fault in the periodic jobs: short, so they go on soon after
+        the database is back."""
+        every = self.options.outbox_every
+        return Backoff(initial=every, cap=max(every, self.options.rebalance_every, 30.0))
+
     def _connect_loop(self) -> None:
         """Every ``outbox_every`` seconds: record what Connect's batch manager sent."""
         conn: psycopg.Connection | None = None
-        backoff = Backoff(initial=self.options.outbox_every, cap=3600.0)
+        backoff = self._database_backoff()
         delay = 0.0
         while not self.stop.wait(delay):
             delay = self.options.outbox_every
