@@ -1,16 +1,31 @@
 """Attach-dialog search speed over a large mail store.
 
-    python bench/attach_search.py [--messages N] [--queries Q] [--seed S]
+    python bench/attach_search.py [--messages N] [--queries Q] [--runs R] [--seed S]
+                                  [--keep DIR] [--words FILE]
 
-Fills a fresh database with N messages (default 1,000,000) using set-based SQL only: eml,
+Fills a database with N messages (default 1,000,000) using set-based SQL only: eml,
 emladdr, emlassc contact ties and xtmail.msg rows whose ``msg_search`` vectors hold the words
 of a subject, a body and the addresses and names, in the format the importer writes
-(distinct lower-case words, no positions). Words follow a Zipf curve over a 60,000-word
-vocabulary whose most common words are real business words, so a query meets the whole
-range from "order" (in most messages) to words found a few dozen times. Then it runs Q
-queries (default 200) through ``xtmail.sync.db.search.search_messages``: single words (common,
-middle, rare), prefixes being typed, two words, address fragments, full addresses and
-contact filters. The last lines are ``p50_ms: X`` and ``p95_ms: Y``.
+(distinct lower-case words, no positions). The words come from a real English word list,
+Debian's ``wamerican`` (/usr/share/dict/american-english; ``apt-get install wamerican``),
+about 74,000 words, drawn on a Zipf curve over the whole list: a message holds several
+hundred distinct words (two body parts of about 200 each, a subject), a few numbers, and
+the names and addresses of its correspondents (names from the list's proper nouns). So a
+query meets the whole range from "the" (in every message) to words found a few hundred
+times.
+
+Then it runs Q queries (default 200) through ``xtmail.sync.db.search.search_messages``, R
+times (default 3): single words (common, middle, rare), numbers, prefixes being typed, two
+words, names, address fragments, full addresses and contact filters. The same-run baseline
+is the median time of a plain primary-key lookup on ``xtmail.msg`` through the same
+connection (a round trip and an index probe), so figures can be compared across machines
+as ratios. The last lines are ``load_s``, ``baseline_ms``, ``p50_ms``, ``p95_ms`` (medians
+over the R runs) and ``p95_ratio`` (p95 over the baseline).
+
+Filling a million messages takes many minutes on two cores: ``--keep DIR`` keeps the
+server's files in DIR, and a later run with the same DIR, N and seed reuses the filled
+database (its migrations brought up to date first, so a new index can be measured on it);
+``load_s`` is then the time of the original fill.
 """
 
 from __future__ import annotations
@@ -22,22 +37,24 @@ import statistics
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import common  # noqa: F401  # puts the repo on sys.path
 import psycopg
 
-from bench.common import fresh_database
+from bench.common import fresh_database, kept_database
 from bench.messages import KNOWN_CONTACTS, WORDS
 from xtmail.sync.db.search import search_messages
 
-VOCABULARY = 60_000
-BODIES = 100_000  # distinct body texts; each message takes one, plus its own subject/addresses
+WORD_LIST = Path("/usr/share/dict/american-english")
+BODIES = 100_000  # distinct body parts; each message takes two, plus its own subject/addresses
 SUBJECTS = 50_000
 PEOPLE = 200_000  # unknown correspondents, besides the known contacts
 DOMAINS = 3_000
-SYLLABLES = (
-    "ka lo mi ne ru sa ti vo be da fe gi ho ju ke la mo nu pi re se to vi wa xe yo zu an el or"
-).split()
+#: Changes when the generator does: a kept database filled by another version is refilled.
+GENERATOR = "wamerican-1"
 
 TABLES = ("xtbatch.eml", "xtbatch.emladdr", "xtbatch.emlassc", "xtmail.msg", "xtmail.address")
 
@@ -59,7 +76,43 @@ def secondary_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-def load(dsn: str, n: int, seed: int) -> None:
+def read_word_list(path: Path) -> tuple[list[str], list[str]]:
+    """(vocabulary in rank order, names) from a word list of one word a line.
+
+    The vocabulary is every entry but the possessives, in lower case, once: about a hundred
+    of the most frequent English words first, then the business words of bench.messages,
+    then the rest of the list in an order fixed by a seeded shuffle (alphabetical ranks
+    would put all the rare words at one end of the alphabet). Names are the entries
+    written with a capital and then small letters ("Abbott").
+    """
+    if not path.is_file():
+        raise SystemExit(
+            f"{path} is missing: this benchmark draws its mail from a real English word list.\n"
+            "Install it with:  sudo apt-get install wamerican   (Debian, Ubuntu)\n"
+            "or pass another list of one word a line with --words FILE."
+        )
+    entries = [w for w in path.read_text(encoding="utf-8").split() if "'" not in w]
+    names = sorted({w for w in entries if len(w) >= 3 and w[0].isupper() and w[1:].islower()})
+    rest = sorted({w.lower() for w in entries} - set(COMMON_ENGLISH) - set(WORDS))
+    random.Random(1).shuffle(rest)
+    head = list(dict.fromkeys([*COMMON_ENGLISH, *WORDS]))
+    return head + rest, names
+
+
+# The most frequent words of English text, most frequent first (function words mostly).
+COMMON_ENGLISH = (
+    "the of and to a in is you that it he was for on are as with his they i at be this have "
+    "from or one had by word but not what all were we when your can said there use an each "
+    "which she do how their if will up other about out many then them these so some her "
+    "would make like him into time has look two more write go see number no way could "
+    "people my than first water been call who oil its now find long down day did get come "
+    "made may part"
+).split()
+
+
+def load(dsn: str, n: int, seed: int, words_path: Path) -> None:
+    vocabulary, names = read_word_list(words_path)
+    bodies = min(BODIES, max(2_000, n // 10))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT setseed(%s)", (seed / 1000,))
         conn.execute("SET maintenance_work_mem = '512MB'")
@@ -72,35 +125,42 @@ def load(dsn: str, n: int, seed: int) -> None:
             conn.execute(f"DROP INDEX {name}")
 
         step = time.perf_counter()
-        conn.execute(
-            """CREATE UNLOGGED TABLE bench_vocab AS
-               SELECT r AS rank,
-                      CASE WHEN r < %(nwords)s THEN (%(words)s::text[])[r + 1]
-                           ELSE s[r %% 30 + 1] || s[(r / 30) %% 30 + 1]
-                                || CASE WHEN r >= 900 THEN s[(r / 900) %% 30 + 1] ELSE '' END
-                                || CASE WHEN r >= 27000 THEN s[(r / 27000) %% 30 + 1] || 'n'
-                                        ELSE '' END
-                      END AS w
-                 FROM generate_series(0, %(v)s - 1) AS r, (SELECT %(syl)s::text[] AS s) AS t""",
-            {"nwords": len(WORDS), "words": list(WORDS), "v": VOCABULARY,
-             "syl": list(SYLLABLES)},
-        )
-        conn.execute("CREATE UNIQUE INDEX ON bench_vocab (rank)")
-        # Zipf: rank = floor(V ** u) - 1 for uniform u gives P(rank r) ~ 1/(r + 1).
-        zipf = f"(floor(exp(random() * ln({VOCABULARY}))) - 1)::int"
+        for table, values in (("bench_vocab", vocabulary), ("bench_name", names)):
+            conn.execute(
+                f"""CREATE TABLE {table} AS SELECT (r - 1)::int AS rank, w
+                      FROM unnest(%s::text[]) WITH ORDINALITY AS t(w, r)""", (values,))
+            conn.execute(f"CREATE UNIQUE INDEX ON {table} (rank)")
+        v = len(vocabulary)
+        # Zipf: rank = floor((V + 1) ** u) - 1 for uniform u gives P(rank r) ~ 1/(r + 1).
+        zipf = f"(floor(exp(random() * ln({v + 1}))) - 1)::int"
+        # Each body part draws about 270 words (log-normal, from about 100 to 740), about
+        # 200 of them distinct, plus 2 to 9 numbers (quantities, amounts, item numbers);
+        # a message has two parts.
         conn.execute(
             f"""CREATE UNLOGGED TABLE bench_body AS
-                WITH picks AS (
-                    SELECT b, {zipf} AS rank
-                      FROM (SELECT b, least(400, floor(exp(3.8 + 1.2 * (random() + random()
-                                   + random() - 1.5))))::int AS k
-                              FROM generate_series(1, %(bodies)s) AS b) AS s,
-                           generate_series(1, s.k))
-                SELECT b, array_to_tsvector(array_agg(DISTINCT v.w)) AS vec,
-                       left(string_agg(v.w, ' '), 600) AS text
-                  FROM picks JOIN bench_vocab v USING (rank) GROUP BY b""",
-            {"bodies": BODIES},
+                WITH sizes AS (
+                    SELECT b, floor(exp(5.6 + random() + random() + random() - 1.5))::int AS k,
+                           2 + floor(random() * 8)::int AS nums
+                      FROM generate_series(1, %(bodies)s) AS b),
+                picks AS (
+                    SELECT b, {zipf} AS rank FROM sizes, generate_series(1, sizes.k)),
+                words AS (
+                    SELECT b, array_agg(DISTINCT v.w) AS lexemes,
+                           left(string_agg(v.w, ' '), 400) AS text
+                      FROM picks JOIN bench_vocab v USING (rank) GROUP BY b),
+                numbers AS (
+                    SELECT b, array_agg(DISTINCT CASE
+                               WHEN x < 0.4 THEN 1 + floor(random() * 100)
+                               WHEN x < 0.7 THEN floor(exp(random() * ln(100000)))
+                               ELSE 100000 + floor(random() * 900000) END::bigint::text) AS nums
+                      FROM (SELECT b, random() AS x FROM sizes, generate_series(1, sizes.nums))
+                           AS t GROUP BY b)
+                SELECT b, array_to_tsvector(lexemes || nums) AS vec,
+                       text || ' ' || array_to_string(nums, ' ') AS text
+                  FROM words JOIN numbers USING (b)""",
+            {"bodies": bodies},
         )
+        conn.execute("CREATE UNIQUE INDEX ON bench_body (b)")
         conn.execute(
             f"""CREATE UNLOGGED TABLE bench_subject AS
                 WITH picks AS (
@@ -123,21 +183,24 @@ def load(dsn: str, n: int, seed: int) -> None:
                   FROM refs""",
             {"subjects": SUBJECTS},
         )
-        # People: 0 is our own sales address, 1..K the known contacts of fresh_database(),
-        # then unknown correspondents at DOMAINS companies.
+        conn.execute("CREATE UNIQUE INDEX ON bench_subject (s)")
+        # People: 0 is our own sales address, 1..K the known contacts of the seeded
+        # database, then unknown correspondents at DOMAINS companies, named from the list.
+        names_n = len(names)
         conn.execute(
-            f"""CREATE UNLOGGED TABLE bench_person AS
+            f"""CREATE TABLE bench_person AS
                 SELECT 0 AS p, 'sales@ourcompany.example'::text AS addr, 'Sales'::text AS name,
                        NULL::integer AS cntct_id
                 UNION ALL
                 SELECT row_number() OVER (ORDER BY cntct_id)::int, cntct_email,
                        cntct_first_name || ' ' || cntct_last_name, cntct_id FROM cntct
                 UNION ALL
-                SELECT {KNOWN_CONTACTS} + i, f.w || '.' || l.w || (i %% 100) || '@' || d.w
-                       || '.example.org', initcap(f.w) || ' ' || initcap(l.w), NULL
+                SELECT {KNOWN_CONTACTS} + i,
+                       lower(f.w) || '.' || lower(l.w) || (i %% 100) || '@' || d.w
+                       || '.example.org', f.w || ' ' || l.w, NULL
                   FROM generate_series(1, %(people)s) AS i
-                  JOIN bench_vocab f ON f.rank = 50 + (i::bigint * 7919) %% 5000
-                  JOIN bench_vocab l ON l.rank = 50 + (i::bigint * 104729) %% 20000
+                  JOIN bench_name f ON f.rank = (i::bigint * 7919) %% {names_n}
+                  JOIN bench_name l ON l.rank = (i::bigint * 104729 / 7) %% {names_n}
                   JOIN bench_vocab d ON d.rank = 5000 + (i * 31) %% %(domains)s""",
             {"people": PEOPLE, "domains": DOMAINS},
         )
@@ -147,12 +210,14 @@ def load(dsn: str, n: int, seed: int) -> None:
                    regexp_split_to_array(lower(addr || ' ' || name), '\\W+'), ''));
                CREATE UNIQUE INDEX ON bench_person (p);"""
         )
-        log(f"  vocabulary, bodies, subjects, people: {time.perf_counter() - step:.1f} s")
+        log(f"  vocabulary ({v} words, {names_n} names), bodies, subjects, people: "
+            f"{time.perf_counter() - step:.1f} s")
 
         step = time.perf_counter()
         # Each message: from a known contact (half), an unknown person, or from us (outgoing);
         # to us or to them; sometimes a Cc. Dates run over five years in import order with
         # a few days of jitter, and 15 % were imported late from old folders (random dates).
+        # Its text is two body parts.
         conn.execute(
             f"""CREATE UNLOGGED TABLE bench_msg AS
                 SELECT i,
@@ -162,7 +227,8 @@ def load(dsn: str, n: int, seed: int) -> None:
                                  + (i::float8 / %(n)s) * interval '1826 days'
                                  + (random() - 0.5) * interval '6 days' END AS date,
                        1 + floor(random() * {SUBJECTS})::int AS subj,
-                       1 + floor(random() * {BODIES})::int AS body,
+                       1 + floor(random() * {bodies})::int AS body,
+                       1 + floor(random() * {bodies})::int AS body2,
                        CASE WHEN random() < 0.5
                             THEN 1 + (floor(exp(random() * ln({KNOWN_CONTACTS})))::int - 1)
                             ELSE {KNOWN_CONTACTS} + 1
@@ -207,9 +273,9 @@ EML_SQL = """
     INSERT INTO xtbatch.eml (eml_id, eml_hash, eml_date, eml_subj, eml_body, eml_msg,
                              eml_status)
     SELECT m.i, convert_to('bench:' || m.i, 'UTF8'), (m.date AT TIME ZONE 'UTC')::date,
-           s.text, b.text, '', 'C'
+           s.text, b.text || E'\\n\\n' || b2.text, '', 'C'
       FROM bench_msg m JOIN bench_subject s ON s.s = m.subj
-      JOIN bench_body b ON b.b = m.body"""
+      JOIN bench_body b ON b.b = m.body JOIN bench_body b2 ON b2.b = m.body2"""
 
 EMLADDR_SQL = """
     INSERT INTO xtbatch.emladdr (emladdr_eml_id, emladdr_type, emladdr_addr, emladdr_name)
@@ -232,10 +298,10 @@ EMLASSC_SQL = """
 
 MSG_SQL = """
     INSERT INTO xtmail.msg (msg_eml_id, msg_date, msg_message_id, msg_size, msg_search)
-    SELECT m.i, m.date, '<bench.' || m.i || '@mail.example.com>', 2000 + length(b.text),
-           b.vec || s.vec || us.vec || them.vec || coalesce(cc.vec, '')
+    SELECT m.i, m.date, '<bench.' || m.i || '@mail.example.com>', 2000 + 8 * length(b.text),
+           b.vec || b2.vec || s.vec || us.vec || them.vec || coalesce(cc.vec, '')
       FROM bench_msg m JOIN bench_subject s ON s.s = m.subj
-      JOIN bench_body b ON b.b = m.body
+      JOIN bench_body b ON b.b = m.body JOIN bench_body b2 ON b2.b = m.body2
       JOIN bench_person us ON us.p = 0
       JOIN bench_person them ON them.p = m.them
       LEFT JOIN bench_person cc ON cc.p = m.cc"""
@@ -274,6 +340,7 @@ def make_queries(conn: psycopg.Connection, count: int, seed: int) -> list[Query]
     """(category, text, contact id) for ``count`` queries of mixed kinds."""
     rng = random.Random(seed)
     vocab = [r[0] for r in conn.execute("SELECT w FROM bench_vocab ORDER BY rank")]
+    size = len(vocab)
     people = conn.execute(
         "SELECT addr, name, cntct_id FROM bench_person ORDER BY p"
     ).fetchall()
@@ -283,19 +350,25 @@ def make_queries(conn: psycopg.Connection, count: int, seed: int) -> list[Query]
         return vocab[rng.randrange(lo, hi)]
 
     def zipf_word() -> str:
-        return vocab[min(int(VOCABULARY ** rng.random()) - 1, VOCABULARY - 1)]
+        return vocab[min(int((size + 1) ** rng.random()) - 1, size - 1)]
 
     def person() -> tuple[str, str]:
         addr, name, _ = people[rng.randrange(1, len(people))]
         return str(addr), str(name)
 
+    def number() -> str:
+        x = rng.random()
+        return str(1 + rng.randrange(100) if x < 0.4 else int(100000 ** rng.random())
+                   if x < 0.7 else 100000 + rng.randrange(900000))
+
     kinds = [
         ("common word", 0.12, lambda: word(0, 50)),
         ("middle word", 0.10, lambda: word(50, 3000)),
-        ("rare word", 0.10, lambda: word(3000, VOCABULARY)),
-        ("prefix", 0.14, lambda: (w := zipf_word())[: rng.randint(3, max(3, len(w) - 1))]),
+        ("rare word", 0.10, lambda: word(3000, size)),
+        ("number", 0.04, number),
+        ("prefix", 0.12, lambda: (w := zipf_word())[: rng.randint(3, max(3, len(w) - 1))]),
         ("two words", 0.12, lambda: f"{zipf_word()} {zipf_word()[:4]}"),
-        ("address fragment", 0.14,
+        ("address fragment", 0.12,
          lambda: (a := person()[0])[max(0, a.index("@") - 4): a.index("@") + 4]),
         ("full address", 0.06, lambda: person()[0]),
         ("name", 0.06, lambda: person()[1]),
@@ -311,27 +384,49 @@ def make_queries(conn: psycopg.Connection, count: int, seed: int) -> list[Query]
     return queries[:count]
 
 
+async def baseline(conn: psycopg.AsyncConnection[object], n: int, seed: int) -> float:
+    """Median ms of a primary-key lookup on xtmail.msg: the same-run yardstick."""
+    rng = random.Random(seed)
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        cur = await conn.execute("SELECT 1 FROM xtmail.msg WHERE msg_eml_id = %s",
+                                 (1 + rng.randrange(n),))
+        await cur.fetchall()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 async def run_queries(
-    dsn: str, queries: list[Query], warmup: list[Query]
-) -> tuple[list[float], dict[str, list[float]], int]:
+    dsn: str, n: int, queries: list[Query], warmup: list[Query], runs: int,
+) -> tuple[list[list[float]], dict[str, list[float]], int, float]:
+    """Times of each run, all times by kind, rows returned in a run, the baseline."""
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     try:
         for _, text, contact in warmup:
             await search_messages(conn, text, contact_id=contact)
-        times: list[float] = []
+        base = await baseline(conn, n, 1)
+        all_runs: list[list[float]] = []
         by_kind: dict[str, list[float]] = defaultdict(list)
         hits = 0
-        for kind, text, contact in queries:
-            start = time.perf_counter()
-            rows = await search_messages(conn, text, contact_id=contact)
-            elapsed = (time.perf_counter() - start) * 1000
-            times.append(elapsed)
-            by_kind[kind].append(elapsed)
-            hits += len(rows)
-            if elapsed > 100:
-                log(f"  slow: {elapsed:.0f} ms {kind} {text!r} contact={contact} "
-                    f"hits={len(rows)}")
-        return times, by_kind, hits
+        for run in range(runs):
+            times: list[float] = []
+            hits = 0
+            for kind, text, contact in queries:
+                start = time.perf_counter()
+                rows = await search_messages(conn, text, contact_id=contact)
+                elapsed = (time.perf_counter() - start) * 1000
+                times.append(elapsed)
+                by_kind[kind].append(elapsed)
+                hits += len(rows)
+                if elapsed > 100:
+                    log(f"  slow: {elapsed:.0f} ms {kind} {text!r} contact={contact} "
+                        f"hits={len(rows)}")
+            log(f"run {run + 1}: p50 {percentile(times, 50):.1f} ms, "
+                f"p95 {percentile(times, 95):.1f} ms")
+            all_runs.append(times)
+        base = statistics.median([base, await baseline(conn, n, 2)])
+        return all_runs, by_kind, hits, base
     finally:
         await conn.close()
 
@@ -341,31 +436,69 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+def filled(conn: psycopg.Connection, n: int, seed: int) -> float | None:
+    """The load time of a kept database filled with the same N, seed and generator."""
+    if conn.execute("SELECT to_regclass('bench_meta')").fetchone() == (None,):
+        return None
+    row = conn.execute("SELECT messages, seed, generator, load_s FROM bench_meta").fetchone()
+    if row is None or tuple(row[:3]) != (n, seed, GENERATOR):
+        raise SystemExit(f"the kept database holds another fill ({row}): pass another "
+                         "--keep folder, or delete this one")
+    return float(row[3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the filled server in DIR and reuse it on later runs")
+    parser.add_argument("--words", type=Path, default=WORD_LIST, metavar="FILE",
+                        help=f"word list, one word a line (default {WORD_LIST})")
     args = parser.parse_args()
-    with fresh_database() as dsn:
-        log(f"loading {args.messages} messages")
-        start = time.perf_counter()
-        load(dsn, args.messages, args.seed)
-        load_s = time.perf_counter() - start
+    database = (kept_database(args.keep.resolve()) if args.keep
+                else fresh_database_flagged())
+    with database as (dsn, existed):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            load_s = filled(conn, args.messages, args.seed) if existed else None
+        if load_s is None:
+            log(f"loading {args.messages} messages")
+            start = time.perf_counter()
+            load(dsn, args.messages, args.seed, args.words)
+            load_s = time.perf_counter() - start
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("CREATE TABLE bench_meta AS SELECT %s::int AS messages, "
+                             "%s::int AS seed, %s::text AS generator, %s::float8 AS load_s",
+                             (args.messages, args.seed, GENERATOR, load_s))
+        else:
+            log(f"reusing the database filled in {load_s:.0f} s")
         with psycopg.connect(dsn, autocommit=True) as conn:
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
             row = size.fetchone()
             queries = make_queries(conn, args.queries, args.seed)
             warmup = make_queries(conn, 30, args.seed + 1)
-        log(f"loaded in {load_s:.1f} s, database {row[0] if row else '?'}")
-        times, by_kind, hits = asyncio.run(run_queries(dsn, queries, warmup))
-    log(f"{len(times)} queries, {hits} rows returned")
+        log(f"database {row[0] if row else '?'}")
+        runs, by_kind, hits, base = asyncio.run(
+            run_queries(dsn, args.messages, queries, warmup, args.runs))
+    log(f"{len(queries)} queries x {len(runs)} runs, {hits} rows returned in a run")
     for kind, values in sorted(by_kind.items()):
         log(f"  {kind:18} n={len(values):3}  p50 {statistics.median(values):6.1f} ms  "
-            f"max {max(values):6.1f} ms")
+            f"p95 {percentile(values, 95):6.1f} ms  max {max(values):6.1f} ms")
+    p50 = statistics.median(percentile(t, 50) for t in runs)
+    p95 = statistics.median(percentile(t, 95) for t in runs)
     print(f"load_s: {load_s:.0f}")
-    print(f"p50_ms: {percentile(times, 50):.1f}")
-    print(f"p95_ms: {percentile(times, 95):.1f}")
+    print(f"baseline_ms: {base:.3f}")
+    print(f"p50_ms: {p50:.1f}")
+    print(f"p95_ms: {p95:.1f}")
+    print(f"p95_ratio: {p95 / base:.0f}")
+
+
+@contextmanager
+def fresh_database_flagged() -> Iterator[tuple[str, bool]]:
+    with fresh_database() as dsn:
+        yield dsn, False
 
 
 if __name__ == "__main__":

@@ -34,29 +34,59 @@ def fresh_database(sales_orders: int = 500, *, durable: bool = False) -> Iterato
             with psycopg.connect(server.dsn(), autocommit=True) as admin:
                 admin.execute("CREATE DATABASE bench")
             dsn = server.dsn("bench")
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                migrate(conn)
-                conn.execute(
-                    """INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name,
-                                          cntct_email)
-                       SELECT 'B' || i, 'First' || i, 'Last' || i, a
-                         FROM unnest(%s::text[]) WITH ORDINALITY AS t(a, i)""",
-                    ([contact_address(i) for i in range(KNOWN_CONTACTS)],),
-                )
-                conn.execute(
-                    """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary,
-                                             cntcteml_email)
-                       SELECT cntct_id, true, cntct_email FROM cntct"""
-                )
-                conn.execute(
-                    "INSERT INTO cohead (cohead_number) SELECT (50000 + i)::text "
-                    "FROM generate_series(0, %s) i",
-                    (sales_orders - 1,),
-                )
-                conn.execute("ANALYZE")
+            seed_database(dsn, sales_orders)
             yield dsn
         finally:
             server.stop(mode="immediate")
+
+
+@contextmanager
+def kept_database(folder: Path, sales_orders: int = 500) -> Iterator[tuple[str, bool]]:
+    """Like :func:`fresh_database`, but the (fast) server's files stay in ``folder`` and a
+    later run reuses them: yields the dsn and whether the database was already there. Its
+    migrations are brought up to date each time. The server is stopped cleanly at the end
+    (an immediate stop would empty unlogged tables)."""
+    server = LocalPostgres(folder, fast=True)
+    server.start()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            existed = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = 'bench'").fetchone() is not None
+            if not existed:
+                admin.execute("CREATE DATABASE bench")
+        dsn = server.dsn("bench")
+        if existed:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                migrate(conn)
+        else:
+            seed_database(dsn, sales_orders)
+        yield dsn, existed
+    finally:
+        server.stop(mode="fast")
+
+
+def seed_database(dsn: str, sales_orders: int) -> None:
+    """Migrate an empty database and add the known contacts and ``sales_orders`` orders."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute(
+            """INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name,
+                                  cntct_email)
+               SELECT 'B' || i, 'First' || i, 'Last' || i, a
+                 FROM unnest(%s::text[]) WITH ORDINALITY AS t(a, i)""",
+            ([contact_address(i) for i in range(KNOWN_CONTACTS)],),
+        )
+        conn.execute(
+            """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary,
+                                     cntcteml_email)
+               SELECT cntct_id, true, cntct_email FROM cntct"""
+        )
+        conn.execute(
+            "INSERT INTO cohead (cohead_number) SELECT (50000 + i)::text "
+            "FROM generate_series(0, %s) i",
+            (sales_orders - 1,),
+        )
+        conn.execute("ANALYZE")
 
 
 def peak_rss_mb() -> float:

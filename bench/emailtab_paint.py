@@ -7,9 +7,15 @@ Makes a fresh database holding N messages (10,000) tied to one sales order and M
 import_throughput.py; here only the tab matters). Then, offscreen, an EmailTab on a qasync
 loop gets the order with ``setDocument`` and the time until its list's viewport has
 painted rows is taken: once cold (the first query of the connection, printed on its own)
-and R more times, each from a cleared tab. The last lines are ``first_paint_ms: X`` (the
-median of the R runs) and ``peak_rss_mb: Y``. The time ends after the paint: it is taken
-by a zero timer started from the viewport's first Paint event with rows.
+and R more times, each from a cleared tab. The time ends after the paint: it is taken by a
+zero timer started from the viewport's first Paint event with rows.
+
+The same-run baseline, measured in turn with each run, is the same for an order holding a
+single message: the tab's fixed cost (Qt, the event loop, a round trip), which does not
+grow with the mail. ``query_ms`` is the bare first-page query (``MailStore.messages_for``)
+for the big order, to tell the database's share from Qt's. The last lines are
+``baseline_ms``, ``query_ms``, ``first_paint_ms`` (medians of the R runs),
+``ratio_to_baseline`` and ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -43,10 +49,13 @@ from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.email_tab import EmailTab
 
 ORDER_NUMBER = "50000"
+#: The baseline's order, holding one message (the others' mail goes to the first 400 orders).
+SINGLE_ORDER_NUMBER = "50499"
 
 
-def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
-    """Write the mail; return the id of the sales order holding ``messages`` of it."""
+def fill(conn: psycopg.Connection, messages: int, others: int) -> tuple[int, int]:
+    """Write the mail; return the ids of the sales order holding ``messages`` of it and of
+    the order holding one message."""
     total = messages + others
     words = list(WORDS)
     conn.execute(
@@ -86,16 +95,22 @@ def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
     ).fetchone()
     assert row is not None
     order = int(row[0])
-    # Every (total / messages)-th message is the order's; the rest spread over other orders.
+    # The order's messages are spread evenly over all the mail (each message whose share
+    # of ``messages / total`` passes a whole number); the rest over other orders.
     conn.execute(
         """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
            SELECT eml_id, 'S',
-                  CASE WHEN eml_id %% %(step)s = 0 AND eml_id / %(step)s <= %(messages)s
+                  CASE WHEN eml_id::bigint * %(messages)s / %(total)s
+                            > (eml_id - 1)::bigint * %(messages)s / %(total)s
                        THEN %(order)s
                        ELSE (SELECT min(cohead_id) FROM cohead) + 1 + eml_id %% 400 END
              FROM xtbatch.eml""",
-        {"step": max(1, total // messages), "messages": messages, "order": order},
+        {"total": total, "messages": messages, "order": order},
     )
+    conn.execute(
+        """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
+           SELECT 1, 'S', cohead_id FROM cohead WHERE cohead_number = %s""",
+        (SINGLE_ORDER_NUMBER,))
     conn.execute("VACUUM ANALYZE")
     count = conn.execute(
         "SELECT count(*) FROM xtbatch.emlassc WHERE emlassc_type = 'S' "
@@ -103,7 +118,11 @@ def fill(conn: psycopg.Connection, messages: int, others: int) -> int:
     ).fetchone()
     print(f"database: {total} messages, {count[0] if count else 0} tied to sales order "
           f"{ORDER_NUMBER}")
-    return order
+    single = conn.execute(
+        "SELECT cohead_id FROM cohead WHERE cohead_number = %s", (SINGLE_ORDER_NUMBER,)
+    ).fetchone()
+    assert single is not None
+    return order, int(single[0])
 
 
 class FirstRowsPainted(QObject):
@@ -154,7 +173,14 @@ def quiet_offscreen(kind: QtMsgType, context: QMessageLogContext, message: str |
         print(f"Qt: {message}")
 
 
-def measure(dsn: str, order: int, runs: int) -> list[float]:
+class Timings:
+    def __init__(self) -> None:
+        self.paint: list[float] = []
+        self.baseline: list[float] = []
+        self.query: list[float] = []
+
+
+def measure(dsn: str, order: int, single: int, runs: int) -> Timings:
     qInstallMessageHandler(quiet_offscreen)
     app = QApplication.instance() or QApplication([])
     assert isinstance(app, QApplication)
@@ -168,23 +194,37 @@ def measure(dsn: str, order: int, runs: int) -> list[float]:
     tab.show()
     probe = FirstRowsPainted(tab)
     loop.run_until_complete(asyncio.sleep(0.2))  # window shown and painted empty
-    times = []
-    for _ in range(runs + 1):
+
+    def paint(doc_id: int, rows: int) -> float:
         tab.clearDocument()
         loop.run_until_complete(asyncio.sleep(0.05))
         probe.arm()
-        tab.setDocument("S", order)
+        tab.setDocument("S", doc_id)
         loop.run_until_complete(until(lambda: probe.finished is not None))
         assert probe.finished is not None
-        times.append((probe.finished - probe.started) * 1000)
+        elapsed = (probe.finished - probe.started) * 1000
         if tab.errorText():
             raise SystemExit(f"the tab reported an error: {tab.errorText()}")
         loop.run_until_complete(until(lambda: not tab.isBusy()))
-    assert tab.model().rowCount() == 100, tab.model().rowCount()
+        assert tab.model().rowCount() == rows, tab.model().rowCount()
+        return elapsed
+
+    async def query() -> float:
+        start = time.perf_counter()
+        await store.messages_for("S", order, limit=101)
+        return (time.perf_counter() - start) * 1000
+
+    timings = Timings()
+    for run in range(runs + 1):
+        # In turn, so that the machine's load weighs on both alike.
+        timings.paint.append(paint(order, 100))
+        if run:
+            timings.baseline.append(paint(single, 1))
+            timings.query.append(loop.run_until_complete(query()))
     tab.close()
     loop.run_until_complete(store.close())
     loop.close()
-    return times
+    return timings
 
 
 def main() -> None:
@@ -196,13 +236,20 @@ def main() -> None:
     with fresh_database() as dsn:
         start = time.perf_counter()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            order = fill(conn, args.messages, args.others)
+            order, single = fill(conn, args.messages, args.others)
         print(f"filled in {time.perf_counter() - start:.1f} s")
-        times = measure(dsn, order, args.runs)
-    cold, warm = times[0], times[1:]
+        timings = measure(dsn, order, single, args.runs)
+    cold, warm = timings.paint[0], timings.paint[1:]
     print(f"cold run (first query of the connection): {cold:.1f} ms")
     print(f"runs: {', '.join(f'{t:.0f}' for t in warm)} ms")
-    print(f"first_paint_ms: {statistics.median(warm):.1f}")
+    print(f"baseline runs: {', '.join(f'{t:.0f}' for t in timings.baseline)} ms")
+    print(f"query runs: {', '.join(f'{t:.0f}' for t in timings.query)} ms")
+    base = statistics.median(timings.baseline)
+    paint = statistics.median(warm)
+    print(f"baseline_ms: {base:.1f}")
+    print(f"query_ms: {statistics.median(timings.query):.1f}")
+    print(f"first_paint_ms: {paint:.1f}")
+    print(f"ratio_to_baseline: {paint / base:.2f}")
     print(f"peak_rss_mb: {peak_rss_mb():.0f}")
 
 
