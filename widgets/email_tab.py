@@ -29,6 +29,10 @@ Decisions:
 * Reply, Reply All and Forward started from a document's tab carry that document's
   reference, so the answer comes back tied to the same document (the subject is never
   given the token twice).
+* A draft goes to the mail program as a ``mailto:`` URL when it fits 2,000 characters, and
+  whole otherwise (:mod:`xtmail.widgets.mail_program`: an ``X-Unsent`` ``.eml`` draft or a
+  longer URL, by platform). When only a shortened URL could go, the banner says how much
+  of the text went over and offers Copy Full Text (docs/compose.md).
 * Detach removes only the document's own ties. Mail listed because it is tied to one of
   the document's contacts stays: it is detached on the contact. The confirmation says so.
 * Print goes through the print dialog each time (opened with ``open()``); the QPrinter
@@ -51,7 +55,8 @@ Decisions:
   has a mnemonic and its tooltip shows its shortcut.
 * The formatted view (a toggle above the preview, remembered in QSettings) renders the
   HTML part as the store sanitised it (nh3: no scripts, styles, forms, remote images) in a
-  QTextBrowser that loads no resource at all. A link shows its target below the view when
+  QTextBrowser that loads nothing from anywhere; inline ``cid:`` images are drawn from the
+  message's own parts (``MailStore.inline_images``). A link shows its target below the view when
   pointed at, and opens with the desktop only when clicked (http, https, mailto). Mail
   without HTML shows its text there.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import stat
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -90,7 +91,7 @@ def programs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: str) -> F
     script(bin_dir / "thunderbird",
            f'printf "%s\\n" "$@" > "{record.args}.tmp"\n'
            f'cp "$1" "{record.copy}"\nmv "{record.args}.tmp" "{record.args}"\n')
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return record
 
 
