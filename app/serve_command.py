@@ -28,7 +28,7 @@ from xtmail.sync.errors import ConfigError
 
 if TYPE_CHECKING:
     from xtmail.sync.outgoing import SmtpSettings
-    from xtmail.sync.serve import OnceSummary
+    from xtmail.sync.serve import OfferedLogin, OnceSummary
 
 #: TCP keepalives on every connection of the service: a database server that vanished
 #: without closing the connection (a host gone, a network cut) is noticed within about a
@@ -61,6 +61,23 @@ def _smtp_settings(args: argparse.Namespace) -> SmtpSettings | None:
     return SmtpSettings(args.smtp_host, port, security=args.smtp_security,
                         username=args.smtp_user or None, password=password,
                         timeout=args.timeout, ssl_context=context)
+
+
+def _offered_login(args: argparse.Namespace) -> OfferedLogin | None:
+    from xtmail.sync.serve import OfferedLogin
+
+    if not args.offered_secret:
+        if args.offered_master_user:
+            raise ConfigError("--offered-master-user needs --offered-secret with the master "
+                              "user's password (env:VARIABLE, file:PATH or command:COMMAND).")
+        return None
+    source, sep, ref = args.offered_secret.partition(":")
+    if not sep or not ref:
+        raise ConfigError(f"--offered-secret {args.offered_secret!r}: expected SOURCE:REF, "
+                          "e.g. env:XTMAIL_MASTER_PASSWORD or dir:/etc/xtmail/offered.")
+    return OfferedLogin(source, ref, master_user=args.offered_master_user or "",
+                        separator=args.offered_master_separator,
+                        ca_file=args.offered_ca_file or "")
 
 
 def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
@@ -114,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     from xtmail.sync.serve import ServeOptions, Server, event, start_http
 
     smtp = _smtp_settings(args)
+    offered = _offered_login(args)
     listen: tuple[str, int] | None = None
     if args.listen:
         host, _, port = args.listen.rpartition(":")
@@ -143,7 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
         failed_cap=args.failed_cap, share=not args.no_share, db_timeout=args.db_timeout)
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     executor = parse_processes(workers) if workers > 0 else None
-    server = Server(connect, options=serve_options, executor=executor, smtp=smtp)
+    server = Server(connect, options=serve_options, executor=executor, smtp=smtp,
+                    offered=offered)
     http = None
     stopped = threading.Event()
 
@@ -226,6 +245,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        help="one line per event: key=value (default) or JSON")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        default="info")
+    offered = serve.add_argument_group(
+        "accounts users offer the service (xtmail.offered_account; docs/serve.md)")
+    offered.add_argument("--offered-secret", metavar="SOURCE:REF",
+                         help="synchronize the accounts users offered, logging in with this "
+                         "secret: the IMAP master user's password (env:VARIABLE, file:PATH, "
+                         "command:COMMAND, with --offered-master-user), or dir:FOLDER holding "
+                         "one file per account named user@host")
+    offered.add_argument("--offered-master-user", metavar="NAME",
+                         help="log in to offered accounts as USER<separator>NAME (an IMAP "
+                         "master user, e.g. Dovecot's)")
+    offered.add_argument("--offered-master-separator", default="*", metavar="SEP",
+                         help="between the user and the master user in the login (default "
+                         "'*', Dovecot's auth_master_user_separator)")
+    offered.add_argument("--offered-ca-file", metavar="PATH",
+                         help="also trust the CA certificates in this file for offered accounts")
     smtp = serve.add_argument_group("sending the ERP's queued mail (xtmail.outbox)")
     smtp.add_argument("--smtp-host", help="send the queue through this SMTP server")
     smtp.add_argument("--smtp-port", type=int, default=None,

@@ -171,6 +171,87 @@ def load_accounts(conn: psycopg.Connection, *, poll_interval: float = 180.0,
     return found
 
 
+@dataclass(frozen=True)
+class OfferedLogin:
+    """How the service logs in to the accounts users offered it (``xtmail.offered_account``,
+    migration 0015): never with a secret of the user's, with one the administrator gave the
+    service.
+
+    With ``master_user``, an IMAP master user: the service logs in as
+    ``<user><separator><master_user>`` (Dovecot's ``auth_master_user_separator``) with the
+    master user's password, found through ``source`` and ``ref`` as a server account's
+    secret (``env``, ``file``, ``command``). Without, ``source`` is ``dir``: a secret file
+    per account, ``<ref>/<user>@<host>``, its first line the password (or token).
+    ``ca_file`` is trusted for every offered account (a private CA), besides each offer's
+    pinned certificate.
+    """
+
+    source: str
+    ref: str
+    master_user: str = ""
+    separator: str = "*"
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in {"env", "file", "command", "dir"}:
+            raise ConfigError(f"Unknown source {self.source!r} of the offered accounts' secret.",
+                              hint="Use env:VARIABLE, file:PATH, command:COMMAND or dir:FOLDER.")
+        if self.master_user and self.source == "dir":
+            raise ConfigError("An IMAP master user has one password: give it as env:, file: "
+                              "or command:, not a folder of per-account files.")
+        if not self.master_user and self.source != "dir":
+            raise ConfigError("Without an IMAP master user the service needs a secret per "
+                              "offered account: give a folder (dir:FOLDER) of files named "
+                              "user@host.")
+
+    def account(self, user: str, host: str) -> tuple[str, str, str]:
+        """(login name, secret source, secret reference) for the account ``user@host``."""
+        if self.master_user:
+            return f"{user}{self.separator}{self.master_user}", self.source, self.ref
+        return "", "file", str(Path(self.ref) / f"{user}@{host}")
+
+
+def load_offered(conn: psycopg.Connection, login: OfferedLogin, *,
+                 poll_interval: float = 180.0, batch_size: int = 250,
+                 timeout: float = 30.0) -> AccountsFound:
+    """The accounts users offered the service, validated, with the administrator's login."""
+    rows = conn.execute(
+        """SELECT oa_id, oa_host, oa_port, oa_security, oa_user, oa_auth, oa_folders,
+                  oa_since, oa_pin_sha256, oa_own_addresses, oa_exclude_domains,
+                  oa_create_contacts
+             FROM xtmail.offered_account ORDER BY oa_id"""
+    ).fetchall()
+    found = AccountsFound()
+    for (oa_id, host, port, security, user, auth, folders, since, pin, own, excluded,
+         create) in rows:
+        key = f"{user}@{host}"
+        name, source, ref = login.account(user, host)
+        try:
+            settings = SyncSettings(
+                account=AccountSettings(
+                    host=host, user=user, port=port, security=Security(security),
+                    auth=AuthMethod(auth), ca_file=login.ca_file, pin_sha256=pin,
+                    timeout=timeout, login=name),
+                folders=tuple(folders) or ("INBOX",),
+                since=since if isinstance(since, date) else None,
+                poll_interval=poll_interval, batch_size=batch_size,
+                own_addresses=tuple(own), excluded_domains=tuple(excluded),
+                create_contacts=bool(create),
+            ).validate()
+        except XtmailError as exc:
+            found.problems.append((key, exc.user_text().replace("\n", " ")))
+            continue
+        # Negative ids: offered accounts, apart from the administrator's (positive).
+        found.accounts.append(ServerAccount(-int(oa_id), settings, source, ref))
+    return found
+
+
+#: What to do when the service may not read the offered accounts.
+OFFERED_GRANT_HINT = ("Grant the service's role the offered accounts, as the database owner: "
+                      "GRANT SELECT ON xtmail.offered_account TO <the service's role> "
+                      "(docs/serve.md).")
+
+
 class SecretCredentials:
     """The secret of a server account, found on the host the service runs on: printed by a
     command (``command``), in an environment variable of the service (``env``), or the first
@@ -478,7 +559,8 @@ class Server:
     def __init__(self, connect: ConnectDb, *, options: ServeOptions | None = None,
                  executor: Executor | None = None, smtp: SmtpSettings | None = None,
                  metrics: Metrics | None = None, instance: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 offered: OfferedLogin | None = None) -> None:
         self.options = options or ServeOptions()
         self._connect_db = connect
         self.watchdog = Watchdog(self.options.db_timeout, on_cut=self._not_answering)
@@ -487,6 +569,7 @@ class Server:
         self.metrics = metrics or Metrics()
         self.instance = instance or instance_name()
         self.environ = environ
+        self.offered = offered
         self.lease = LeaseConnection(self.connect, self.instance)
         self.slots = threading.BoundedSemaphore(max(1, self.options.max_active))
         self.stop = threading.Event()
@@ -544,8 +627,26 @@ class Server:
 
     def _load(self) -> AccountsFound:
         o = self.options
-        found: AccountsFound = self.lease.run(lambda conn: load_accounts(
-            conn, poll_interval=o.poll_interval, batch_size=o.batch_size, timeout=o.timeout))
+
+        def load(conn: psycopg.Connection) -> AccountsFound:
+            found = load_accounts(conn, poll_interval=o.poll_interval,
+                                  batch_size=o.batch_size, timeout=o.timeout)
+            if self.offered is None:
+                return found
+            try:
+                offered = load_offered(conn, self.offered, poll_interval=o.poll_interval,
+                                       batch_size=o.batch_size, timeout=o.timeout)
+            except psycopg.errors.InsufficientPrivilege:
+                found.problems.append(("offered accounts", "The service may not read "
+                                       "xtmail.offered_account. " + OFFERED_GRANT_HINT))
+                return found
+            # The administrator's row for an account comes first.
+            taken = {a.key for a in found.accounts} | {k for k, _ in found.problems}
+            found.accounts += [a for a in offered.accounts if a.key not in taken]
+            found.problems += offered.problems
+            return found
+
+        found: AccountsFound = self.lease.run(load)
         for key, problem in found.problems:
             event("account_invalid", logging.ERROR, account=key, error=problem)
         self.metrics.configured.set(len(found.accounts))
@@ -926,6 +1027,7 @@ __all__ = [
     "EventFormatter",
     "LeaseConnection",
     "Metrics",
+    "OfferedLogin",
     "OnceSummary",
     "SecretCredentials",
     "ServeOptions",
@@ -934,5 +1036,6 @@ __all__ = [
     "event",
     "instance_name",
     "load_accounts",
+    "load_offered",
     "start_http",
 ]

@@ -280,7 +280,7 @@ class ImapConnection:
             raise error
 
     def _login(self, credential: Credential) -> None:
-        user = self.account.user
+        user = self.account.login or self.account.user
         client = self._mailbox.client
         if credential.method is AuthMethod.PASSWORD and "LOGINDISABLED" in client.capabilities:
             raise self._tls_required()

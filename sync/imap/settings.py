@@ -69,6 +69,10 @@ class AccountSettings:
     #: A command whose first line of output is the password (or, with XOAUTH2, the access
     #: token): isync's PassCmd, msmtp's passwordeval. Empty: the keyring, else ask.
     password_command: str = ""
+    #: The name to log in with where it differs from ``user``: ``xtmail serve`` logging in to
+    #: an account a user offered it as an IMAP master user (Dovecot: ``alice*master``). The
+    #: account stays ``user@host`` (its key, its lock, its locations). Never saved.
+    login: str = ""
 
     @property
     def key(self) -> str:

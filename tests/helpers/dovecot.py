@@ -225,7 +225,9 @@ class DovecotServer:
     With ``oauth2=True`` an in-process HTTP endpoint validates tokens registered with
     ``add_oauth_token()`` for the XOAUTH2 and OAUTHBEARER mechanisms. With
     ``plaintext_auth=True`` the plain port takes a login without STARTTLS (for tests of
-    unencrypted connections; by default it announces LOGINDISABLED there).
+    unencrypted connections; by default it announces LOGINDISABLED there). With
+    ``master_user=(name, password)`` that IMAP master user logs in as any user with
+    ``user*name`` and its own password (``auth_master_user_separator = *``).
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class DovecotServer:
         oauth2: bool = False,
         plaintext_auth: bool = False,
         host: str = DEFAULT_HOST,
+        master_user: tuple[str, str] | None = None,
     ) -> None:
         self._dovecot = find_dovecot()
         self._host = host
@@ -242,6 +245,7 @@ class DovecotServer:
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-", dir=base_dir)).resolve()
         self.oauth2 = oauth2
         self.plaintext_auth = plaintext_auth
+        self.master_user = master_user
         self.home_dir = self.root / "home"
         self.state_dir = self.root / "state"
         self.tls_dir = self.root / "tls"
@@ -655,6 +659,23 @@ class DovecotServer:
                 f"  args = {self._oauth_conf}\n"
                 "}\n"
             )
+        master_passdb = ""
+        if self.master_user is not None:
+            name, password = self.master_user
+            masters = self.root / "master-users"
+            masters.write_text(f"{name}:{_ssha512(password)}\n")
+            masters.chmod(0o600)
+            self._chown(masters)
+            # pass = yes: the user logged in as must exist in the ordinary passdb.
+            master_passdb = (
+                "auth_master_user_separator = *\n"
+                "passdb {\n"
+                "  driver = passwd-file\n"
+                f"  args = {masters}\n"
+                "  master = yes\n"
+                "  pass = yes\n"
+                "}\n"
+            )
         user = self.mail_user
         config = f"""\
 # Written by tests/helpers/dovecot.py for a throwaway test server.
@@ -687,7 +708,7 @@ passdb {{
   mechanisms = plain login
   args = {self.passwd_dir}/%u
 }}
-{oauth_passdb}userdb {{
+{oauth_passdb}{master_passdb}userdb {{
   driver = static
   args = uid={self.mail_uid} gid={self.mail_gid} home={self.home_dir}/%u
 }}
