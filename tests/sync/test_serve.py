@@ -137,7 +137,7 @@ def running() -> Iterator[Callable[[Server], Server]]:
 def test_two_instances_share_the_accounts_and_one_killed_mid_sync_is_taken_over(
     db_dsn: str, dovecot: DovecotServer, tmp_path: Path
 ) -> None:
-    count, per_account = 10, 50
+    count, per_account = 50, 50
     users = [new_user(dovecot, per_account) for _ in range(count)]
     # The secrets are in the services' environment only; the table names the variables.
     env = dict(os.environ)
@@ -176,7 +176,7 @@ def test_two_instances_share_the_accounts_and_one_killed_mid_sync_is_taken_over(
             # Each instance keeps about half of the accounts.
             wait_for(lambda: sum(1 for h in owners().values()
                                  if h and h.endswith(f"pid {a_pid}")) == count // 2
-                     and all(owners().values()), 30, "the accounts shared 5 and 5")
+                     and all(owners().values()), 30, "the accounts shared half and half")
             a_keys = [k for k, h in owners().items() if h and h.endswith(f"pid {a_pid}")]
 
             def a_stored() -> int:
@@ -194,7 +194,7 @@ def test_two_instances_share_the_accounts_and_one_killed_mid_sync_is_taken_over(
             wait_for(lambda: all(h and h.endswith(f"pid {b_pid}") for h in
                                  owners().values()), 15, "B holds every account")
             takeover = time.monotonic() - killed_at
-            wait_for(lambda: all(stored(conn, k)[0] == per_account for k in keys), 60,
+            wait_for(lambda: all(stored(conn, k)[0] == per_account for k in keys), 120,
                      "every message stored")
             for key in keys:
                 assert stored(conn, key) == (per_account, per_account), key
