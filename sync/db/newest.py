@@ -34,6 +34,9 @@ AsyncConn = psycopg.AsyncConnection[Any]
 _PLAIN_COST = 2.0
 _MIN_WINDOW = 256
 _MAX_WINDOW = 50_000
+#: Windows up to which the walk's estimated cost stays below PostgreSQL's default
+#: jit_above_cost.
+_NO_JIT_WINDOW = 4_096
 
 
 async def _estimate(conn: AsyncConn, ids: sql.Composable, params: dict[str, Any]) -> float:
@@ -43,6 +46,19 @@ async def _estimate(conn: AsyncConn, ids: sql.Composable, params: dict[str, Any]
     if isinstance(plan, str):
         plan = json.loads(plan)
     return float(plan[0]["Plan"]["Plan Rows"])
+
+
+async def _fetch(
+    conn: AsyncConn, query: sql.Composed, params: dict[str, Any], window: int,
+) -> list[Any]:
+    if window <= _NO_JIT_WINDOW:
+        return list(await (await conn.execute(query, params)).fetchall())
+    # As in the Attach search: a large window's cost estimate passes jit_above_cost, and
+    # compiling costs more than the query. A small one stays below it, without the two
+    # round trips of a transaction.
+    async with conn.transaction():
+        await conn.execute("SET LOCAL jit = off")
+        return list(await (await conn.execute(query, params)).fetchall())
 
 
 async def page_ids(
@@ -58,72 +74,74 @@ async def page_ids(
     if expected < 1 or count / (expected / total) >= expected * _PLAIN_COST:
         return None
     density = expected / total
-    test = sql.SQL(
-        "EXISTS (SELECT 1 FROM ({ids}) AS t WHERE t.eml_id = w.eml_id OFFSET 0)"
-    ).format(ids=ids)
+    def test(alias: str) -> sql.Composable:
+        return sql.SQL(
+            "EXISTS (SELECT 1 FROM ({ids}) AS t WHERE t.eml_id = {a}.eml_id OFFSET 0)"
+        ).format(ids=ids, a=sql.Identifier(alias))
+
     found: list[tuple[datetime, int]] = []
+    extra: list[int] = []
     after: tuple[datetime, int] | None = None
     scanned = 0
     # Never test more messages than the plain query would cost: where the document's mail
     # is old (the newest mail is others'), the walk gives up and the plain query answers.
     budget = expected * _PLAIN_COST
-    async with conn.transaction():
-        # As in the Attach search: the probes' cost estimates pass jit_above_cost, and
-        # compiling costs more than the query.
-        await conn.execute("SET LOCAL jit = off")
-        while len(found) < count:
-            if scanned >= budget:
-                return None
-            window = max(_MIN_WINDOW, min(_MAX_WINDOW, math.ceil(budget - scanned), math.ceil(
-                (count - len(found)) / max(density, 1e-9) * 1.2)))
-            cursor = sql.SQL("true") if after is None else sql.SQL(
-                "(coalesce(m.msg_date, '-infinity'::timestamptz), m.msg_eml_id)"
-                " < (%(after_date)s, %(after_id)s)")
-            query = sql.SQL(
-                """WITH w AS MATERIALIZED (
-                       SELECT m.msg_eml_id AS eml_id, m.msg_date
-                         FROM xtmail.msg m
-                        WHERE coalesce(m.msg_date, '-infinity'::timestamptz)
-                              > '-infinity'::timestamptz AND {cursor}
-                        ORDER BY coalesce(m.msg_date, '-infinity'::timestamptz) DESC,
-                                 m.msg_eml_id DESC
-                        LIMIT %(window)s)
-                   SELECT 1, w.eml_id, w.msg_date FROM w WHERE {test}
-                   UNION ALL
-                   (SELECT 2, w.eml_id, w.msg_date FROM w
-                     ORDER BY w.msg_date, w.eml_id LIMIT 1)
-                   UNION ALL
-                   SELECT 3, count(*)::integer, NULL FROM w"""
-            ).format(cursor=cursor, test=test)
-            run = {**params, "window": window}
-            if after is not None:
-                run["after_date"], run["after_id"] = after
-            seen = 0
-            for kind, value, date in await (await conn.execute(query, run)).fetchall():
-                if kind == 1:
-                    found.append((date, int(value)))
-                elif kind == 2:
-                    after = (date, int(value))
-                else:
-                    seen = int(value)
-            scanned += seen
-            density = max(len(found), 0.5) / scanned if scanned else density
-            if seen < window and len(found) < count:
-                return None  # every dated message tested: the plain query has the rest
-        found.sort(reverse=True)
-        last = found[count - 1][0]
-        # Messages without an exact time sort by Connect's day; those from the last one's
-        # day on may belong among the newest.
-        undated = await conn.execute(
-            sql.SQL(
-                """SELECT w.eml_id FROM xtbatch.eml w
-                    WHERE w.eml_date >= %(last)s::date
-                      AND NOT EXISTS (SELECT 1 FROM xtmail.msg x
-                                       WHERE x.msg_eml_id = w.eml_id
-                                         AND x.msg_date IS NOT NULL)
-                      AND {test}"""
-            ).format(test=test),
-            {**params, "last": last},
-        )
-        extra = [int(r[0]) for r in await undated.fetchall()]
+    while len(found) < count:
+        if scanned >= budget:
+            return None
+        window = max(_MIN_WINDOW, min(_MAX_WINDOW, math.ceil(budget - scanned), math.ceil(
+            (count - len(found)) / max(density, 1e-9) * 1.2)))
+        cursor = sql.SQL("true") if after is None else sql.SQL(
+            "(coalesce(m.msg_date, '-infinity'::timestamptz), m.msg_eml_id)"
+            " < (%(after_date)s, %(after_id)s)")
+        # Kind 1: the window's hits; 2: where the window ended; 3: its size; 4: messages
+        # without an exact time (stored by Connect alone, or undated), which sort by
+        # Connect's day: those from the day of the page's last hit on, once this window
+        # holds it (``need``: the hits still missing), the newest ``count`` of them at most.
+        # OFFSET 0 keeps the test for an exact time one probe per message: as a join, the
+        # planner, not knowing the day, would read all of xtmail.msg.
+        query = sql.SQL(
+            """WITH w AS MATERIALIZED (
+                   SELECT m.msg_eml_id AS eml_id, m.msg_date
+                     FROM xtmail.msg m
+                    WHERE coalesce(m.msg_date, '-infinity'::timestamptz)
+                          > '-infinity'::timestamptz AND {cursor}
+                    ORDER BY coalesce(m.msg_date, '-infinity'::timestamptz) DESC,
+                             m.msg_eml_id DESC
+                    LIMIT %(window)s),
+               h AS MATERIALIZED (SELECT w.eml_id, w.msg_date FROM w WHERE {test_w})
+               SELECT 1, h.eml_id, h.msg_date FROM h
+               UNION ALL
+               (SELECT 2, w.eml_id, w.msg_date FROM w ORDER BY w.msg_date, w.eml_id LIMIT 1)
+               UNION ALL
+               SELECT 3, count(*)::integer, NULL FROM w
+               UNION ALL
+               (SELECT 4, u.eml_id, NULL FROM xtbatch.eml u
+                 WHERE u.eml_date >= (SELECT h.msg_date::date FROM h
+                                       ORDER BY h.msg_date DESC, h.eml_id DESC
+                                       OFFSET %(need)s - 1 LIMIT 1)
+                   AND NOT EXISTS (SELECT 1 FROM xtmail.msg x
+                                    WHERE x.msg_eml_id = u.eml_id AND x.msg_date IS NOT NULL
+                                   OFFSET 0)
+                   AND {test_u}
+                 ORDER BY u.eml_date DESC, u.eml_id DESC LIMIT %(count)s)"""
+        ).format(cursor=cursor, test_w=test("w"), test_u=test("u"))
+        run = {**params, "window": window, "need": count - len(found), "count": count}
+        if after is not None:
+            run["after_date"], run["after_id"] = after
+        seen = 0
+        for kind, value, date in await _fetch(conn, query, run, window):
+            if kind == 1:
+                found.append((date, int(value)))
+            elif kind == 2:
+                after = (date, int(value))
+            elif kind == 3:
+                seen = int(value)
+            else:
+                extra.append(int(value))
+        scanned += seen
+        density = max(len(found), 0.5) / scanned if scanned else density
+        if seen < window and len(found) < count:
+            return None  # every dated message tested: the plain query has the rest
+    found.sort(reverse=True)
     return [eml_id for _, eml_id in found[:count]] + extra

@@ -74,7 +74,7 @@ def listed(dsn: str, order: int, pages: list[tuple[int, int]]) -> list[list[int]
 PAGES = [(1, 0), (5, 0), (101, 0), (10, 3), (20, 40), (101, 60)]
 
 
-@pytest.mark.parametrize("windows", ["usual", "tiny"])
+@pytest.mark.parametrize("windows", ["usual", "tiny", "jit off"])
 def test_the_walk_lists_what_the_plain_query_lists(
     conn: psycopg.Connection, db_dsn: str, orders: tuple[int, int],
     monkeypatch: pytest.MonkeyPatch, windows: str,
@@ -92,6 +92,8 @@ def test_the_walk_lists_what_the_plain_query_lists(
             if windows == "tiny":
                 walk.setattr(newest, "_MIN_WINDOW", 1)
                 walk.setattr(newest, "_MAX_WINDOW", 2)
+            if windows == "jit off":  # every window in a transaction of its own
+                walk.setattr(newest, "_NO_JIT_WINDOW", 0)
             assert listed(db_dsn, order, PAGES) == expected
         answers[order] = expected
     # Something was compared: the busy order's first page holds all its mail, newest first.
