@@ -44,6 +44,7 @@ from xtmail.sync.imap.settings import AccountSettings, EmailSettings, load_email
 from xtmail.widgets.email_tab import EmailTab
 
 if TYPE_CHECKING:
+    import psycopg
     import qasync
 
     from xtmail.dialogs.email_prefs import EmailPreferencesDialog
@@ -297,11 +298,21 @@ class MailHost(QObject):
         """The Email page of User Preferences in a Save/Cancel dialog, wired to this host's
         settings, credentials and sync service."""
         from xtmail.dialogs.email_prefs import EmailPreferencesDialog, EmailPreferencesPage
+        from xtmail.sync.imap.offers import DatabaseOffers
 
         page = EmailPreferencesPage(settings_store=self._settings,
-                                    credentials=self._credentials, service=self._service)
+                                    credentials=self._credentials, service=self._service,
+                                    server_offers=DatabaseOffers(self._offer_connection))
         page.settingsSaved.connect(self._on_settings_saved)
         return EmailPreferencesDialog(page, parent)
+
+    def _offer_connection(self) -> psycopg.Connection:
+        """A connection as the user, to offer accounts to the company's mail server."""
+        if self._connect_db is not None:
+            return self._connect_db()
+        from xtmail.app.options import connect
+
+        return connect(self._dsn)
 
     def openPreferences(self, parent: QWidget | None = None) -> EmailPreferencesDialog:
         dialog = self.preferencesDialog(parent)

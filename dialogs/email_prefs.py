@@ -56,6 +56,7 @@ from xtmail.sync.imap.settings import (
     EmailSettings,
     MailAccount,
     Security,
+    SyncSettings,
     describe_error,
     load_email_settings,
     save_email_settings,
@@ -79,6 +80,15 @@ def list_folders(account: AccountSettings, credential: Credential) -> list[Folde
 
     with ImapConnection(account, credential) as imap:
         return [f for f in imap.list_folders() if f.selectable or f.name]
+
+
+class ServerOffers(Protocol):
+    """Offers the user's accounts to the company's mail server and withdraws them
+    (:class:`xtmail.sync.imap.offers.DatabaseOffers`). Blocking: called in a worker thread."""
+
+    def offer(self, entry: MailAccount, options: SyncSettings) -> None: ...
+
+    def withdraw(self, account: AccountSettings) -> None: ...
 
 
 class _Folder(Protocol):
@@ -125,12 +135,16 @@ class EmailPreferencesPage(QWidget):
         foldersChanged(list): the ticked folders of the shown account changed (applied at
             Save).
         modifiedChanged(bool): the page has (or no longer has) edits to save.
+        offersApplied(bool ok, str message): after a save, the accounts offered to the
+            company's mail server (and the offers withdrawn) were written to the database,
+            or could not be.
     """
 
     settingsSaved = pyqtSignal()
     connectionTested = pyqtSignal(bool, str)
     foldersChanged = pyqtSignal(list)
     modifiedChanged = pyqtSignal(bool)
+    offersApplied = pyqtSignal(bool, str)
 
     def __init__(
         self,
@@ -140,8 +154,10 @@ class EmailPreferencesPage(QWidget):
         credentials: KeyringCredentials | None = None,
         service: SyncService | None = None,
         folder_lister: FolderLister = list_folders,
+        server_offers: ServerOffers | None = None,
     ) -> None:
         super().__init__(parent)
+        self._server_offers = server_offers
         self._store = settings_store or QSettings()
         self._credentials = credentials or KeyringCredentials()
         self._service: SyncService | None = None
@@ -196,6 +212,16 @@ class EmailPreferencesPage(QWidget):
         form = QFormLayout(account)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.enabledCheck = QCheckBox(self.tr("Synchronize this account"), account)
+        self.serverSyncCheck = QCheckBox(
+            self.tr("Let the company mail server sync this account"), account)
+        self.serverSyncCheck.setToolTip(self.tr(
+            "The company's mail server then synchronizes this account whether or not xTuple "
+            "runs here, with a sign-in your administrator gave it: your password stays on "
+            "this computer. While it does, this computer leaves the account to it."))
+        # Only where the host connected the page to the database.
+        self.serverSyncCheck.setVisible(self._server_offers is not None)
+        self.serverSyncLabel = _wrapping_label(account)
+        self.serverSyncLabel.setVisible(self._server_offers is not None)
         self.hostEdit = QLineEdit(account)
         self.hostEdit.setPlaceholderText("imap.example.com")
         self.portSpin = QSpinBox(account)
@@ -226,6 +252,8 @@ class EmailPreferencesPage(QWidget):
         self.timeoutSpin.setDecimals(0)
         self.timeoutSpin.setSuffix(self.tr(" s"))
         form.addRow(self.enabledCheck)
+        form.addRow(self.serverSyncCheck)
+        form.addRow(self.serverSyncLabel)
         form.addRow(self.tr("Server:"), self.hostEdit)
         form.addRow(self.tr("Port:"), self.portSpin)
         form.addRow(self.tr("Security:"), self.securityCombo)
@@ -348,6 +376,7 @@ class EmailPreferencesPage(QWidget):
         self.authCombo.currentIndexChanged.connect(self._on_account_edited)
         self.authCombo.currentIndexChanged.connect(self._update_sign_in)
         self.enabledCheck.toggled.connect(self._on_edited)
+        self.serverSyncCheck.toggled.connect(self._on_edited)
         for text in (self.ownAddressesEdit, self.excludedDomainsEdit):
             text.textChanged.connect(self._on_edited)
         for box in (self.excludeAutomatedCheck, self.excludeBulkCheck):
@@ -421,7 +450,8 @@ class EmailPreferencesPage(QWidget):
                     not self._credentials.store_password(entry.account, password)):
                 session_only.append(entry.account.key)
         save_email_settings(self._store, settings)
-        self._saved = settings
+        before, self._saved = self._saved, settings
+        self._start_offers(before, settings)
         shown = self._entries[self._current].account.key if self._entries else ""
         self._show_email(settings, keep_passwords=True)
         for index, entry in enumerate(self._entries):
@@ -582,6 +612,11 @@ class EmailPreferencesPage(QWidget):
         self._tasks.start("test", self.testConnection)
 
     def _on_task_failed(self, purpose: str, exc: Exception) -> None:
+        if purpose == "offers":
+            text = failure_text(exc)
+            self.serverSyncLabel.setText(text)
+            self.offersApplied.emit(False, text)
+            return
         if purpose == "folders":
             self.folderNoteLabel.setText(failure_text(exc))
             return
@@ -700,6 +735,47 @@ class EmailPreferencesPage(QWidget):
         super().closeEvent(event)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _start_offers(self, before: EmailSettings, after: EmailSettings) -> None:
+        """Write the offers of the saved settings to the database: every offered account
+        (its settings may have changed), and withdraw what is no longer offered."""
+        if self._server_offers is None:
+            return
+        offered = [m for m in after.accounts if m.offered]
+        keep = {m.account.key for m in offered}
+        withdrawn = [m.account for m in before.accounts
+                     if m.offered and m.account.key not in keep]
+        if offered or withdrawn:
+            self._tasks.start("offers", self._apply_offers, offered, withdrawn, after.options)
+
+    async def _apply_offers(self, offered: list[MailAccount], withdrawn: list[AccountSettings],
+                            options: SyncSettings) -> None:
+        offers = self._server_offers
+        if offers is None:
+            return
+        self.serverSyncLabel.setText(self.tr("Telling the company mail server…"))
+        problems: list[str] = []
+        for account in withdrawn:
+            try:
+                await _in_thread(offers.withdraw, account)
+            except XtmailError as exc:
+                problems.append(f"{account.key}: {people_text(exc, account)}")
+        for entry in offered:
+            try:
+                await _in_thread(offers.offer, entry, options)
+            except XtmailError as exc:
+                problems.append(f"{entry.account.key}: {people_text(exc, entry.account)}")
+        if problems:
+            text = self.tr("The company mail server was not told: %1").replace(
+                "%1", " ".join(problems))
+        elif offered:
+            text = self.tr("The company mail server synchronizes %1.").replace(
+                "%1", ", ".join(m.account.key for m in offered))
+        else:
+            text = self.tr("The company mail server no longer synchronizes %1.").replace(
+                "%1", ", ".join(a.key for a in withdrawn))
+        self.serverSyncLabel.setText(text)
+        self.offersApplied.emit(not problems, text)
+
     async def _list(self, account: AccountSettings) -> list[FolderInfo]:
         password = self.passwordEdit.text()
         if account.auth is AuthMethod.PASSWORD and password and not (
@@ -789,7 +865,7 @@ class EmailPreferencesPage(QWidget):
         entry = self._entries[self._current]
         self._entries[self._current] = replace(
             entry, account=self._account_from_fields(), folders=tuple(self._folders),
-            enabled=self.enabledCheck.isChecked())
+            enabled=self.enabledCheck.isChecked(), offered=self.serverSyncCheck.isChecked())
         self._passwords[self._current] = self.passwordEdit.text()
 
     def _account_title(self, account: AccountSettings) -> str:
@@ -838,6 +914,8 @@ class EmailPreferencesPage(QWidget):
         try:
             self.accountCombo.setCurrentIndex(index)
             self.enabledCheck.setChecked(entry.enabled)
+            self.serverSyncCheck.setChecked(entry.offered)
+            self.serverSyncLabel.clear()
             self.hostEdit.setText(account.host)
             self.userEdit.setText(account.user)
             self.portSpin.setValue(account.port)

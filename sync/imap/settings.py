@@ -217,12 +217,15 @@ def tidy_text(text: str) -> str:
 class MailAccount:
     """One account of the user with its own folders; ``enabled`` False keeps it configured
     but not synchronized. ``delimiter`` is the server's folder hierarchy separator, kept so
-    that the saved folders are shown as a tree before the server is asked again."""
+    that the saved folders are shown as a tree before the server is asked again.
+    ``offered``: the user let the company's mail server (``xtmail serve``) synchronize it
+    (docs/serve.md, "Accounts users offer"); the offer itself is a row in the database."""
 
     account: AccountSettings = field(default_factory=AccountSettings)
     folders: tuple[str, ...] = ("INBOX",)
     enabled: bool = True
     delimiter: str = ""
+    offered: bool = False
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,7 @@ def _read_account(store: QSettings) -> MailAccount:
         folders=_split(folders) if folders is not None else MailAccount.folders,
         enabled=_bool(store.value("enabled"), True),
         delimiter=_text(store, "delimiter"),
+        offered=_bool(store.value("offered_to_server"), False),
     )
 
 
@@ -376,6 +380,7 @@ def _write_account(store: QSettings, entry: MailAccount) -> None:
     store.setValue("folders", list(entry.folders))
     store.setValue("enabled", entry.enabled)
     store.setValue("delimiter", entry.delimiter)
+    store.setValue("offered_to_server", entry.offered)
 
 
 def load_email_settings(store: QSettings) -> EmailSettings:
