@@ -198,8 +198,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="synchronize every account configured in the database, and send the ERP's "
         "queued mail (a service; --once for cron)",
-        description="Synchronize every enabled account of xtmail.server_account (IDLE where "
-        "offered), and send the mail xTuple queued with submitEmailToBatch when SMTP is set. "
+        description="Synchronize every enabled account of xtmail.server_account, and with "
+        "--offered-secret the accounts users offered (IDLE where the server has it), and "
+        "send the mail xTuple queued with submitEmailToBatch when SMTP is set; "
+        "where xTuple Connect sends it, record what its batch manager sent. "
         "Several instances on several hosts share the accounts through the database. "
         "SIGTERM stops between batches. See docs/serve.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -273,5 +275,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                       help="a command that prints the SMTP password")
     smtp.add_argument("--smtp-ca-file", help="also trust the CA certificates in this file")
     smtp.add_argument("--outbox-every", type=float, default=30.0, metavar="SECONDS",
-                      help="between looks at the queue (default 30)")
+                      help="between looks at the queue, and where xTuple Connect is "
+                      "installed at what its batch manager sent (default 30)")
     serve.set_defaults(func=_cmd_serve)
