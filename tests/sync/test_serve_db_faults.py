@@ -29,6 +29,7 @@ import pytest
 from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
 from tests.helpers.postgres import TestDatabases, frozen
 from xtmail.app.localpg import LocalPostgres
+from xtmail.sync.db.watchdog import Watchdog
 
 #: The service's bound on any one database call here (--db-timeout); short, so a freeze
 #: costs the test little.
@@ -146,3 +147,34 @@ def test_a_frozen_database_is_reported_unhealthy_and_the_service_recovers_when_i
             proc.wait()
             pytest.fail("the service did not stop on SIGTERM: " + log.read_text()[-3000:])
     assert code == 0, log.read_text()[-3000:]
+
+
+def test_the_watchdog_cuts_a_call_the_frozen_database_never_answers_and_no_busy_one(
+    own_server: LocalPostgres, dsn: str
+) -> None:
+    cut: list[str] = []
+    watchdog = Watchdog(1.0, on_cut=lambda label, _: cut.append(label))
+    try:
+        busy = watchdog.watch(psycopg.connect(dsn, autocommit=True), "busy")
+        # Many short statements, together far longer than the bound: none is cut.
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            busy.execute("SELECT pg_sleep(0.01)")
+        assert cut == [] and not watchdog.was_cut(busy)
+        # A statement longer than the server's statement_timeout (80 % of the bound) is
+        # stopped by the running server itself, with its own error.
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            busy.execute("SELECT pg_sleep(5)")
+        assert cut == []
+        frozen_conn = watchdog.watch(psycopg.connect(dsn, autocommit=True), "frozen")
+        with frozen(own_server):
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError):
+                frozen_conn.execute("SELECT 1")
+            took = time.monotonic() - started
+        assert cut == ["frozen"] and watchdog.was_cut(frozen_conn)
+        assert 1.0 <= took < 3.0
+        busy.close()
+        frozen_conn.close()
+    finally:
+        watchdog.close()
