@@ -177,10 +177,16 @@ class _Source:
     #: The same condition written to find every row through an index, where ``cond`` is
     #: the form that tests one message's rows (None: ``cond`` serves both).
     find: sql.Composable | None = None
+    #: ``table`` is ``xtmail.msg``, which holds the date too.
+    on_msg: bool = False
 
     def ids(self) -> sql.Composable:
-        return sql.SQL("SELECT {c} AS id FROM {t} WHERE {cond}").format(
-            c=self.id_col, t=self.table, cond=self.find or self.cond)
+        """Rows (id, date, dated): a source on ``xtmail.msg`` reads each hit's date on the
+        row it found; the others leave it to be looked up (``dated`` false)."""
+        date = (sql.SQL("msg_date, true") if self.on_msg
+                else sql.SQL("NULL::timestamptz, false"))
+        return sql.SQL("SELECT {c} AS id, {date} FROM {t} WHERE {cond}").format(
+            c=self.id_col, date=date, t=self.table, cond=self.find or self.cond)
 
     def test(self) -> sql.Composable:
         """Whether message ``e`` is found. OFFSET 0 keeps this one probe per message: without
@@ -221,7 +227,7 @@ class _Planner:
                      find: str | None = None) -> _Source:
         return _Source(sql.SQL(table), sql.SQL(id_col), sql.SQL(cond),
                        await self.estimate(table, find or cond), reliable,
-                       sql.SQL(find) if find else None)
+                       sql.SQL(find) if find else None, on_msg=table == "xtmail.msg")
 
     async def text_group(self, text: str, total: float) -> _Group | None:
         params = self.params
@@ -243,7 +249,7 @@ class _Planner:
                         if e_exact <= e_prefix else "msg_search @@ %(q)s::tsquery")
                 sources.append(_Source(sql.SQL("xtmail.msg"), sql.SQL("msg_eml_id"),
                                        sql.SQL(cond), e_exact * e_prefix / max(total, 1.0),
-                                       reliable=False))
+                                       reliable=False, on_msg=True))
             else:
                 sources.append(await self.source("xtmail.msg", "msg_eml_id",
                                                  "msg_search @@ %(q)s::tsquery",
@@ -310,19 +316,23 @@ async def _by_candidates(
         sql.SQL("(SELECT count(*) FROM s{i}) > %(cap)s").format(i=sql.Literal(i))
         for i in range(len(driver))
     )
-    union = sql.SQL(" UNION ").join(
-        sql.SQL("SELECT id FROM s{i}").format(i=sql.Literal(i)) for i in range(len(driver))
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT * FROM s{i}").format(i=sql.Literal(i)) for i in range(len(driver))
     )
     # OFFSET 0 keeps the date lookup one index probe per candidate: told the CTE may hold cap
     # rows, the planner would otherwise hash-join it against a scan of all of xtbatch.eml.
+    # Hits of the words carry their date already (read on the row the index found).
     query = sql.SQL(
-        """WITH {ctes}, c AS MATERIALIZED ({union})
+        """WITH {ctes}, c AS MATERIALIZED (
+               SELECT id, max(date) AS date, bool_or(dated) AS dated
+                 FROM ({union}) AS u(id, date, dated) GROUP BY id)
            SELECT 0, NULL::integer WHERE {overflow}
            UNION ALL
            (SELECT 1, e.eml_id FROM c
               CROSS JOIN LATERAL (SELECT c.id AS eml_id,
-                                         (SELECT x.msg_date FROM xtmail.msg x
-                                           WHERE x.msg_eml_id = c.id) AS eml_date
+                                         CASE WHEN c.dated THEN c.date
+                                              ELSE (SELECT x.msg_date FROM xtmail.msg x
+                                                     WHERE x.msg_eml_id = c.id) END AS eml_date
                                   OFFSET 0) AS e
              WHERE NOT ({overflow}) AND {tests}
              ORDER BY {key} DESC, e.eml_id DESC
