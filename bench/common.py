@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,9 +101,24 @@ def peak_rss_mb() -> float:
 _REAPING_SERVERS = frozenset({"postgres", "dovecot"})
 
 
-def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
+def postmaster_pid(dsn: str) -> int:
+    """The process id of the PostgreSQL server behind ``dsn`` (the parent of a backend)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    stat = Path(f"/proc/{row[0]}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def cpu_seconds_by_program(
+    roots: Collection[int] | None = None,
+) -> dict[str, tuple[str, float]]:
     """Process id -> (program name, CPU seconds (user + system) used so far), for every
     process, read from /proc; empty where there is none.
+
+    ``roots``: only these processes and their descendants count (this process and the
+    benchmark's own database server, say), so that other work on a shared machine stays
+    out of the figures. Without it every process counts.
 
     Take it before and after a run and subtract (:func:`cpu_used`): processes started in
     between count from zero; processes that ended in between are missed, except the
@@ -114,6 +129,7 @@ def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
 
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     used: dict[str, tuple[str, float]] = {}
+    parents: dict[str, str] = {}
     proc = Path("/proc")
     if not proc.is_dir():
         return used
@@ -128,6 +144,7 @@ def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
         if entry.name == str(os.getpid()):
             name = "this process"  # apart from the other Python processes (parse workers)
         fields = stat[stat.rindex(")") + 2 :].split()
+        parents[entry.name] = fields[1]
         seconds = int(fields[11]) + int(fields[12])  # utime + stime
         if name in _REAPING_SERVERS:
             # cutime + cstime: its children that ended and were waited for (a database
@@ -135,7 +152,19 @@ def cpu_seconds_by_program() -> dict[str, tuple[str, float]]:
             # children have nothing to do with the run.
             seconds += int(fields[13]) + int(fields[14])
         used[entry.name] = (name, seconds / tick)
-    return used
+    if roots is None:
+        return used
+    wanted = {str(pid) for pid in roots}
+
+    def in_scope(pid: str) -> bool:
+        seen = 0
+        while pid in parents and seen < 64:
+            if pid in wanted:
+                return True
+            pid, seen = parents[pid], seen + 1
+        return pid in wanted
+
+    return {pid: entry for pid, entry in used.items() if in_scope(pid)}
 
 
 def cpu_used(
