@@ -1,6 +1,6 @@
 """Longest Qt event-loop stall while the host's mail sync imports N messages in-process.
 
-    python bench/gui_stall.py [N] [--workers W] [--nice 10]
+    python bench/gui_stall.py [N] [--workers W]
 
 Offscreen QApplication on the loop ``make_event_loop`` makes, a 5 ms QTimer recording the
 gaps between its ticks, and the path a real host application takes: preferences saved with
@@ -8,7 +8,8 @@ gaps between its ticks, and the path a real host application takes: preferences 
 opens the store and starts the sync of N realistic messages from a throwaway Dovecot into a
 fresh database, with an Email tab open on a sales order (refreshed as its mail comes in).
 Parsing goes to W worker processes from ``parse_pool()`` (spawned, niced; 0: parsed in the
-sync thread, contending with the GUI thread for the interpreter lock).
+sync thread, contending with the GUI thread for the interpreter lock); the sync threads
+run niced and with a 1 ms interpreter switch interval (``SyncService``).
 
 Same-run baseline: the same timer and open Email tab while ``xtmail sync --once`` imports
 the same N messages (a second Dovecot user) into a second database from a child process.
@@ -103,7 +104,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=20000)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--nice", type=int, default=10, help="niceness of the parse workers")
     args = parser.parse_args()
     app = QApplication([])
     app.setQuitOnLastWindowClosed(False)

@@ -4,13 +4,26 @@ The engine (:mod:`xtmail.sync.imap.folder_sync`) blocks — imap-tools calls, th
 connection, parsing — so it runs in worker threads the service owns; parsing can go further
 out, to a process pool. The GUI thread only receives signals: the engine's listener calls
 hop onto the loop with ``call_soon_threadsafe`` and are emitted there.
+
+The GUI thread still shares the CPU and the interpreter lock with the sync threads. Two
+settings keep it ahead (measured with bench/gui_stall.py; docs/benchmarks.md):
+
+* the sync threads run at a lower CPU priority (:data:`SYNC_NICENESS` nice steps; Linux,
+  where niceness is per thread, and inherited by the writer threads they start), as the
+  parse processes do, so on a busy machine the operating system runs the GUI thread first;
+* while a sync runs, the interpreter hands its lock over every :data:`SWITCH_INTERVAL`
+  seconds instead of every 5 ms (``sys.setswitchinterval``; the previous value comes back
+  when the last sync stops), so the GUI thread waits at most about that long for a lock a
+  sync thread holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -37,6 +50,54 @@ log = logging.getLogger(__name__)
 
 #: How long ``aclose()`` waits for the worker threads to notice the stop flag.
 STOP_TIMEOUT = 30.0
+
+#: How many nice steps below the application the sync threads run (as ``parse_pool``'s
+#: processes do).
+SYNC_NICENESS = 10
+
+#: The interpreter's thread switch interval while a sync runs, in seconds (Python's
+#: default is 0.005).
+SWITCH_INTERVAL = 0.001
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority by ``niceness`` steps. Linux only, where
+    niceness belongs to a thread (and threads it starts inherit it); elsewhere, and where
+    the system refuses, nothing changes."""
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
+    except OSError as exc:  # a sandbox that forbids it: the sync runs at normal priority
+        log.debug("cannot lower the sync thread's priority: %s", exc)
+
+
+class _QuickSwitching:
+    """Shortens the interpreter's switch interval while at least one sync runs, in any
+    service of the process, and gives the previous value back after the last one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._previous = sys.getswitchinterval()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._previous = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._previous, SWITCH_INTERVAL))
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setswitchinterval(self._previous)
+
+
+_quick_switching = _QuickSwitching()
 
 
 class _Bridge(SyncListener):
@@ -72,13 +133,15 @@ class _Bridge(SyncListener):
 class _Runner:
     """One account's task, stop flag, engine and threads."""
 
-    def __init__(self, settings: SyncSettings) -> None:
+    def __init__(self, settings: SyncSettings, niceness: int) -> None:
         self.settings = settings
         self.task: asyncio.Task[None] | None = None
         self.stop = threading.Event()
         self.sync: AccountSync | None = None
         # Two threads: the sync itself, and close() of its connections after a stop.
-        self.threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync")
+        self.threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync",
+                                          initializer=lower_thread_priority,
+                                          initargs=(niceness,))
 
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -106,8 +169,9 @@ class SyncService(QObject):
     runs in its own worker thread, with its own folders and state);
     ``connect_db`` is a DSN or a function returning a new autocommit psycopg connection;
     ``parse_executor`` parses messages (:func:`parse_pool` keeps parsing off the GUI
-    thread's interpreter lock and CPU; None parses in the sync thread). Call :meth:`aclose`
-    before the loop ends: it stops the workers and waits for them.
+    thread's interpreter lock and CPU; None parses in the sync thread); ``niceness``: how
+    many steps lower the sync threads' CPU priority is (0: the application's). Call
+    :meth:`aclose` before the loop ends: it stops the workers and waits for them.
     """
 
     progressChanged = pyqtSignal(str, str, int, int)
@@ -126,8 +190,10 @@ class SyncService(QObject):
         *,
         parse_executor: Executor | None = None,
         backoff: Backoff | None = None,
+        niceness: int = SYNC_NICENESS,
     ) -> None:
         super().__init__(parent)
+        self._niceness = niceness
         self._accounts = _as_tuple(settings)
         self._credentials = credentials
         if isinstance(connect_db, str):
@@ -250,7 +316,7 @@ class SyncService(QObject):
             return
         key = settings.account.key
         old = self._runners.get(key)
-        runner = _Runner(settings)
+        runner = _Runner(settings, self._niceness)
         if old is not None:
             old.threads.shutdown(wait=False)
         self._runners[key] = runner
@@ -262,6 +328,13 @@ class SyncService(QObject):
             self.runningChanged.emit(True)
 
     async def _run(self, runner: _Runner) -> None:
+        _quick_switching.acquire()
+        try:
+            await self._run_account(runner)
+        finally:
+            _quick_switching.release()
+
+    async def _run_account(self, runner: _Runner) -> None:
         loop = _loop()
         key = runner.settings.account.key
         sync = AccountSync(

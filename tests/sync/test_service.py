@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,6 +17,7 @@ import keyring
 import keyring.backend
 import keyring.backends.fail
 import psycopg
+import pytest
 import qasync
 from PyQt6.QtCore import QTimer
 
@@ -22,7 +25,7 @@ from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_mes
 from tests.helpers.mail import make_message
 from xtmail.sync.imap.account import Backoff
 from xtmail.sync.imap.credentials import Credential, KeyringCredentials, StaticCredentials
-from xtmail.sync.imap.service import SyncService, parse_pool
+from xtmail.sync.imap.service import SWITCH_INTERVAL, SyncService, parse_pool
 from xtmail.sync.imap.settings import (
     AccountSettings,
     AuthMethod,
@@ -259,6 +262,57 @@ def test_invalid_settings_do_not_start(
     assert not service.isRunning()
     assert signals.errors and signals.errors[0][0] == "config"
     assert "host name" in signals.errors[0][1]
+
+
+class PriorityProbe:
+    """A connect_db for the service that notes, in the thread that connects (the sync
+    thread and the writer threads it starts), that thread's CPU priority and the
+    interpreter's switch interval at that moment."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.seen: list[tuple[str, int, float]] = []
+
+    def __call__(self) -> psycopg.Connection:
+        thread = threading.current_thread().name
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.seen.append((thread, nice, sys.getswitchinterval()))
+        return psycopg.connect(self.dsn, autocommit=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread: Linux")
+@pytest.mark.parametrize("niceness", [10, 0])
+def test_sync_threads_give_way_to_the_gui_thread(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    niceness: int,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(30, prefix="nice"))
+    probe = PriorityProbe(db_dsn)
+    service = SyncService(
+        SyncSettings(account=account_of(dovecot, imap_user), batch_size=10),
+        StaticCredentials(Credential(AuthMethod.PASSWORD, imap_user.password)),
+        probe, niceness=niceness,
+    )
+    signals = Signals(service)
+    gui_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    interval = sys.getswitchinterval()
+
+    async def scenario() -> None:
+        service.start()
+        await until(lambda: bool(signals.finished))
+        await service.aclose()
+
+    run(qloop, scenario())
+    assert signals.errors == [] and signals.finished[0][1] == 30
+    assert probe.seen, "the service never connected"
+    # Every connection was opened from a sync thread or a writer thread it started, at the
+    # lowered priority; the GUI thread's own priority is untouched.
+    assert {nice for _, nice, _ in probe.seen} == {min(19, gui_nice + niceness)}, probe.seen
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == gui_nice
+    # The lock changed hands every millisecond while the sync ran, and the interval the
+    # process had came back after it.
+    assert {switch for _, _, switch in probe.seen} == {min(interval, SWITCH_INTERVAL)}
+    assert sys.getswitchinterval() == interval
 
 
 def account_of(server: DovecotServer, account: ImapAccount, **changes: Any) -> AccountSettings:
