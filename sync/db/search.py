@@ -60,8 +60,16 @@ PROBE_WINDOW = 2_000
 #: Cost of fetching one hit through the index and sorting it, relative to testing one
 #: message of the walk (measured by bench/attach_search.py).
 _CANDIDATE_COST = 1.6
+#: The same where the walk reads the words through the search index (see _Walk): testing a
+#: message then costs an index entry.
+_CANDIDATE_COST_CHEAP = 15.0
+#: Cost of checking a query on one message's words, relative to reading one entry of the
+#: search index (messages hold several hundred words, stored out of line).
+_RECHECK_COST = 50.0
 _MIN_WINDOW = 256
 _MAX_WINDOW = 50_000
+#: Windows read through the search index (see _Walk) may be this many times larger.
+_CHEAP_WINDOW_FACTOR = 10
 
 _WORD_CHARS = re.compile(r"\w{%d}" % MIN_FRAGMENT)  # noqa: UP031  # a regex, not a message
 _LAST_PREFIX = re.compile(r"'(\w+)':\*$")
@@ -238,15 +246,17 @@ class _Planner:
             exact, _, prefix = query.rpartition(" & ")
             if prefix.endswith(":*") and exact:
                 # The index reads the postings of every word a prefix starts before anything
-                # narrows them; when the exact words narrow more, they alone drive the index
-                # and the prefix is checked on the rows they find.
+                # narrows them; when the exact words narrow far more, they alone drive the
+                # index and the prefix is checked on the rows they find (reading each row's
+                # words, which costs far more than an index entry: _RECHECK_COST).
                 params["q_exact"], params["q_prefix"] = exact, prefix
                 e_exact = await self.estimate("xtmail.msg", "msg_search @@ %(q_exact)s::tsquery")
                 e_prefix = await self.estimate("xtmail.msg",
                                                "msg_search @@ %(q_prefix)s::tsquery")
                 cond = ("msg_search @@ %(q_exact)s::tsquery "
                         "AND ts_match_vq(msg_search, %(q)s::tsquery)"
-                        if e_exact <= e_prefix else "msg_search @@ %(q)s::tsquery")
+                        if e_exact * _RECHECK_COST <= e_prefix
+                        else "msg_search @@ %(q)s::tsquery")
                 sources.append(_Source(sql.SQL("xtmail.msg"), sql.SQL("msg_eml_id"),
                                        sql.SQL(cond), e_exact * e_prefix / max(total, 1.0),
                                        reliable=False, on_msg=True))
@@ -352,11 +362,23 @@ _Cursor = tuple[datetime | None, int]
 
 
 class _Walk:
-    """Tests messages newest first, a window at a time, remembering where it stopped."""
+    """Tests messages newest first, a window at a time, remembering where it stopped.
+
+    A window is the next ``window`` messages by date, bounded by the date (and id) of its
+    oldest one. Where a condition holds the words alone (a group of one source on
+    ``xtmail.msg``), it is part of the window's own query, so that PostgreSQL can combine
+    the search index with the date range (a BitmapAnd) instead of reading each message's
+    words: with several hundred words a message, reading them costs far more than the index
+    entries. The other conditions are tested on the rows found, one probe each.
+    """
 
     def __init__(self, conn: AsyncConn, groups: Sequence[_Group], params: Params) -> None:
         self.conn = conn
-        self.tests = _all_tests(groups)
+        prefilter = next((g for g in groups if len(g) == 1 and g[0].on_msg), None)
+        self.prefilter = sql.SQL("true") if prefilter is None else prefilter[0].cond
+        self.tests = _all_tests([g for g in groups if g is not prefilter])
+        #: Testing a message costs an index entry here, not a probe.
+        self.cheap = prefilter is not None
         self.params = params
         self.hits: list[int] = []
         self.scanned = 0
@@ -368,43 +390,71 @@ class _Walk:
         return max(len(self.hits), 0.5) / max(self.scanned, 1)
 
     async def step(self, window: int) -> None:
+        # The key alone as well as the (key, id) pair: PostgreSQL combines an index range
+        # with the search index only for a plain comparison, not a row comparison.
         cursor = sql.SQL("true") if self.after is None else sql.SQL(
+            "{key} <= coalesce(%(after_date)s::timestamptz, '-infinity'::timestamptz) AND "
             "({key}, m.msg_eml_id) < (coalesce(%(after_date)s::timestamptz, "
             "'-infinity'::timestamptz), %(after_id)s)"
         ).format(key=_MSG_NEWEST_KEY)
-        query = sql.SQL(
-            """WITH w AS MATERIALIZED (
-                   SELECT m.msg_eml_id AS eml_id, m.msg_date AS eml_date
-                     FROM xtmail.msg m WHERE {cursor}
-                    ORDER BY {msg_key} DESC, m.msg_eml_id DESC LIMIT %(window)s)
-               SELECT 1, e.eml_id, e.eml_date FROM w AS e WHERE {tests}
-               UNION ALL
-               (SELECT 2, e.eml_id, e.eml_date FROM w AS e ORDER BY {key}, e.eml_id LIMIT 1)
-               UNION ALL
-               SELECT 3, count(*)::integer, NULL FROM w"""
-        ).format(cursor=cursor, key=_NEWEST_KEY, msg_key=_MSG_NEWEST_KEY, tests=self.tests)
         run = {**self.params, "window": window}
         if self.after is not None:
             run["after_date"], run["after_id"] = self.after
-        cur = await self.conn.execute(query, run)
-        found: list[tuple[datetime | None, int]] = []
-        seen = 0
-        for kind, value, date in await cur.fetchall():
-            if kind == 1:
-                found.append((date, int(value)))
-            elif kind == 2:
-                self.after = (date, int(value))
-            else:
-                seen = int(value)
+        # The window's oldest message (none: the window holds all the rest), asked first so
+        # that the planner knows the range when it chooses how to find the hits in it.
+        bound = await (await self.conn.execute(sql.SQL(
+            """SELECT m.msg_date, m.msg_eml_id FROM xtmail.msg m WHERE {cursor}
+                ORDER BY {key} DESC, m.msg_eml_id DESC OFFSET %(window)s - 1 LIMIT 1"""
+        ).format(cursor=cursor, key=_MSG_NEWEST_KEY), run)).fetchone()
+        run["lo_date"], run["lo_id"] = bound if bound else (None, -2**31)
+        # Inside: the window's date range as plain comparisons (an index range PostgreSQL
+        # can combine with the search index) and the prefilter; outside (OFFSET 0 keeps
+        # them there), the exact bounds on (date, id) and the other tests.
+        upper = sql.SQL("true") if self.after is None else sql.SQL(
+            "{key} <= coalesce(%(after_date)s::timestamptz, '-infinity'::timestamptz)"
+        ).format(key=_MSG_NEWEST_KEY)
+        exact = sql.SQL("true") if self.after is None else sql.SQL(
+            "(e.k, e.eml_id) < (coalesce(%(after_date)s::timestamptz, "
+            "'-infinity'::timestamptz), %(after_id)s)")
+        query = sql.SQL(
+            """SELECT e.eml_id, e.eml_date
+                 FROM (SELECT m.msg_eml_id AS eml_id, m.msg_date AS eml_date, {key} AS k
+                         FROM xtmail.msg m
+                        WHERE {upper}
+                          AND {key} >= coalesce(%(lo_date)s::timestamptz,
+                                                '-infinity'::timestamptz)
+                          AND {prefilter}
+                       OFFSET 0) AS e
+                WHERE {exact}
+                  AND (e.k, e.eml_id) >= (coalesce(%(lo_date)s::timestamptz,
+                                                   '-infinity'::timestamptz), %(lo_id)s)
+                  AND {tests}"""
+        ).format(upper=upper, exact=exact, key=_MSG_NEWEST_KEY, prefilter=self.prefilter,
+                 tests=self.tests)
+        if self.cheap:
+            # Reading a message's words costs far more than the planner assumes (several
+            # hundred words, stored out of line): kept from testing them row by row, it
+            # combines the two indexes.
+            await self.conn.execute("SET LOCAL enable_indexscan = off")
+        try:
+            cur = await self.conn.execute(query, run)
+        finally:
+            if self.cheap:
+                await self.conn.execute("SET LOCAL enable_indexscan = on")
+        found = [(date, int(eml_id)) for eml_id, date in await cur.fetchall()]
         found.sort(key=_newest_first)
         self.hits.extend(eml_id for _, eml_id in found)
-        self.scanned += seen
-        self.exhausted = seen < window
-        log.debug("walk: window %d, scanned %d, hits %d", window, seen, len(found))
+        # Without a bound the window held the rest, fewer than asked: all is tested.
+        self.scanned += window
+        self.exhausted = bound is None
+        if bound is not None:
+            self.after = (bound[0], int(bound[1]))
+        log.debug("walk: window %d, hits %d%s", window, len(found),
+                  "" if bound else ", all tested")
 
     async def run(self, limit: int, density: float) -> list[int]:
         while len(self.hits) < limit and not self.exhausted:
-            await self.step(_window(limit - len(self.hits), density))
+            await self.step(_window(limit - len(self.hits), density, cheap=self.cheap))
             density = self.density
         return self.hits[:limit]
 
@@ -415,8 +465,9 @@ def _newest_first(item: tuple[datetime | None, int]) -> tuple[int, float, int]:
     return (0, -date.timestamp(), -eml_id) if date is not None else (1, 0.0, -eml_id)
 
 
-def _window(needed: int, density: float) -> int:
-    return max(_MIN_WINDOW, min(_MAX_WINDOW, math.ceil(needed / max(density, 1e-9) * 1.2)))
+def _window(needed: int, density: float, *, cheap: bool = False) -> int:
+    top = _MAX_WINDOW * (_CHEAP_WINDOW_FACTOR if cheap else 1)
+    return max(_MIN_WINDOW, min(top, math.ceil(needed / max(density, 1e-9) * 1.2)))
 
 
 async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
@@ -511,10 +562,11 @@ async def _search(conn: AsyncConn, text: str, contact_id: int | None, limit: int
             return walk.hits[:limit]
         density = walk.density
         matches = density * total
-        if matches * _CANDIDATE_COST < (limit - len(walk.hits)) / density:
+        cost = _CANDIDATE_COST_CHEAP if walk.cheap else _CANDIDATE_COST
+        if matches * cost < (limit - len(walk.hits)) / density:
             # Up to the crossover count, fetching every hit still beats walking; past it, the
             # overflow tells the walk that hits are at least that common.
-            cap = max(3 * math.ceil(matches), math.ceil(math.sqrt(limit * total / _CANDIDATE_COST)))
+            cap = max(3 * math.ceil(matches), math.ceil(math.sqrt(limit * total / cost)))
             found = await _by_candidates(conn, driver, others, params, limit, cap)
             if found is not None:
                 return found
