@@ -22,6 +22,7 @@ Measured in bench/attach_search.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -65,7 +66,7 @@ _CANDIDATE_COST = 1.6
 _CANDIDATE_COST_CHEAP = 15.0
 #: Cost of checking a query on one message's words, relative to reading one entry of the
 #: search index (messages hold several hundred words, stored out of line).
-_RECHECK_COST = 50.0
+_RECHECK_COST = 25.0
 _MIN_WINDOW = 256
 _MAX_WINDOW = 50_000
 #: Windows read through the search index (see _Walk) may be this many times larger.
@@ -187,6 +188,8 @@ class _Source:
     find: sql.Composable | None = None
     #: ``table`` is ``xtmail.msg``, which holds the date too.
     on_msg: bool = False
+    #: Entries of the search index the condition reads (the words' estimates together).
+    postings: float = 0.0
 
     def ids(self) -> sql.Composable:
         """Rows (id, date, dated): a source on ``xtmail.msg`` reads each hit's date on the
@@ -253,17 +256,18 @@ class _Planner:
                 e_exact = await self.estimate("xtmail.msg", "msg_search @@ %(q_exact)s::tsquery")
                 e_prefix = await self.estimate("xtmail.msg",
                                                "msg_search @@ %(q_prefix)s::tsquery")
+                by_exact = e_exact * _RECHECK_COST <= e_prefix
                 cond = ("msg_search @@ %(q_exact)s::tsquery "
                         "AND ts_match_vq(msg_search, %(q)s::tsquery)"
-                        if e_exact * _RECHECK_COST <= e_prefix
-                        else "msg_search @@ %(q)s::tsquery")
+                        if by_exact else "msg_search @@ %(q)s::tsquery")
                 sources.append(_Source(sql.SQL("xtmail.msg"), sql.SQL("msg_eml_id"),
                                        sql.SQL(cond), e_exact * e_prefix / max(total, 1.0),
-                                       reliable=False, on_msg=True))
+                                       reliable=False, on_msg=True,
+                                       postings=e_exact if by_exact else e_exact + e_prefix))
             else:
-                sources.append(await self.source("xtmail.msg", "msg_eml_id",
-                                                 "msg_search @@ %(q)s::tsquery",
-                                                 reliable=False))
+                source = await self.source("xtmail.msg", "msg_eml_id",
+                                           "msg_search @@ %(q)s::tsquery", reliable=False)
+                sources.append(dataclasses.replace(source, postings=source.estimate))
         fragment = address_fragment(text)
         if fragment is not None:
             if _COMPLETE_ADDRESS.match(fragment):
@@ -376,7 +380,9 @@ class _Walk:
         self.conn = conn
         prefilter = next((g for g in groups if len(g) == 1 and g[0].on_msg), None)
         self.prefilter = sql.SQL("true") if prefilter is None else prefilter[0].cond
+        self.postings = 0.0 if prefilter is None else prefilter[0].postings
         self.tests = _all_tests([g for g in groups if g is not prefilter])
+        self.all_tests = _all_tests(groups)
         #: Testing a message costs an index entry here, not a probe.
         self.cheap = prefilter is not None
         self.params = params
@@ -407,6 +413,9 @@ class _Walk:
                 ORDER BY {key} DESC, m.msg_eml_id DESC OFFSET %(window)s - 1 LIMIT 1"""
         ).format(cursor=cursor, key=_MSG_NEWEST_KEY), run)).fetchone()
         run["lo_date"], run["lo_id"] = bound if bound else (None, -2**31)
+        # Through the index where the window's messages' words would cost more to read than
+        # the index's entries for the query (common words and short prefixes have many).
+        by_index = self.cheap and window * _RECHECK_COST > self.postings
         # Inside: the window's date range as plain comparisons (an index range PostgreSQL
         # can combine with the search index) and the prefilter; outside (OFFSET 0 keeps
         # them there), the exact bounds on (date, id) and the other tests.
@@ -429,9 +438,10 @@ class _Walk:
                   AND (e.k, e.eml_id) >= (coalesce(%(lo_date)s::timestamptz,
                                                    '-infinity'::timestamptz), %(lo_id)s)
                   AND {tests}"""
-        ).format(upper=upper, exact=exact, key=_MSG_NEWEST_KEY, prefilter=self.prefilter,
-                 tests=self.tests)
-        if self.cheap:
+        ).format(upper=upper, exact=exact, key=_MSG_NEWEST_KEY,
+                 prefilter=self.prefilter if by_index else sql.SQL("true"),
+                 tests=self.tests if by_index else self.all_tests)
+        if by_index:
             # Reading a message's words costs far more than the planner assumes (several
             # hundred words, stored out of line): kept from testing them row by row, it
             # combines the two indexes.
@@ -439,7 +449,7 @@ class _Walk:
         try:
             cur = await self.conn.execute(query, run)
         finally:
-            if self.cheap:
+            if by_index:
                 await self.conn.execute("SET LOCAL enable_indexscan = on")
         found = [(date, int(eml_id)) for eml_id, date in await cur.fetchall()]
         found.sort(key=_newest_first)
@@ -466,8 +476,11 @@ def _newest_first(item: tuple[datetime | None, int]) -> tuple[int, float, int]:
 
 
 def _window(needed: int, density: float, *, cheap: bool = False) -> int:
+    # Through the index a window costs little more for being larger, and each one reads
+    # the query's index entries again: a wider margin saves a window more often.
     top = _MAX_WINDOW * (_CHEAP_WINDOW_FACTOR if cheap else 1)
-    return max(_MIN_WINDOW, min(top, math.ceil(needed / max(density, 1e-9) * 1.2)))
+    margin = 2.0 if cheap else 1.2
+    return max(_MIN_WINDOW, min(top, math.ceil(needed / max(density, 1e-9) * margin)))
 
 
 async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
