@@ -40,7 +40,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -92,7 +92,6 @@ class FolderResult:
     fetched: int = 0
     skipped: str | None = None
     rescanned: bool = False
-    ties: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class SyncListener:
@@ -421,9 +420,10 @@ class _Ledger:
         self.done += len(items)
         ties: dict[int, list[tuple[str, int]]] = {}
         if stored.ties or stored.imported:
+            # Handed on, not kept: a pass over 100,000 messages would otherwise hold them
+            # all until it ends (the listener has them batch by batch).
             ties = {eml_id: stored.ties.get(eml_id, [])
                     for eml_id, new in zip(stored.eml_ids, stored.new, strict=True) if new}
-            result.ties.update(ties)
         if ties:
             sync.listener.imported(ties)
         for warning in stored.warnings:
