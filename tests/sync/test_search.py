@@ -109,16 +109,20 @@ def mail(conn: psycopg.Connection, db_dsn: str) -> Mail:
 # -- the strategies: every way of running a search must give the same answer ----------------
 
 
-@pytest.fixture(params=["planned", "candidates", "walk", "tiny-windows"])
+@pytest.fixture(params=["planned", "candidates", "walk", "tiny-windows", "walk-per-row"])
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Forces each code path of search_message_ids; on a small database the planner would
     otherwise always take the same one."""
     if request.param == "candidates":
         monkeypatch.setattr(search, "CANDIDATE_ESTIMATE", 10**9)
         monkeypatch.setattr(search, "_reliable", lambda group: True)
-    elif request.param in ("walk", "tiny-windows"):
+    elif request.param in ("walk", "tiny-windows", "walk-per-row"):
         monkeypatch.setattr(search, "CANDIDATE_ESTIMATE", -1)
         monkeypatch.setattr(search, "DENSE", 0.0)
+    if request.param == "walk-per-row":
+        # Every message's words read (never the index and the dates together), and the
+        # exact words driving a prefix search.
+        monkeypatch.setattr(search, "_RECHECK_COST", 0.0)
     if request.param == "tiny-windows":
         # One or two messages per window: exercises the cursor across pages.
         monkeypatch.setattr(search, "DENSE", 2.0)
