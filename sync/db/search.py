@@ -57,7 +57,7 @@ CANDIDATE_ESTIMATE = 5_000
 #: Estimated share of matching messages from which the walk starts at once.
 DENSE = 0.05
 #: Messages tested to measure how common hits are when the estimate cannot tell.
-PROBE_WINDOW = 2_000
+PROBE_WINDOW = 500
 #: Cost of fetching one hit through the index and sorting it, relative to testing one
 #: message of the walk (measured by bench/attach_search.py).
 _CANDIDATE_COST = 1.6
@@ -395,7 +395,10 @@ class _Walk:
     def density(self) -> float:
         return max(len(self.hits), 0.5) / max(self.scanned, 1)
 
-    async def step(self, window: int) -> None:
+    async def step(self, window: int, *, by_index: bool = True) -> None:
+        """Test the next ``window`` messages; ``by_index`` False: read their words even
+        where the index could be used (the measuring window: the estimate of how many
+        index entries the query reads may be far off)."""
         # The key alone as well as the (key, id) pair: PostgreSQL combines an index range
         # with the search index only for a plain comparison, not a row comparison.
         cursor = sql.SQL("true") if self.after is None else sql.SQL(
@@ -415,7 +418,7 @@ class _Walk:
         run["lo_date"], run["lo_id"] = bound if bound else (None, -2**31)
         # Through the index where the window's messages' words would cost more to read than
         # the index's entries for the query (common words and short prefixes have many).
-        by_index = self.cheap and window * _RECHECK_COST > self.postings
+        by_index = by_index and self.cheap and window * _RECHECK_COST > self.postings
         # Inside: the window's date range as plain comparisons (an index range PostgreSQL
         # can combine with the search index) and the prefilter; outside (OFFSET 0 keeps
         # them there), the exact bounds on (date, id) and the other tests.
@@ -462,7 +465,17 @@ class _Walk:
         log.debug("walk: window %d, hits %d%s", window, len(found),
                   "" if bound else ", all tested")
 
-    async def run(self, limit: int, density: float) -> list[int]:
+    async def measure(self, window: int, total: float) -> None:
+        """Test the newest ``window`` messages by their words, and learn from the share of
+        hits how many index entries the query reads at least (a short prefix can match a
+        large share of the mail where the estimate said few)."""
+        await self.step(window, by_index=False)
+        self.postings = max(self.postings, self.density * total)
+
+    async def run(self, limit: int, density: float, total: float) -> list[int]:
+        if self.cheap and not self.scanned:
+            await self.measure(min(PROBE_WINDOW, _window(limit, density)), total)
+            density = self.density
         while len(self.hits) < limit and not self.exhausted:
             await self.step(_window(limit - len(self.hits), density, cheap=self.cheap))
             density = self.density
@@ -541,7 +554,7 @@ async def search_message_ids(
 
 async def _search(conn: AsyncConn, text: str, contact_id: int | None, limit: int) -> list[int]:
     if not text.strip() and contact_id is None:
-        return await _Walk(conn, (), {}).run(limit, 1.0)
+        return await _Walk(conn, (), {}).run(limit, 1.0, 1.0)
     planner = _Planner(conn)
     groups: list[_Group] = []
     row = await (await conn.execute(
@@ -567,10 +580,18 @@ async def _search(conn: AsyncConn, text: str, contact_id: int | None, limit: int
             return found
     walk = _Walk(conn, groups, params)
     density = math.prod(min(1.0, max(_estimate(g), 1.0) / total) for g in groups)
+    if density < DENSE and not walk.cheap and _estimate(driver) <= CANDIDATE_ESTIMATE:
+        # Few hits expected (words or an address), but the estimate is unsure: fetching
+        # them, up to a cap, costs less than measuring on the newest mail, which here
+        # reads each message's words; past the cap, hits are at least that many.
+        found = await _by_candidates(conn, driver, others, params, limit, CANDIDATE_ESTIMATE)
+        if found is not None:
+            return found
+        return await walk.run(limit, max(density, CANDIDATE_ESTIMATE / total), total)
     if density < DENSE:
         # The estimate cannot tell a word found 300 times from one found 30,000 times:
         # measure on the newest mail, then take the cheaper way for what the count suggests.
-        await walk.step(PROBE_WINDOW)
+        await walk.measure(PROBE_WINDOW, total)
         if len(walk.hits) >= limit or walk.exhausted:
             return walk.hits[:limit]
         density = walk.density
@@ -584,7 +605,7 @@ async def _search(conn: AsyncConn, text: str, contact_id: int | None, limit: int
             if found is not None:
                 return found
             density = max(density, cap / total)
-    return await walk.run(limit, density)
+    return await walk.run(limit, density, total)
 
 
 async def search_messages(
