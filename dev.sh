@@ -13,6 +13,8 @@ SYSTEM_PACKAGES_RUN=(postgresql postgresql-contrib libegl1 libgl1 libxkbcommon0 
   gcc python3-dev)  # gcc and the headers build the optional C text loops (sync/mail/_speedups.c)
 SYSTEM_PACKAGES_TEST=("${SYSTEM_PACKAGES_RUN[@]}" dovecot-imapd openssl designer-qt6
   python3-pyqt6.qtdesigner poppler-utils
+  # A real English word list for bench/attach_search.py's mail (220 KB).
+  wamerican
   # The email package's own test messages (tests/sync/test_corpus.py), for the venv's Python.
   "libpython$(for py in "$VENV/bin/python" python3; do
     "$py" -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null && break; done
