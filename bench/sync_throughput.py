@@ -146,6 +146,9 @@ def main() -> None:
     # Where the CPU went during the sync (python: this process and the parse processes).
     print("cpu seconds during the sync: "
           + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items()))
+    for name, seconds in cpu.items():
+        print(f"cpu_ms_per_message[{name}]: {seconds * 1000 / args.n:.3f}")
+    print(f"cpu_ms_per_message: {sum(cpu.values()) * 1000 / args.n:.3f}")
     print(f"peak_rss_mb: {sync_peak:.0f}")
     print(f"sync_messages_per_s: {sync_rate:.0f}")
     print(f"raw_fetch_messages_per_s: {raw_rate:.0f}")
