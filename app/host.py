@@ -26,6 +26,7 @@ addresses (the configured ones and each account's login address), and stops it a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -113,6 +114,13 @@ class MailHost(QObject):
     session's passwords with the preferences page; ``password_prompt`` asks for a password
     (default: :func:`ask_password`); ``parse_workers`` processes parse mail (0: in the sync
     thread).
+
+    ``freeze_gc``: when the first sync starts, what the application holds by then (its
+    modules, windows, Qt wrappers) is moved out of the garbage collector's reach with
+    ``gc.freeze()``, once per process. A sync allocates fast; the full collections that
+    triggers run in a sync thread, holding the interpreter lock, and walked all of that too:
+    30-50 ms in which the GUI thread could not run (bench/gui_stall.py, docs/benchmarks.md).
+    Objects frozen stay alive until they are freed by their reference count.
     """
 
     statusChanged = pyqtSignal(str)
@@ -131,8 +139,10 @@ class MailHost(QObject):
         password_prompt: PasswordPrompt = ask_password,
         parse_workers: int = 2,
         backoff: Backoff | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         super().__init__(parent)
+        self._freeze_gc = freeze_gc
         self._dsn = dsn
         self._settings = settings
         self._connect_db = connect_db
@@ -205,6 +215,8 @@ class MailHost(QObject):
         if self._pool is None and self._parse_workers > 0:
             self._pool = parse_pool(self._parse_workers)
             service.setParseExecutor(self._pool)
+        if self._freeze_gc:
+            _freeze_long_lived()
         service.setSettings(ready)
         service.start()
         return service.isRunning()
@@ -364,6 +376,19 @@ class MailHost(QObject):
         if self._service is None:
             raise RuntimeError("MailHost.start() has not run")
         return self._service
+
+
+_frozen = False
+
+
+def _freeze_long_lived() -> None:
+    """Collect once, then freeze what is left (see MailHost's ``freeze_gc``): once a
+    process."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 async def _in_thread(func: Callable[..., T], *args: object) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.helpers.dovecot import DovecotServer, ImapAccount
 from tests.helpers.mail import make_message
 from tests.helpers.maildata import MailData
 from tests.helpers.qt import MemoryKeyring, RunUntil
+from xtmail.app import host as host_module
 from xtmail.app.host import MailHost, make_event_loop
 from xtmail.sync.imap.account import Backoff
 from xtmail.sync.imap.credentials import KeyringCredentials
@@ -127,6 +129,35 @@ def test_with_the_box_ticked_mail_arrives_in_an_open_tab_by_itself(
         qloop.run_until_complete(host.aclose())
     assert not host.isRunning()
     assert host.statusText() == "Email: stopped"
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_first_sync_moves_what_the_application_holds_out_of_the_collectors_reach(
+    qloop: qasync.QEventLoop, run_until: RunUntil, ini: str, memory_keyring: MemoryKeyring,
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, freeze: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = account_of(dovecot, imap_user)
+    KeyringCredentials().set_password(account, imap_user.password)
+    ticked(ini, MailAccount(account))
+    # As in a fresh process: nothing frozen yet.
+    gc.unfreeze()
+    monkeypatch.setattr(host_module, "_frozen", False)
+    held = [object()]  # something the application holds before its sync starts
+    host = make_host(ini, db_dsn, freeze_gc=freeze)
+    try:
+        assert gc.get_freeze_count() == 0
+        qloop.run_until_complete(host.start())
+        run_until(host.isRunning, message="the sync did not start")
+        # Frozen objects are no longer among those the collector walks.
+        walked = any(o is held for o in gc.get_objects())
+        if freeze:
+            assert gc.get_freeze_count() > 0 and not walked
+        else:
+            assert gc.get_freeze_count() == 0 and walked
+    finally:
+        qloop.run_until_complete(host.aclose())
+        gc.unfreeze()
 
 
 def test_saved_in_preferences_the_sync_starts_with_the_next_host(
