@@ -66,12 +66,17 @@ async def page_ids(
 ) -> list[int] | None:
     """Ids holding the newest ``count`` messages of ``ids`` (a query whose first column is
     ``eml_id``), or ``None`` where the plain query is cheaper or the walk gave up."""
+    expected = await _estimate(conn, ids, params)
+    # The walk tests about count / density = count * total / expected messages, and all
+    # mail is at least the document's: with expected * _PLAIN_COST <= count it can never
+    # be cheaper. Most documents end here, without asking for the size of all mail.
+    if expected < 1 or expected * _PLAIN_COST <= count:
+        return None
     row = await (await conn.execute(
         "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = 'xtmail.msg'::regclass"
     )).fetchone()
-    total = float(row[0]) if row else 1.0
-    expected = await _estimate(conn, ids, params)
-    if expected < 1 or count / (expected / total) >= expected * _PLAIN_COST:
+    total = max(float(row[0]) if row else 1.0, expected)
+    if count / (expected / total) >= expected * _PLAIN_COST:
         return None
     density = expected / total
     def test(alias: str) -> sql.Composable:

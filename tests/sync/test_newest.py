@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from xtmail.sync.db import newest
@@ -121,3 +122,29 @@ def test_the_walk_is_taken_and_gives_up_where_it_should(
     listed(db_dsn, busy, [(5, 0)])
     listed(db_dsn, other, [(101, 0)])
     assert taken == [True, False]
+
+
+def test_a_document_with_less_mail_than_a_page_costs_one_estimate(
+    conn: psycopg.Connection, db_dsn: str, orders: tuple[int, int],
+) -> None:
+    """The other order's dozen messages are fewer than half a page of 101: the walk could
+    never be cheaper, and the size of all mail is not even asked for."""
+    _, other = orders
+    statements: list[str] = []
+
+    async def main() -> list[int] | None:
+        async with await psycopg.AsyncConnection.connect(db_dsn) as aconn:
+            original = aconn.execute
+
+            async def counted(query: object, *args: object, **kwargs: object) -> object:
+                statements.append(str(query))
+                return await original(query, *args, **kwargs)  # type: ignore[arg-type]
+
+            aconn.execute = counted  # type: ignore[method-assign]
+            ids = psycopg.sql.SQL(
+                "SELECT emlassc_eml_id AS eml_id FROM xtbatch.emlassc "
+                "WHERE emlassc_type = 'S' AND emlassc_assc_id = %(doc_id)s")
+            return await newest.page_ids(aconn, ids, {"doc_id": other}, 101)
+
+    assert asyncio.run(main()) is None
+    assert len(statements) == 1 and "EXPLAIN" in statements[0], statements
