@@ -154,21 +154,33 @@ def load_accounts(conn: psycopg.Connection, *, poll_interval: float = 180.0,
          own, excluded, create) in rows:
         key = f"{user}@{host}"
         try:
-            settings = SyncSettings(
-                account=AccountSettings(
+            settings = _row_settings(
+                AccountSettings(
                     host=host, user=user, port=port, security=Security(security),
                     auth=AuthMethod(auth), ca_file=ca_file, pin_sha256=pin, timeout=timeout),
-                folders=tuple(folders) or ("INBOX",),
-                since=since if isinstance(since, date) else None,
-                poll_interval=poll_interval, batch_size=batch_size,
-                own_addresses=tuple(own), excluded_domains=tuple(excluded),
-                create_contacts=bool(create),
-            ).validate()
+                folders, since, own, excluded, create,
+                poll_interval=poll_interval, batch_size=batch_size)
         except XtmailError as exc:
             found.problems.append((key, exc.user_text().replace("\n", " ")))
             continue
         found.accounts.append(ServerAccount(int(sa_id), settings, source, ref))
     return found
+
+
+def _row_settings(
+    account: AccountSettings, folders: list[str], since: object, own: list[str],
+    excluded: list[str], create: object, *, poll_interval: float, batch_size: int,
+) -> SyncSettings:
+    """An account row's sync settings (a server account's or an offered one's), validated:
+    raises :class:`XtmailError` saying what to fix."""
+    return SyncSettings(
+        account=account,
+        folders=tuple(folders) or ("INBOX",),
+        since=since if isinstance(since, date) else None,
+        poll_interval=poll_interval, batch_size=batch_size,
+        own_addresses=tuple(own), excluded_domains=tuple(excluded),
+        create_contacts=bool(create),
+    ).validate()
 
 
 @dataclass(frozen=True)
@@ -227,17 +239,13 @@ def load_offered(conn: psycopg.Connection, login: OfferedLogin, *,
         key = f"{user}@{host}"
         name, source, ref = login.account(user, host)
         try:
-            settings = SyncSettings(
-                account=AccountSettings(
+            settings = _row_settings(
+                AccountSettings(
                     host=host, user=user, port=port, security=Security(security),
                     auth=AuthMethod(auth), ca_file=login.ca_file, pin_sha256=pin,
                     timeout=timeout, login=name),
-                folders=tuple(folders) or ("INBOX",),
-                since=since if isinstance(since, date) else None,
-                poll_interval=poll_interval, batch_size=batch_size,
-                own_addresses=tuple(own), excluded_domains=tuple(excluded),
-                create_contacts=bool(create),
-            ).validate()
+                folders, since, own, excluded, create,
+                poll_interval=poll_interval, batch_size=batch_size)
         except XtmailError as exc:
             found.problems.append((key, exc.user_text().replace("\n", " ")))
             continue
