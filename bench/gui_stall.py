@@ -136,13 +136,7 @@ def main() -> None:
 
             async def run() -> float:
                 done.future = asyncio.get_running_loop().create_future()
-                tab = EmailTab()
-                tab.setDocument("S", order)
-                tab.show()
-                await asyncio.sleep(0.2)
-                meter.gaps.clear()
-                meter.last = time.perf_counter()
-                timer.start()
+                tab = await open_and_measure(order, timer, meter)
                 start = time.perf_counter()
                 await host.start()
                 host.registerTab(tab)
@@ -175,9 +169,8 @@ def main() -> None:
         print(line)
 
 
-async def out_of_process(server: DovecotServer, dsn: str, workers: int, order: int,
-                         timer: QTimer, meter: GapMeter) -> tuple[list[float], float]:
-    """The timer's gaps while ``xtmail sync --once`` imports the baseline user's mail."""
+async def open_and_measure(order: int, timer: QTimer, meter: GapMeter) -> EmailTab:
+    """An Email tab shown on the order, then the timer started with no gaps recorded."""
     tab = EmailTab()
     tab.setDocument("S", order)
     tab.show()
@@ -185,6 +178,13 @@ async def out_of_process(server: DovecotServer, dsn: str, workers: int, order: i
     meter.gaps.clear()
     meter.last = time.perf_counter()
     timer.start()
+    return tab
+
+
+async def out_of_process(server: DovecotServer, dsn: str, workers: int, order: int,
+                         timer: QTimer, meter: GapMeter) -> tuple[list[float], float]:
+    """The timer's gaps while ``xtmail sync --once`` imports the baseline user's mail."""
+    tab = await open_and_measure(order, timer, meter)
     start = time.perf_counter()
     # Popen and poll() return at once; the loop is qasync's, which offers no subprocess
     # transport.
