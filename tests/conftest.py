@@ -64,6 +64,13 @@ def databases(pg_server: LocalPostgres) -> TestDatabases:
     return TestDatabases(pg_server)
 
 
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A server of the test module's own, which its tests may stop, restart and freeze
+    (tests/helpers/postgres.py: ``frozen``, ``server_pids``)."""
+    yield from start_server(tmp_path_factory.mktemp("ownpg"))
+
+
 @pytest.fixture
 def db_dsn(databases: TestDatabases) -> Iterator[str]:
     """A fresh, migrated database for this test."""

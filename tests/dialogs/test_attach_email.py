@@ -13,11 +13,11 @@ import psycopg
 import pytest
 import qasync
 from PyQt6.QtCore import QItemSelectionModel, Qt
-from PyQt6.QtWidgets import QApplication, QDialog, QLabel, QLineEdit, QTableView, QToolButton
+from PyQt6.QtWidgets import QDialog, QLabel, QLineEdit, QTableView, QToolButton
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.maildata import SampleMail
-from tests.helpers.qt import RunUntil
+from tests.helpers.qt import RunUntil, close_dialog
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync.db import search
 from xtmail.sync.db.mailstore import MailStore
@@ -79,17 +79,7 @@ def dialog(mail_store: MailStore, sample_mail: SampleMail, run_until: RunUntil,
     try:
         yield Dialog(widget, run_until)
     finally:
-        if widget.isVisible():
-            widget.reject()
-        # Let the dialog's cancelled searches end (psycopg cancels them on the server) before
-        # the store closes. Only the dialog's tasks: the store's pool has tasks of its own that
-        # run until it closes.
-        pending = [t for t in asyncio.all_tasks(qloop)
-                   if not t.done() and t.get_name().startswith("Attach Email ")]
-        if pending:
-            qloop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        widget.deleteLater()
-        QApplication.sendPostedEvents(None, 0)
+        close_dialog(widget, qloop, "Attach Email ")
 
 
 def ties(conn: psycopg.Connection, so: int) -> set[int]:

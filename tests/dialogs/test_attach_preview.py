@@ -14,7 +14,7 @@ from PyQt6.QtWidgets import QApplication, QLineEdit, QPushButton
 from pytestqt.qtbot import QtBot
 
 from tests.helpers.maildata import SampleMail
-from tests.helpers.qt import RunUntil
+from tests.helpers.qt import RunUntil, close_dialog
 from xtmail.dialogs import AttachEmailDialog
 from xtmail.sync.db.mailstore import MailStore
 from xtmail.widgets.message_model import FROM, SUBJECT, TO
@@ -43,14 +43,7 @@ def dialog(mail_store: MailStore, sample_mail: SampleMail, run_until: RunUntil,
     try:
         yield widget
     finally:
-        if widget.isVisible():
-            widget.reject()
-        pending = [t for t in asyncio.all_tasks(qloop)
-                   if not t.done() and t.get_name().startswith("Attach Email ")]
-        if pending:
-            qloop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        widget.deleteLater()
-        QApplication.sendPostedEvents(None, 0)
+        close_dialog(widget, qloop, "Attach Email ")
 
 
 def click_row(qtbot: QtBot, dialog: AttachEmailDialog, row: int) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import keyring.backend
 import qasync
+from PyQt6.QtWidgets import QApplication, QDialog
 
 #: ``run_until(predicate, timeout=10.0, message="")``, as the ``run_until`` fixture gives it.
 RunUntil = Callable[..., None]
@@ -49,3 +50,18 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
 
     def delete_password(self, service: str, username: str) -> None:
         self.secrets.pop((service, username), None)
+
+
+def close_dialog(widget: QDialog, loop: qasync.QEventLoop, tasks: str) -> None:
+    """Close a dialog a test opened and let its cancelled tasks (named starting with
+    ``tasks``) end (psycopg cancels their queries on the server) before the store closes.
+    Only the dialog's tasks: the store's pool has tasks of its own that run until it
+    closes."""
+    if widget.isVisible():
+        widget.reject()
+    pending = [t for t in asyncio.all_tasks(loop)
+               if not t.done() and t.get_name().startswith(tasks)]
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    widget.deleteLater()
+    QApplication.sendPostedEvents(None, 0)

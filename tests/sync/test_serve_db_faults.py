@@ -36,16 +36,6 @@ from xtmail.sync.db.watchdog import Watchdog
 DB_TIMEOUT = 3.0
 
 
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    server = LocalPostgres(tmp_path_factory.mktemp("servefaultpg"), fast=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(mode="immediate")
-
-
 @pytest.fixture
 def dsn(own_server: LocalPostgres) -> Iterator[str]:
     databases = TestDatabases(own_server)

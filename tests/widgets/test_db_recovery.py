@@ -56,16 +56,6 @@ FIRST_RETRY = 5
 
 
 @pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    server = LocalPostgres(tmp_path_factory.mktemp("faultpg"), fast=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(mode="immediate")
-
-
-@pytest.fixture(scope="module")
 def own_databases(own_server: LocalPostgres) -> TestDatabases:
     return TestDatabases(own_server)
 
