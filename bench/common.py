@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import tempfile
@@ -165,6 +166,44 @@ def cpu_seconds_by_program(
         return pid in wanted
 
     return {pid: entry for pid, entry in used.items() if in_scope(pid)}
+
+
+def renice_servers(roots: Collection[int], niceness: int) -> int:
+    """Every process under ``roots`` (a server's master and its workers) set to
+    ``niceness``; the workers a master starts later inherit it. How many were set.
+
+    What the GUI bench uses to stand the benchmark's PostgreSQL and Dovecot in for servers on
+    other machines (as a desktop running the ERP client meets them): they still take the
+    CPU they need, but a desktop's own threads come first (docs/benchmarks.md)."""
+    import os
+
+    wanted = {str(pid) for pid in roots}
+    for pid in wanted:
+        # Where the kernel groups each session's processes (autogroup), niceness counts
+        # only inside the group; the group's own niceness is what the rest of the machine
+        # sees. The servers start sessions of their own.
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[entry.name] = stat[stat.rindex(")") + 2 :].split()[1]
+    count = 0
+    for pid in parents:
+        ancestor, steps = pid, 0
+        while ancestor not in wanted and ancestor in parents and steps < 64:
+            ancestor, steps = parents[ancestor], steps + 1
+        if ancestor in wanted:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(pid), niceness)
+            except (ProcessLookupError, PermissionError):
+                continue
+            count += 1
+    return count
 
 
 def cpu_used(

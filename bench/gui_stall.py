@@ -38,7 +38,7 @@ import psycopg
 from PyQt6.QtCore import QSettings, QTimer
 from PyQt6.QtWidgets import QApplication
 
-from bench.common import fresh_database
+from bench.common import fresh_database, postmaster_pid, renice_servers
 from bench.messages import generate
 from tests.helpers.dovecot import DovecotServer
 from xtmail.app.host import MailHost, make_event_loop
@@ -104,6 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=20000)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--servers-nice", type=int, default=0, metavar="N",
+                        help="run the bench's PostgreSQL and Dovecot at this niceness, as "
+                        "servers on other machines would not compete with the desktop")
     args = parser.parse_args()
     app = QApplication([])
     app.setQuitOnLastWindowClosed(False)
@@ -114,6 +117,8 @@ def main() -> None:
         server = DovecotServer(folder)
         server.start()
         try:
+            if args.servers_nice:
+                renice_servers([server.master_pid, postmaster_pid(dsn)], args.servers_nice)
             server.add_user(USER, PASSWORD)
             server.seed_maildir(USER, "INBOX", generate(args.n))
             account = AccountSettings(host=server.host, user=USER, port=server.imaps_port,
@@ -157,6 +162,8 @@ def main() -> None:
             server.add_user(BASELINE_USER, PASSWORD)
             server.seed_maildir(BASELINE_USER, "INBOX", generate(args.n))
             with fresh_database() as other_dsn:
+                if args.servers_nice:
+                    renice_servers([postmaster_pid(other_dsn)], args.servers_nice)
                 baseline, baseline_elapsed = loop.run_until_complete(
                     out_of_process(server, other_dsn, args.workers, order, timer, meter))
         finally:

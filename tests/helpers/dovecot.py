@@ -343,6 +343,13 @@ class DovecotServer:
             atexit.register(self.stop)
             return
 
+    @property
+    def master_pid(self) -> int:
+        """The process id of the running Dovecot master (its children are its services)."""
+        if self._proc is None:
+            raise RuntimeError("Dovecot is not running")
+        return self._proc.pid
+
     def stop(self) -> None:
         """Stop every Dovecot process and the OAuth2 endpoint; the data stays for start()."""
         atexit.unregister(self.stop)
