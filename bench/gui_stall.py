@@ -1,20 +1,24 @@
-"""Longest Qt event-loop stall while the host's mail sync imports N messages in-process.
+"""Longest Qt event-loop stall while the host's mail sync imports N messages.
 
-    python bench/gui_stall.py [N] [--workers W]
+    python bench/gui_stall.py [N] [--workers W] [--threads] [--servers-nice N]
 
 Offscreen QApplication on the loop ``make_event_loop`` makes, a 5 ms QTimer recording the
 gaps between its ticks, and the path a real host application takes: preferences saved with
 "Synchronize email while running application" ticked, then ``MailHost.start()``, which
 opens the store and starts the sync of N realistic messages from a throwaway Dovecot into a
 fresh database, with an Email tab open on a sales order (refreshed as its mail comes in).
-Parsing goes to W worker processes from ``parse_pool()`` (spawned, niced; 0: parsed in the
-sync thread, contending with the GUI thread for the interpreter lock); the sync threads
-run niced and with a 1 ms interpreter switch interval (``SyncService``).
+The host runs the sync in a niced child process of its own (``SyncProcess``), which parses
+in W worker processes; ``--threads`` makes it run in threads of this process instead
+(``MailHost(sync_process=False)``: niced, a 1 ms interpreter switch interval, parsing in W
+processes from ``parse_pool()``), the way it ran before.
+``--servers-nice N`` runs the bench's PostgreSQL and Dovecot N steps lower (and their
+sessions' autogroups), as servers on other machines would not compete with the desktop.
 
 Same-run baseline: the same timer and open Email tab while ``xtmail sync --once`` imports
-the same N messages (a second Dovecot user) into a second database from a child process.
-The machine carries the same load, but nothing of the sync runs in this process; what is
-left is what the operating system and Qt cost on this machine at this moment. Prints
+the same N messages (a second Dovecot user) into a second database from a child process,
+at the sync threads' priority (``SYNC_NICENESS``): the same sync in a process of its own.
+The machine carries the same load, but the baseline's GUI has no host: no Email tab
+refreshes as mail arrives, no signals from the sync. Prints
 ``gui_max_stall_ms`` (the longest gap minus the 5 ms interval; target <= 16),
 ``gui_p99_gap_ms``, ``gui_gaps_over_16ms``, then the baseline's ``baseline_max_stall_ms``,
 ``baseline_p99_gap_ms`` and ``baseline_gaps_over_16ms`` as its last lines.
@@ -43,6 +47,7 @@ from bench.messages import generate
 from tests.helpers.dovecot import DovecotServer
 from xtmail.app.host import MailHost, make_event_loop
 from xtmail.sync.imap.credentials import KeyringCredentials
+from xtmail.sync.imap.service import SYNC_NICENESS
 from xtmail.sync.imap.settings import (
     AccountSettings,
     EmailSettings,
@@ -104,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=20000)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--threads", action="store_true",
+                        help="the host's sync in threads of this process, not a child")
     parser.add_argument("--servers-nice", type=int, default=0, metavar="N",
                         help="run the bench's PostgreSQL and Dovecot at this niceness, as "
                         "servers on other machines would not compete with the desktop")
@@ -131,7 +138,7 @@ def main() -> None:
             credentials = KeyringCredentials()
             credentials.remember(account, PASSWORD)  # as typed once in the password dialog
             host = MailHost(dsn, prefs, credentials=credentials,
-                            parse_workers=args.workers)
+                            parse_workers=args.workers, sync_process=not args.threads)
             meter = GapMeter()
             done = Done(args.n)
             timer = QTimer()
@@ -196,7 +203,8 @@ async def out_of_process(server: DovecotServer, dsn: str, workers: int, order: i
     # Popen and poll() return at once; the loop is qasync's, which offers no subprocess
     # transport.
     child = subprocess.Popen(  # noqa: ASYNC220
-        [os.path.join(os.path.dirname(sys.executable), "xtmail"), "sync", "--dsn", dsn,
+        ["nice", "-n", str(SYNC_NICENESS),
+         os.path.join(os.path.dirname(sys.executable), "xtmail"), "sync", "--dsn", dsn,
          "--host", server.host, "--port", str(server.imaps_port), "--user", BASELINE_USER,
          "--password-env", "XTMAIL_BENCH_PASSWORD", "--ca-file", str(server.ca_file),
          "--workers", str(workers), "--quiet", "--timeout", "300"],

@@ -9,7 +9,8 @@ mailbox (the floor; three times, the median counts). ``peak_rss_mb`` is the proc
 peak during the sync, before that raw fetch (which holds the whole mailbox in memory). It
 also prints the CPU seconds each program (PostgreSQL, Dovecot, Python) used during the
 sync, from /proc, counting only this process, its children and its own PostgreSQL server,
-and the CPU milliseconds per message. ``--durable`` uses a database server that flushes
+and the CPU milliseconds per message, and the machine's idle CPU share at the start, in the
+middle and at the end of the pass. ``--durable`` uses a database server that flushes
 commits to disk, as a production server does. Prints as its last lines
 ``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.3).
 """
@@ -21,6 +22,7 @@ import imaplib
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -58,6 +60,49 @@ def raw_fetch(server: DovecotServer) -> tuple[int, float, float]:
         count = sum(1 for part in data if isinstance(part, tuple))
         del data
     return count, elapsed, cpu
+
+
+class IdleSampler:
+    """The machine's idle share of its CPUs, every ``step`` seconds, from /proc/stat: where
+    a pass leaves cores unused (filling and draining the pipeline)."""
+
+    def __init__(self, step: float = 0.1) -> None:
+        self.step = step
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    def _run(self) -> None:
+        idle, total = self._read()
+        while not self._stop.wait(self.step):
+            now_idle, now_total = self._read()
+            if now_total > total:
+                self.samples.append((now_idle - idle) / (now_total - total))
+            idle, total = now_idle, now_total
+
+    def __enter__(self) -> IdleSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def lines(self) -> list[str]:
+        """Idle share in the first and last half second and in between."""
+        edge = max(1, round(0.5 / self.step))
+        if len(self.samples) < 3 * edge:
+            return []
+        parts = {"first_0.5s": self.samples[:edge], "middle": self.samples[edge:-edge],
+                 "last_0.5s": self.samples[-edge:]}
+        return [f"cpu_idle_share[{name}]: {statistics.mean(values):.2f}"
+                for name, values in parts.items()]
 
 
 def warm_up(server: DovecotServer) -> None:
@@ -117,7 +162,8 @@ def main() -> None:
                 roots = (os.getpid(), postmaster_pid(dsn))
                 cpu_before = cpu_seconds_by_program(roots)
                 start = time.perf_counter()
-                result = sync.run_once()
+                with IdleSampler() as idle:
+                    result = sync.run_once()
                 elapsed = time.perf_counter() - start
                 cpu = cpu_used(cpu_before, cpu_seconds_by_program(roots))
                 sync.close()
@@ -149,6 +195,8 @@ def main() -> None:
     for name, seconds in cpu.items():
         print(f"cpu_ms_per_message[{name}]: {seconds * 1000 / args.n:.3f}")
     print(f"cpu_ms_per_message: {sum(cpu.values()) * 1000 / args.n:.3f}")
+    for line in idle.lines():
+        print(line)
     print(f"peak_rss_mb: {sync_peak:.0f}")
     print(f"sync_messages_per_s: {sync_rate:.0f}")
     print(f"raw_fetch_messages_per_s: {raw_rate:.0f}")

@@ -38,6 +38,7 @@ from xtmail.sync.errors import XtmailError
 from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff, ConnectDb
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import SyncListener
+from xtmail.sync.imap.process import SyncProcess
 from xtmail.sync.imap.settings import (
     AccountSettings,
     SyncSettings,
@@ -137,7 +138,7 @@ class _Runner:
         self.settings = settings
         self.task: asyncio.Task[None] | None = None
         self.stop = threading.Event()
-        self.sync: AccountSync | None = None
+        self.sync: AccountSync | SyncProcess | None = None
         # Two threads: the sync itself, and close() of its connections after a stop.
         self.threads = ThreadPoolExecutor(2, thread_name_prefix="xtmail-sync",
                                           initializer=lower_thread_priority,
@@ -170,7 +171,12 @@ class SyncService(QObject):
     ``connect_db`` is a DSN or a function returning a new autocommit psycopg connection;
     ``parse_executor`` parses messages (:func:`parse_pool` keeps parsing off the GUI
     thread's interpreter lock and CPU; None parses in the sync thread); ``niceness``: how
-    many steps lower the sync threads' CPU priority is (0: the application's). Call
+    many steps lower the sync threads' CPU priority is (0: the application's).
+    ``separate_process``: each account syncs in a child process of its own
+    (:class:`~xtmail.sync.imap.process.SyncProcess`; ``parse_workers`` processes of its own
+    parse) instead of threads of this one, so that the sync never holds this process's
+    interpreter lock; it needs ``connect_db`` as a DSN (a function cannot cross to the
+    child; with one, the accounts run in threads). Call
     :meth:`aclose` before the loop ends: it stops the workers and waits for them.
     """
 
@@ -191,9 +197,13 @@ class SyncService(QObject):
         parse_executor: Executor | None = None,
         backoff: Backoff | None = None,
         niceness: int = SYNC_NICENESS,
+        separate_process: bool = False,
+        parse_workers: int = 2,
     ) -> None:
         super().__init__(parent)
         self._niceness = niceness
+        self._separate_process = separate_process
+        self._parse_workers = parse_workers
         self._accounts = _as_tuple(settings)
         self._credentials = credentials
         if isinstance(connect_db, str):
@@ -327,23 +337,39 @@ class SyncService(QObject):
             self._running = True
             self.runningChanged.emit(True)
 
+    def runsInProcesses(self) -> bool:
+        """Whether accounts sync in child processes (``separate_process`` with a DSN)."""
+        return self._separate_process and isinstance(self._connect_db, _DsnConnector)
+
     async def _run(self, runner: _Runner) -> None:
+        if self.runsInProcesses():  # nothing of the sync holds this process's lock
+            await self._run_account(runner)
+            return
         _quick_switching.acquire()
         try:
             await self._run_account(runner)
         finally:
             _quick_switching.release()
 
+    def _engine(self, runner: _Runner, listener: SyncListener) -> AccountSync | SyncProcess:
+        if self.runsInProcesses() and isinstance(self._connect_db, _DsnConnector):
+            return SyncProcess(
+                runner.settings, self._credentials, self._connect_db.dsn,
+                listener=listener, stop=runner.stop, backoff=self._backoff,
+                niceness=self._niceness, parse_workers=self._parse_workers,
+                application_name=self._connect_db.application_name)
+        return AccountSync(
+            runner.settings, self._credentials, self._connect_db,
+            executor=self._parse_executor, listener=listener, stop=runner.stop,
+            backoff=self._backoff,
+        )
+
     async def _run_account(self, runner: _Runner) -> None:
         loop = _loop()
         key = runner.settings.account.key
-        sync = AccountSync(
-            runner.settings, self._credentials, self._connect_db,
-            executor=self._parse_executor,
-            listener=_Bridge(loop, self, key),
-            stop=runner.stop,
-            backoff=self._backoff,
-        )
+        # Starting a process takes a moment: not on the GUI thread.
+        sync = await loop.run_in_executor(runner.threads, self._engine, runner,
+                                          _Bridge(loop, self, key))
         runner.sync = sync
         try:
             while not runner.stop.is_set():
@@ -418,9 +444,10 @@ def parse_pool(workers: int = 2, *, niceness: int = 10) -> ProcessPoolExecutor:
 class _DsnConnector:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-
-    def __call__(self) -> psycopg.Connection:
         # The name others see in pg_stat_activity when this desktop holds an account's lock
         # ("synchronized by ...").
+        self.application_name = f"xtmail desktop on {socket.gethostname()}"
+
+    def __call__(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10,
-                               application_name=f"xtmail desktop on {socket.gethostname()}")
+                               application_name=self.application_name)

@@ -224,10 +224,16 @@ def test_a_killed_sync_leaves_no_process_behind(
         "--batch-size", "100", "--password-env", "XTMAIL_TEST_PW", "--quiet",
         env={"XTMAIL_TEST_PW": imap_user.password},
     )
+    # Killed mid-work: the forkserver, the resource tracker and two busy workers.
+    kill_mid_sync(proc, conn, 4)
+
+
+def kill_mid_sync(proc: subprocess.Popen[bytes], conn: psycopg.Connection, helpers: int) -> None:
+    """SIGKILL ``proc`` once it has stored its first batches, and check that its
+    ``helpers`` descendants end too (:func:`kill_and_check`)."""
     try:
-        # Killed mid-work: the forkserver, the resource tracker and two busy workers.
         wait_for("the first batches stored", lambda: stored(conn) >= 200, proc)
-        kill_and_check(proc, 4)
+        kill_and_check(proc, helpers)
         assert stored(conn) < MESSAGES, "the sync ended before it was killed"
     finally:
         if proc.poll() is None:
@@ -285,3 +291,34 @@ def test_ctrl_c_during_a_sync_stops_it_without_a_worker_traceback(
     while (left := still_running(family)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, "outlived their parent:\n" + "\n".join(describe(left))
+
+
+# -- the desktop's sync process (MailHost) ------------------------------------------------------
+
+SYNC_PROCESS_OWNER = textwrap.dedent("""
+    import sys, threading
+    from xtmail.sync.imap.credentials import Credential, StaticCredentials
+    from xtmail.sync.imap.folder_sync import SyncListener
+    from xtmail.sync.imap.process import SyncProcess
+    from xtmail.sync.imap.settings import AccountSettings, AuthMethod, SyncSettings
+
+    host, port, user, password, ca_file, dsn = sys.argv[1:7]
+    account = AccountSettings(host=host, port=int(port), user=user, ca_file=ca_file)
+    sync = SyncProcess(SyncSettings(account=account, batch_size=100),
+                       StaticCredentials(Credential(AuthMethod.PASSWORD, password)), dsn,
+                       listener=SyncListener(), stop=threading.Event(), parse_workers=2)
+    sync.run_once()
+""")
+
+
+def test_a_desktop_sync_process_ends_with_the_application_that_started_it(
+    dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str, conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(MESSAGES, prefix="d"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SYNC_PROCESS_OWNER, dovecot.host, str(dovecot.imaps_port),
+         imap_user.user, imap_user.password, str(dovecot.ca_file), db_dsn],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # The application killed mid-sync: its sync process (the pipe closes: it commits its
+    # batch and exits), that one's forkserver and two busy parse workers.
+    kill_mid_sync(proc, conn, 4)

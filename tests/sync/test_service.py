@@ -87,7 +87,7 @@ def run(loop: qasync.QEventLoop, coro: Awaitable[T]) -> T:
 
 def make_service(
     server: DovecotServer, account: ImapAccount, dsn: str, *, password: str | None = None,
-    parse_executor: Executor | None = None, **settings: Any,
+    parse_executor: Executor | None = None, separate_process: bool = False, **settings: Any,
 ) -> SyncService:
     account_settings = AccountSettings(
         host=server.host, user=account.user, port=server.imaps_port,
@@ -99,6 +99,8 @@ def make_service(
         dsn,
         backoff=Backoff(initial=0.05, cap=0.5),
         parse_executor=parse_executor,
+        separate_process=separate_process,
+        parse_workers=1,
     )
 
 
@@ -107,9 +109,10 @@ def eml_count(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_service_syncs_watches_and_applies_folder_changes(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
-    db_dsn: str, conn: psycopg.Connection,
+    db_dsn: str, conn: psycopg.Connection, separate_process: bool,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(60, prefix="svc"))
     dovecot.seed_maildir(imap_user.user, "Clients", iter_generated_messages(5, prefix="cl"))
@@ -117,7 +120,8 @@ def test_service_syncs_watches_and_applies_folder_changes(
     # Parsing in a spawned, niced process, as a host application sets it up.
     pool = parse_pool(1)
     service = make_service(dovecot, imap_user, db_dsn, batch_size=20, poll_interval=60.0,
-                           parse_executor=pool)
+                           parse_executor=pool, separate_process=separate_process)
+    assert service.runsInProcesses() == separate_process
     signals = Signals(service)
     gaps: list[float] = []
     ticks = [time.monotonic()]
@@ -136,7 +140,7 @@ def test_service_syncs_watches_and_applies_folder_changes(
         service.start()
         assert service.isRunning()
         await until(lambda: bool(signals.finished))
-        assert signals.finished[0] == (f"{imap_user.user}@{dovecot.host}", 60)
+        assert signals.finished[0] == (f"{imap_user.user}@{dovecot.host}", 60), signals.errors
         assert len(signals.imported) == 60
         assert signals.progress[-1][1:] == ("INBOX", 60, 60)
         assert service.lastFinished() is not None
@@ -228,11 +232,13 @@ def test_a_folder_added_during_a_pass_is_synchronized_next(
     assert signals.errors == []
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_authentication_failure_is_reported_and_stops(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount,
-    db_dsn: str,
+    db_dsn: str, separate_process: bool,
 ) -> None:
-    service = make_service(dovecot, imap_user, db_dsn, password="wrong")
+    service = make_service(dovecot, imap_user, db_dsn, password="wrong",
+                           separate_process=separate_process)
     signals = Signals(service)
 
     async def scenario() -> None:
@@ -365,9 +371,10 @@ def test_two_accounts_run_side_by_side_each_with_its_folders(
                                    (f"{other.user}@{dovecot.host}", 5)])
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_a_password_command_signs_in_and_a_failing_one_says_which(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
-    tmp_path: Path, conn: psycopg.Connection,
+    tmp_path: Path, conn: psycopg.Connection, separate_process: bool,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(3, prefix="cmd"))
     helper = tmp_path / "get-password"
@@ -380,11 +387,13 @@ def test_a_password_command_signs_in_and_a_failing_one_says_which(
         good = SyncService(
             SyncSettings(account=account_of(dovecot, imap_user, password_command=str(helper)),
                          poll_interval=60.0),
-            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
+            separate_process=separate_process, parse_workers=0)
         good_signals = Signals(good)
         bad = SyncService(
             SyncSettings(account=account_of(dovecot, imap_user, password_command=str(broken))),
-            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+            KeyringCredentials(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
+            separate_process=separate_process, parse_workers=0)
         bad_signals = Signals(bad)
 
         async def scenario() -> None:
@@ -404,13 +413,15 @@ def test_a_password_command_signs_in_and_a_failing_one_says_which(
                               "vault is sealed.")
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_a_wrong_host_name_is_worded_for_people(
-    qloop: qasync.QEventLoop, db_dsn: str,
+    qloop: qasync.QEventLoop, db_dsn: str, separate_process: bool,
 ) -> None:
     account = AccountSettings(host="imap.example.invalid", user="ann", timeout=5.0)
     service = SyncService(SyncSettings(account=account),
                           StaticCredentials(Credential(AuthMethod.PASSWORD, "pw")), db_dsn,
-                          backoff=Backoff(initial=0.05, cap=0.2))
+                          backoff=Backoff(initial=0.05, cap=0.2),
+                          separate_process=separate_process, parse_workers=0)
     signals = Signals(service)
 
     async def scenario() -> None:

@@ -144,7 +144,7 @@ def test_the_first_sync_moves_what_the_application_holds_out_of_the_collectors_r
     gc.unfreeze()
     monkeypatch.setattr(host_module, "_frozen", False)
     held = [object()]  # something the application holds before its sync starts
-    host = make_host(ini, db_dsn, freeze_gc=freeze)
+    host = make_host(ini, db_dsn, freeze_gc=freeze, sync_process=False)  # threads freeze
     try:
         assert gc.get_freeze_count() == 0
         qloop.run_until_complete(host.start())

@@ -1,0 +1,101 @@
+"""SyncService with each account in a child process (what MailHost runs), against real
+Dovecot and PostgreSQL: a stop keeps what was committed and loses nothing, a killed child is
+reported in words, and the child never holds the credential longer than the parent gives it.
+The thread-mode behaviours shared with it are parametrised in test_service.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import psycopg
+import qasync
+
+from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_messages
+from tests.sync.test_service import Signals, eml_count, make_service, run, until
+from xtmail.sync.imap.credentials import Credential
+from xtmail.sync.imap.process import SyncProcess
+from xtmail.sync.imap.settings import AccountSettings, AuthMethod
+
+
+class CountingCredentials:
+    """The parent's credential provider, counting the child's questions."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.asked: list[str] = []
+
+    def credential(self, account: AccountSettings) -> Credential:
+        self.asked.append(account.key)
+        return Credential(AuthMethod.PASSWORD, self.password)
+
+
+def child_of(service: object) -> SyncProcess:
+    runner, = service._runners.values()  # type: ignore[attr-defined]
+    assert isinstance(runner.sync, SyncProcess)
+    return runner.sync
+
+
+def test_a_stop_mid_pass_keeps_the_committed_batches_and_the_next_start_finishes(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(600, prefix="sp"))
+    service = make_service(dovecot, imap_user, db_dsn, batch_size=25, poll_interval=60.0,
+                           separate_process=True)
+    credentials = CountingCredentials(imap_user.password)
+    service._credentials = credentials  # the parent's provider, asked by the child
+    signals = Signals(service)
+
+    async def scenario() -> int:
+        service.start()
+        await until(lambda: eml_count(conn) >= 50, within=30)
+        child = child_of(service)
+        assert child.pid is not None and child.pid != os.getpid()
+        await service.aclose()
+        stopped_at = eml_count(conn)
+        passes = len(signals.finished)  # the stopped pass reports what it committed
+        service.start()
+        await until(lambda: len(signals.finished) > passes, within=60)
+        await service.aclose()
+        return stopped_at
+
+    stopped_at = run(qloop, scenario())
+    assert 50 <= stopped_at < 600, "the stop came after the whole folder"
+    # Nothing lost, nothing twice: the second run stored exactly the rest.
+    assert eml_count(conn) == 600
+    assert sum(n for _, n in signals.finished) == 600
+    assert signals.errors == []
+    # Each run's child asked the parent for the password when it connected.
+    assert credentials.asked == [f"{imap_user.user}@{dovecot.host}"] * 2
+    assert signals.running == [True, False, True, False]
+
+
+def test_a_killed_sync_process_is_reported_in_words_and_the_service_stops(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(5, prefix="kill"))
+    service = make_service(dovecot, imap_user, db_dsn, poll_interval=60.0,
+                           separate_process=True)
+    signals = Signals(service)
+
+    async def scenario() -> None:
+        service.start()
+        await until(lambda: bool(signals.finished))  # the pass ended: it waits for mail
+        await asyncio.to_thread(dovecot.wait_for_idle, imap_user.user)
+        pid = child_of(service).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: not service.isRunning(), within=20)
+        await service.aclose()
+
+    run(qloop, scenario())
+    assert eml_count(conn) == 5
+    (kind, message), = signals.errors
+    assert kind == "internal"
+    assert "ended unexpectedly (signal 9)" in message
+    assert "synchronized again at the next start" in message
+    assert any(s.startswith("Stopped: ") and "ended unexpectedly" in s
+               for s in signals.statuses), signals.statuses
