@@ -326,9 +326,10 @@ def account_of(server: DovecotServer, account: ImapAccount, **changes: Any) -> A
                            ca_file=str(server.ca_file), timeout=10.0, **changes)
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_two_accounts_run_side_by_side_each_with_its_folders(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
-    conn: psycopg.Connection,
+    conn: psycopg.Connection, separate_process: bool,
 ) -> None:
     other = ImapAccount(f"second-{imap_user.user}", "second-password")
     dovecot.add_user(other.user, other.password)
@@ -346,7 +347,8 @@ def test_two_accounts_run_side_by_side_each_with_its_folders(
             return Credential(AuthMethod.PASSWORD, password[account.user])
 
     service = SyncService(email.enabled(), PerAccount(), db_dsn,
-                          backoff=Backoff(initial=0.05, cap=0.5))
+                          backoff=Backoff(initial=0.05, cap=0.5),
+                          separate_process=separate_process, parse_workers=0)
     signals = Signals(service)
 
     async def scenario() -> None:
@@ -467,8 +469,10 @@ def test_a_token_command_signs_in_with_xoauth2(
     assert eml_count(conn) == 2
 
 
+@pytest.mark.parametrize("separate_process", [False, True], ids=["threads", "process"])
 def test_an_account_added_while_running_starts_and_a_removed_one_stops(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    separate_process: bool,
 ) -> None:
     other = ImapAccount(f"added-{imap_user.user}", "added-password")
     dovecot.add_user(other.user, other.password)
@@ -481,7 +485,8 @@ def test_an_account_added_while_running_starts_and_a_removed_one_stops(
             password = {imap_user.user: imap_user.password, other.user: other.password}
             return Credential(AuthMethod.PASSWORD, password[account.user])
 
-    service = SyncService(first, PerAccount(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5))
+    service = SyncService(first, PerAccount(), db_dsn, backoff=Backoff(initial=0.05, cap=0.5),
+                          separate_process=separate_process, parse_workers=0)
     signals = Signals(service)
 
     async def scenario() -> None:
