@@ -117,8 +117,9 @@ class MailHost(QObject):
 
     ``sync_process`` (the default): each account syncs in a child process of its own, at a
     lower CPU priority, with its own parse processes (``parse_workers`` of them); the GUI
-    thread never waits for an interpreter lock a sync thread holds (bench/gui_stall.py:
-    longest stall 14 ms against 25 ms with the sync in threads of this process,
+    thread never waits for an interpreter lock a sync thread holds, and the child, in a
+    scheduling group of its own, never spends this process's CPU share (bench/gui_stall.py:
+    longest stall 10.7 ms against 25.5 ms with the sync in threads of this process,
     docs/benchmarks.md). Credentials stay in this process: the child asks for them when it
     connects. ``False``, or a ``connect_db`` function (which cannot cross to a child), runs
     the sync in threads here, and then:

@@ -16,7 +16,8 @@ sessions' autogroups), as servers on other machines would not compete with the d
 
 Same-run baseline: the same timer and open Email tab while ``xtmail sync --once`` imports
 the same N messages (a second Dovecot user) into a second database from a child process,
-at the sync threads' priority (``SYNC_NICENESS``): the same sync in a process of its own.
+at the sync threads' priority (``SYNC_NICENESS``) in a session (scheduling group) of its own,
+lowered as ``SyncProcess`` lowers itself: the same sync in a process of its own.
 The machine carries the same load, but the baseline's GUI has no host: no Email tab
 refreshes as mail arrives, no signals from the sync. Prints
 ``gui_max_stall_ms`` (the longest gap minus the 5 ms interval; target <= 16),
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -209,7 +212,10 @@ async def out_of_process(server: DovecotServer, dsn: str, workers: int, order: i
          "--password-env", "XTMAIL_BENCH_PASSWORD", "--ca-file", str(server.ca_file),
          "--workers", str(workers), "--quiet", "--timeout", "300"],
         env={**os.environ, "XTMAIL_BENCH_PASSWORD": PASSWORD},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # As SyncProcess places itself: a session, and so a scheduling group, of its own, lowered.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{child.pid}/autogroup").write_text(str(SYNC_NICENESS))  # noqa: ASYNC240
     while child.poll() is None:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start

@@ -3,16 +3,17 @@
 Why: a sync in the GUI's process shares its interpreter lock. With the sync threads niced
 and a 1 ms switch interval, the GUI thread still waited for the lock 10-20 ms at a time
 while five sync threads took turns (``perf sched`` of bench/gui_stall.py, docs/benchmarks.md);
-the same sync in a niced process of its own left the GUI's longest stall at 14 ms against
-25 ms. :class:`SyncProcess` is what :class:`~xtmail.sync.imap.service.SyncService` drives
-instead of an ``AccountSync`` when it runs accounts in processes.
+the same sync in a process of its own, lowered in a scheduling group of its own, left the
+GUI's longest stall at 10.7 ms against 25.5 ms. :class:`SyncProcess` is what
+:class:`~xtmail.sync.imap.service.SyncService` drives instead of an ``AccountSync`` when it
+runs accounts in processes.
 
 The parent keeps everything a person touches: the credentials (keyring, OAuth, a password
 typed once) are asked for in the parent when the child connects, and never stored in the
 child; settings changes, wake-ups and stop requests go down a pipe; the engine's listener
 calls (progress, status, new ties, errors) come back up it and are made on the parent's
-listener by the thread that waits for the child. The child runs at a lower CPU priority,
-parses in worker processes of its own, and ends when its parent does (the pipe closes: the
+listener by the thread that waits for the child. The child runs at a lower CPU priority in
+a session of its own (:func:`lower_priority`), parses in worker processes of its own, and ends when its parent does (the pipe closes: the
 batch in hand is committed, as after a stop).
 """
 
@@ -116,8 +117,8 @@ class SyncProcess:
         self._link, child_end = context.Pipe()
         self._process = context.Process(
             target=_child_main,
-            args=(child_end, settings, dsn, backoff, niceness, parse_workers,
-                  application_name),
+            args=(child_end, settings, dsn, backoff, niceness, _application_niceness(),
+                  parse_workers, application_name),
             name=f"xtmail sync {settings.account.key}",
             # Not a daemon: it starts parse processes of its own, which daemons may not.
             daemon=False,
@@ -259,6 +260,16 @@ def _close_pipes() -> None:
             owner._link.close()
 
 
+def _application_niceness() -> int:
+    """The niceness of the application's main thread (on Linux each thread has its own)."""
+    if not hasattr(os, "getpriority"):
+        return 0
+    try:
+        return os.getpriority(os.PRIO_PROCESS, os.getpid())
+    except OSError:
+        return 0
+
+
 class _RemoteWake:
     """``sync.wake.set()`` of the engine, across the pipe (a stop goes first when asked)."""
 
@@ -271,6 +282,38 @@ class _RemoteWake:
 
 
 # -- the child --------------------------------------------------------------------------------
+
+
+def lower_priority(niceness: int, base: int = 0) -> None:
+    """This process ``niceness`` steps below ``base`` (the application's niceness), in a
+    scheduling group of its own.
+
+    Linux desktops group each session's processes (autogroup): niceness counts only inside
+    the group, and the group competes with the others as one. Left in the application's
+    session, the sync and its parse processes would spend the application's group's share,
+    and the GUI thread would wait behind other groups' work when it wakes. In a session of
+    its own, lowered as a whole, the sync takes what the machine has left. Where any step
+    is refused, the rest still applies."""
+    if niceness <= 0:
+        return
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:
+            pass
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(niceness))
+    except OSError:
+        pass
+    if hasattr(os, "setpriority"):
+        # Absolute, not os.nice(): a process inherits the niceness of the thread that
+        # started it, which may be a lowered sync thread already.
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, base + niceness))
+        except OSError:
+            pass
+
 
 
 class _Uplink:
@@ -338,16 +381,12 @@ class _ParentCredentials:
 
 
 def _child_main(link: multiprocessing.connection.Connection, settings: SyncSettings, dsn: str,
-                backoff: Backoff | None, niceness: int, parse_workers: int,
-                application_name: str) -> None:
+                backoff: Backoff | None, niceness: int, base_niceness: int,
+                parse_workers: int, application_name: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    if niceness > 0 and hasattr(os, "nice"):
-        try:
-            os.nice(niceness)
-        except OSError:
-            pass
+    lower_priority(niceness, base_niceness)
     from xtmail.sync.pipeline import parse_processes
 
     uplink = _Uplink(link)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import psycopg
 import qasync
@@ -16,6 +17,7 @@ from tests.helpers.dovecot import DovecotServer, ImapAccount, iter_generated_mes
 from tests.sync.test_service import Signals, eml_count, make_service, run, until
 from xtmail.sync.imap.credentials import Credential
 from xtmail.sync.imap.process import SyncProcess
+from xtmail.sync.imap.service import SYNC_NICENESS
 from xtmail.sync.imap.settings import AccountSettings, AuthMethod
 
 
@@ -29,6 +31,14 @@ class CountingCredentials:
     def credential(self, account: AccountSettings) -> Credential:
         self.asked.append(account.key)
         return Credential(AuthMethod.PASSWORD, self.password)
+
+
+def placement(pid: int) -> tuple[int, int, int | None]:
+    """A process's session, niceness, and its scheduling group's niceness (autogroup)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    group = Path(f"/proc/{pid}/autogroup")
+    group_nice = int(group.read_text().split()[-1]) if group.exists() else None
+    return int(fields[3]), int(fields[16]), group_nice
 
 
 def child_of(service: object) -> SyncProcess:
@@ -53,6 +63,11 @@ def test_a_stop_mid_pass_keeps_the_committed_batches_and_the_next_start_finishes
         await until(lambda: eml_count(conn) >= 50, within=30)
         child = child_of(service)
         assert child.pid is not None and child.pid != os.getpid()
+        # Lower than the application, in a session (and scheduling group) of its own.
+        session, niceness, group = placement(child.pid)
+        assert session == child.pid != os.getsid(0)
+        assert niceness == os.getpriority(os.PRIO_PROCESS, 0) + SYNC_NICENESS
+        assert group in (None, SYNC_NICENESS)  # None: a kernel without autogroup
         await service.aclose()
         stopped_at = eml_count(conn)
         passes = len(signals.finished)  # the stopped pass reports what it committed
