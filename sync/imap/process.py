@@ -13,8 +13,9 @@ typed once) are asked for in the parent when the child connects, and never store
 child; settings changes, wake-ups and stop requests go down a pipe; the engine's listener
 calls (progress, status, new ties, errors) come back up it and are made on the parent's
 listener by the thread that waits for the child. The child runs at a lower CPU priority in
-a session of its own (:func:`lower_priority`), parses in worker processes of its own, and ends when its parent does (the pipe closes: the
-batch in hand is committed, as after a stop).
+a session of its own (:func:`lower_priority`), parses in worker processes of its own, and
+ends when its parent does (the pipe closes: the batch in hand is committed, as after a
+stop).
 """
 
 from __future__ import annotations
