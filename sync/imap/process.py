@@ -172,7 +172,9 @@ class SyncProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
-        self._link.close()
+        with self._send_lock:
+            self._link.close()
+        _live.discard(self)
 
     # -- the pipe -----------------------------------------------------------------------------
     def _send(self, message: tuple[Any, ...]) -> None:
@@ -204,7 +206,7 @@ class SyncProcess:
                 waited += POLL_SECONDS
                 if not self._process.is_alive():
                     # Whatever it sent before it ended has been read by now.
-                    if not self._link.poll(0):
+                    if not self._has_more():
                         raise self._ended()
                 elif deadline is not None and waited >= deadline:
                     raise XtmailError("the sync process did not answer in time")
@@ -223,6 +225,12 @@ class SyncProcess:
                 self._deliver(message[1], message[2])
             elif kind == "credential":
                 self._answer_credential(message[1])
+
+    def _has_more(self) -> bool:
+        try:
+            return self._link.poll(0)
+        except (OSError, ValueError):  # closed at the application's exit
+            return False
 
     def _deliver(self, name: str, args: tuple[Any, ...]) -> None:
         if name in _LISTENER_CALLS:
