@@ -156,16 +156,18 @@ def cpu_seconds_by_program(
     if roots is None:
         return used
     wanted = {str(pid) for pid in roots}
+    return {pid: entry for pid, entry in used.items() if _descends(pid, wanted, parents)}
 
-    def in_scope(pid: str) -> bool:
-        seen = 0
-        while pid in parents and seen < 64:
-            if pid in wanted:
-                return True
-            pid, seen = parents[pid], seen + 1
-        return pid in wanted
 
-    return {pid: entry for pid, entry in used.items() if in_scope(pid)}
+def _descends(pid: str, roots: set[str], parents: dict[str, str]) -> bool:
+    """Whether process ``pid`` is one of ``roots`` or below one (``parents``: pid -> ppid,
+    from /proc)."""
+    seen = 0
+    while pid in parents and seen < 64:
+        if pid in roots:
+            return True
+        pid, seen = parents[pid], seen + 1
+    return pid in roots
 
 
 def renice_servers(roots: Collection[int], niceness: int) -> int:
@@ -184,7 +186,7 @@ def renice_servers(roots: Collection[int], niceness: int) -> int:
         # sees. The servers start sessions of their own.
         with contextlib.suppress(OSError):
             Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
-    parents = {}
+    parents: dict[str, str] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -194,10 +196,7 @@ def renice_servers(roots: Collection[int], niceness: int) -> int:
             parents[entry.name] = stat[stat.rindex(")") + 2 :].split()[1]
     count = 0
     for pid in parents:
-        ancestor, steps = pid, 0
-        while ancestor not in wanted and ancestor in parents and steps < 64:
-            ancestor, steps = parents[ancestor], steps + 1
-        if ancestor in wanted:
+        if _descends(pid, wanted, parents):
             try:
                 os.setpriority(os.PRIO_PROCESS, int(pid), niceness)
             except (ProcessLookupError, PermissionError):

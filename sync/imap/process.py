@@ -36,7 +36,7 @@ import psycopg
 
 from xtmail.sync.errors import XtmailError
 from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff
-from xtmail.sync.imap.credentials import Credential
+from xtmail.sync.imap.credentials import Credential, CredentialProvider
 from xtmail.sync.imap.folder_sync import SyncListener
 from xtmail.sync.imap.settings import AccountSettings, SyncSettings, describe_error
 
@@ -98,7 +98,7 @@ class SyncProcess:
     def __init__(
         self,
         settings: SyncSettings,
-        credentials: Any,
+        credentials: CredentialProvider,
         dsn: str,
         *,
         listener: SyncListener,
@@ -242,10 +242,8 @@ class SyncProcess:
     def _answer_credential(self, account: AccountSettings) -> None:
         try:
             answer: object = self._credentials.credential(account)
-        except XtmailError as exc:
-            answer = portable(exc)
-        except Exception as exc:  # noqa: BLE001  # keyring backends raise their own
-            answer = portable(exc)
+        except Exception as exc:  # noqa: BLE001  # ours, or a keyring backend's own
+            answer = portable(exc, account)
         self._send(("credential", answer))
 
     def _ended(self) -> SyncProcessEnded:
@@ -340,9 +338,9 @@ class _Uplink:
 
 
 class _RelayListener(SyncListener):
-    def __init__(self, uplink: _Uplink) -> None:
+    def __init__(self, uplink: _Uplink, account: AccountSettings) -> None:
         self._uplink = uplink
-        self.account: AccountSettings | None = None
+        self.account = account  # errors are worded for it; follows settings changes
 
     def _relay(self, name: str, *args: Any) -> None:
         try:
@@ -408,8 +406,7 @@ def _child_main(link: multiprocessing.connection.Connection, settings: SyncSetti
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
                                application_name=application_name)
 
-    listener = _RelayListener(uplink)
-    listener.account = settings.account
+    listener = _RelayListener(uplink, settings.account)
     sync = AccountSync(settings, _ParentCredentials(uplink), connect, executor=executor,
                        listener=listener, stop=stop, backoff=backoff)
 

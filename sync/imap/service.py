@@ -352,7 +352,7 @@ class SyncService(QObject):
             _quick_switching.release()
 
     def _engine(self, runner: _Runner, listener: SyncListener) -> AccountSync | SyncProcess:
-        if self.runsInProcesses() and isinstance(self._connect_db, _DsnConnector):
+        if self._separate_process and isinstance(self._connect_db, _DsnConnector):
             return SyncProcess(
                 runner.settings, self._credentials, self._connect_db.dsn,
                 listener=listener, stop=runner.stop, backoff=self._backoff,
