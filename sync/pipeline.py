@@ -68,8 +68,17 @@ def parse_processes(workers: int, *, start: str = "forkserver",
 
 
 def _worker_started(niceness: int, parent: int, parent_main: int | None, start: str) -> None:
-    # Ctrl+C reaches the whole foreground process group: the parent stops the work, the
-    # workers finish or drop what they hold when it shuts the pool down.
+    # Ctrl+C and a SIGTERM sent to the command's process group are the parent's to handle:
+    # it stops the work, and the workers finish or drop what they hold when it shuts the
+    # pool down. A group of their own keeps a group SIGTERM from killing them meanwhile:
+    # a worker dying while the pool's feeder thread writes a batch to it left that thread
+    # blocked on a full pipe the parent itself holds open, and the shutdown waiting for it
+    # forever (test_an_interrupted_import_says_what_it_saved_and_resumes, SIGTERM).
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the parent's Python handlers; the pool ends broken workers
     # with SIGTERM, which must simply end them.
