@@ -86,7 +86,8 @@ class Watchdog:
     seconds; gives each a ``statement_timeout`` (by default ``answer_timeout`` less a
     margin, so that a server that runs stops a long query first, with its own error).
 
-    ``on_cut(label, seconds)`` is called (in the watchdog's thread) for each connection cut.
+    ``on_cut(label, seconds)`` is called (in the watchdog's thread) for each connection cut,
+    just before its socket is shut down.
     """
 
     def __init__(self, answer_timeout: float, *, statement_timeout: float | None = None,
@@ -160,11 +161,15 @@ class Watchdog:
         if waited < self.answer_timeout:
             return
         state.cut = True
-        _shut_down(conn)
-        log.debug("cut database connection %s after %.1f s without an answer",
+        log.debug("cutting database connection %s after %.1f s without an answer",
                   state.label, waited)
-        if self.on_cut is not None:
-            self.on_cut(state.label, waited)
+        # Reported before the cut, so that the report comes before the failure it causes
+        # in the waiting thread (whose handling may read or log it at once).
+        try:
+            if self.on_cut is not None:
+                self.on_cut(state.label, waited)
+        finally:
+            _shut_down(conn)
 
 
 def _shut_down(conn: psycopg.Connection[Any]) -> None:

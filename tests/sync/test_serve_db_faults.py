@@ -144,27 +144,27 @@ def test_the_watchdog_cuts_a_call_the_frozen_database_never_answers_and_no_busy_
 ) -> None:
     cut: list[str] = []
     watchdog = Watchdog(1.0, on_cut=lambda label, _: cut.append(label))
-    try:
-        busy = watchdog.watch(psycopg.connect(dsn, autocommit=True), "busy")
-        # Many short statements, together far longer than the bound: none is cut.
-        started = time.monotonic()
-        while time.monotonic() - started < 2.5:
-            busy.execute("SELECT pg_sleep(0.01)")
-        assert cut == [] and not watchdog.was_cut(busy)
-        # A statement longer than the server's statement_timeout (80 % of the bound) is
-        # stopped by the running server itself, with its own error.
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            busy.execute("SELECT pg_sleep(5)")
-        assert cut == []
-        frozen_conn = watchdog.watch(psycopg.connect(dsn, autocommit=True), "frozen")
-        with frozen(own_server):
+    with psycopg.connect(dsn, autocommit=True) as busy_conn, \
+            psycopg.connect(dsn, autocommit=True) as frozen_conn:
+        try:
+            busy = watchdog.watch(busy_conn, "busy")
+            # Many short statements, together far longer than the bound: none is cut.
             started = time.monotonic()
-            with pytest.raises(psycopg.OperationalError):
-                frozen_conn.execute("SELECT 1")
-            took = time.monotonic() - started
-        assert cut == ["frozen"] and watchdog.was_cut(frozen_conn)
-        assert 1.0 <= took < 3.0
-        busy.close()
-        frozen_conn.close()
-    finally:
-        watchdog.close()
+            while time.monotonic() - started < 2.5:
+                busy.execute("SELECT pg_sleep(0.01)")
+            assert cut == [] and not watchdog.was_cut(busy)
+            # A statement longer than the server's statement_timeout (80 % of the bound) is
+            # stopped by the running server itself, with its own error.
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                busy.execute("SELECT pg_sleep(5)")
+            assert cut == []
+            watchdog.watch(frozen_conn, "frozen")
+            with frozen(own_server):
+                started = time.monotonic()
+                with pytest.raises(psycopg.OperationalError):
+                    frozen_conn.execute("SELECT 1")
+                took = time.monotonic() - started
+            assert cut == ["frozen"] and watchdog.was_cut(frozen_conn)
+            assert 1.0 <= took < 3.0
+        finally:
+            watchdog.close()
