@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import queue
 import select
@@ -59,12 +60,41 @@ def parse_processes(workers: int, *, start: str = "forkserver",
     The workers ignore Ctrl+C (the calling process handles it and shuts the pool down) and
     end as soon as the calling process ends, however it ends (see :func:`_watch_parent`).
     """
+    if start == "forkserver":
+        _start_fork_server()
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context(start),
         initializer=_worker_started,
         initargs=(niceness, os.getpid(), threading.main_thread().ident, start),
     )
+
+
+def _start_fork_server() -> None:
+    """Start multiprocessing's fork server now, with SIGINT and SIGTERM ignored.
+
+    A worker forked from the fork server runs Python's start-up and its imports before
+    :func:`_worker_started` makes it ignore Ctrl+C; under load that takes a second, and a
+    Ctrl+C sent to the terminal's process group meanwhile killed it and broke the pool (the
+    work then failed with a traceback, or hung in the pool's shutdown). A process started
+    with a signal ignored keeps it ignored, and so do the processes it forks: neither the
+    fork server nor a starting worker is ended by a Ctrl+C or a SIGTERM to the group. The
+    workers take SIGTERM back in :func:`_worker_started` (the pool ends broken ones with it);
+    the fork server ends when its last user does, as before.
+
+    Signal handlers are set in the main thread only: elsewhere the server starts with the
+    first task, as multiprocessing does by itself. A Ctrl+C during the few milliseconds of
+    the start is ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    shielded = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in shielded}
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _worker_started(niceness: int, parent: int, parent_main: int | None, start: str) -> None:

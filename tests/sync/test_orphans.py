@@ -143,6 +143,40 @@ def test_parse_workers_end_with_the_process_that_owns_the_pool(start: str) -> No
             proc.communicate()
 
 
+SHIELD_OWNER = textwrap.dedent("""
+    import os, signal
+    from pathlib import Path
+    from xtmail.sync.pipeline import parse_processes
+
+    def ignored(pid):
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        mask = int(next(line.split()[1] for line in status if line.startswith("SigIgn:")), 16)
+        return [bool(mask & 1 << (sig - 1)) for sig in (signal.SIGINT, signal.SIGTERM)]
+
+    pool = parse_processes(1, start="forkserver")
+    # Started by parse_processes itself, before any task, with both signals ignored.
+    server, = [pid for task in Path("/proc/self/task").iterdir()
+               for pid in map(int, (task / "children").read_text().split())
+               if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    worker = pool.submit(os.getpid).result()
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+          signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+          ignored(server), ignored(worker), os.getpgid(worker) == worker, flush=True)
+    pool.shutdown()
+""")
+
+
+def test_a_group_signal_cannot_reach_a_starting_forkserver_worker() -> None:
+    # A worker forked from the fork server spends its start-up (imports) in the command's
+    # process group; a Ctrl+C then killed it and broke the pool. Now the fork server starts
+    # with SIGINT and SIGTERM ignored, so every worker starts with them ignored too; once
+    # started, a worker has a group of its own and takes SIGTERM back (the pool ends broken
+    # workers with it). The owner's own handlers are as they were.
+    out = subprocess.run([sys.executable, "-c", SHIELD_OWNER], capture_output=True,
+                         timeout=120, check=True, start_new_session=True)
+    assert out.stdout.split(b"\n")[0] == b"True True [True, True] [True, False] True", out
+
+
 # Where pidfd_open is missing (Linux before 5.3, macOS, Windows) the watch falls back on the
 # parent's sentinel (spawn, forkserver) or on polling the parent pid (fork). The workers
 # here are made by a thread that has ended, so no death signal is armed either.
