@@ -57,8 +57,8 @@ class SyncProcessEnded(XtmailError):
     """The sync process ended without being asked to (killed, or out of memory)."""
 
     kind = "internal"
-    hint = ("The account will be synchronized again at the next start; if this repeats, "
-            "the application's log says more.")
+    hint = ("What it committed is kept; it is started again after a pause, which grows "
+            "while it keeps ending. If this repeats, the application's log says more.")
 
 
 def portable(error: BaseException, account: AccountSettings | None = None) -> XtmailError:

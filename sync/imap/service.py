@@ -38,7 +38,7 @@ from xtmail.sync.errors import XtmailError
 from xtmail.sync.imap.account import AccountResult, AccountSync, Backoff, ConnectDb
 from xtmail.sync.imap.credentials import CredentialProvider
 from xtmail.sync.imap.folder_sync import SyncListener
-from xtmail.sync.imap.process import SyncProcess
+from xtmail.sync.imap.process import SyncProcess, SyncProcessEnded
 from xtmail.sync.imap.settings import (
     AccountSettings,
     SyncSettings,
@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 
 #: How long ``aclose()`` waits for the worker threads to notice the stop flag.
 STOP_TIMEOUT = 30.0
+
+#: The first pause before a sync process that ended unexpectedly is started again, and the
+#: longest one (the pause doubles while it keeps ending), in seconds.
+RESTART_DELAY = 5.0
+RESTART_CAP = 300.0
 
 #: How many nice steps below the application the sync threads run (as ``parse_pool``'s
 #: processes do).
@@ -134,8 +139,11 @@ class _Bridge(SyncListener):
 class _Runner:
     """One account's task, stop flag, engine and threads."""
 
-    def __init__(self, settings: SyncSettings, niceness: int) -> None:
+    def __init__(self, settings: SyncSettings, niceness: int, restart_delay: float) -> None:
         self.settings = settings
+        # The pause before a sync process that ended unexpectedly is started again: it
+        # doubles while the process keeps ending, and is back to the first after a pass.
+        self.restarts = Backoff(initial=restart_delay, cap=max(restart_delay, RESTART_CAP))
         self.task: asyncio.Task[None] | None = None
         self.stop = threading.Event()
         self.sync: AccountSync | SyncProcess | None = None
@@ -176,7 +184,9 @@ class SyncService(QObject):
     (:class:`~xtmail.sync.imap.process.SyncProcess`; ``parse_workers`` processes of its own
     parse) instead of threads of this one, so that the sync never holds this process's
     interpreter lock; it needs ``connect_db`` as a DSN (a function cannot cross to the
-    child; with one, the accounts run in threads). Call
+    child; with one, the accounts run in threads). A child that ends without being asked
+    (killed, out of memory) is reported and started again after ``restart_delay`` seconds,
+    doubling while it keeps ending (at most :data:`RESTART_CAP`). Call
     :meth:`aclose` before the loop ends: it stops the workers and waits for them.
     """
 
@@ -199,8 +209,10 @@ class SyncService(QObject):
         niceness: int = SYNC_NICENESS,
         separate_process: bool = False,
         parse_workers: int = 2,
+        restart_delay: float = RESTART_DELAY,
     ) -> None:
         super().__init__(parent)
+        self._restart_delay = restart_delay
         self._niceness = niceness
         self._separate_process = separate_process
         self._parse_workers = parse_workers
@@ -326,7 +338,7 @@ class SyncService(QObject):
             return
         key = settings.account.key
         old = self._runners.get(key)
-        runner = _Runner(settings, self._niceness)
+        runner = _Runner(settings, self._niceness, self._restart_delay)
         if old is not None:
             old.threads.shutdown(wait=False)
         self._runners[key] = runner
@@ -365,6 +377,24 @@ class SyncService(QObject):
         )
 
     async def _run_account(self, runner: _Runner) -> None:
+        key = runner.settings.account.key
+        while True:
+            ended = await self._run_engine(runner)
+            if ended is None or runner.stop.is_set():
+                return
+            # The child ended without being asked (killed, out of memory): what it
+            # committed is kept, and a new one goes on from there after a pause.
+            delay = runner.restarts.next()
+            reason = describe_error(ended, runner.settings.account).splitlines()[0]
+            self._status(key, f"{reason} Starting it again in {delay:.0f} s.")
+            log.warning("%s Starting it again in %.1f s.", reason, delay)
+            await _loop().run_in_executor(runner.threads, runner.stop.wait, delay)
+            if runner.stop.is_set():
+                self._status(key, "Stopped")
+                return
+
+    async def _run_engine(self, runner: _Runner) -> SyncProcessEnded | None:
+        """Run one engine until it stops; the error when its sync process ended unasked."""
         loop = _loop()
         key = runner.settings.account.key
         # Starting a process takes a moment: not on the GUI thread.
@@ -378,10 +408,13 @@ class SyncService(QObject):
                                                                    sync.run_once)
                 self._last_finished = datetime.now().astimezone()
                 self.syncFinished.emit(result.account, result.imported)
+                if isinstance(result.error, SyncProcessEnded):
+                    return result.error
                 if result.error is not None:
                     reason = describe_error(result.error, runner.settings.account)
                     self._status(key, "Stopped: " + reason.splitlines()[0])
-                    return
+                    return None
+                runner.restarts.reset()
                 if runner.stop.is_set():
                     break
                 if result.held_by is not None:
@@ -393,6 +426,7 @@ class SyncService(QObject):
                     runner.threads, sync.wait_for_change, runner.settings.poll_interval
                 )
             self._status(key, "Stopped")
+            return None
         finally:
             runner.sync = None
             await loop.run_in_executor(runner.threads, sync.close)

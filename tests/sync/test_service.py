@@ -87,7 +87,8 @@ def run(loop: qasync.QEventLoop, coro: Awaitable[T]) -> T:
 
 def make_service(
     server: DovecotServer, account: ImapAccount, dsn: str, *, password: str | None = None,
-    parse_executor: Executor | None = None, separate_process: bool = False, **settings: Any,
+    parse_executor: Executor | None = None, separate_process: bool = False,
+    restart_delay: float = 0.2, **settings: Any,
 ) -> SyncService:
     account_settings = AccountSettings(
         host=server.host, user=account.user, port=server.imaps_port,
@@ -101,6 +102,7 @@ def make_service(
         parse_executor=parse_executor,
         separate_process=separate_process,
         parse_workers=1,
+        restart_delay=restart_delay,
     )
 
 

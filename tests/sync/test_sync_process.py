@@ -1,7 +1,8 @@
 """SyncService with each account in a child process (what MailHost runs), against real
 Dovecot and PostgreSQL: a stop keeps what was committed and loses nothing, a killed child is
-reported in words, and the child never holds the credential longer than the parent gives it.
-The thread-mode behaviours shared with it are parametrised in test_service.py."""
+reported in words and started again after a pause, and the child never holds the credential
+longer than the parent gives it. The thread-mode behaviours shared with it are parametrised
+in test_service.py."""
 
 from __future__ import annotations
 
@@ -87,30 +88,67 @@ def test_a_stop_mid_pass_keeps_the_committed_batches_and_the_next_start_finishes
     assert signals.running == [True, False, True, False]
 
 
-def test_a_killed_sync_process_is_reported_in_words_and_the_service_stops(
+def test_a_killed_sync_process_is_reported_and_a_new_one_goes_on_after_a_pause(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
     conn: psycopg.Connection,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(5, prefix="kill"))
     service = make_service(dovecot, imap_user, db_dsn, poll_interval=60.0,
-                           separate_process=True)
+                           separate_process=True, restart_delay=0.5)
     signals = Signals(service)
 
-    async def scenario() -> None:
+    async def scenario() -> tuple[int, int]:
         service.start()
         await until(lambda: bool(signals.finished))  # the pass ended: it waits for mail
         await asyncio.to_thread(dovecot.wait_for_idle, imap_user.user)
-        pid = child_of(service).pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        await until(lambda: not service.isRunning(), within=20)
+        killed = child_of(service).pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        await until(lambda: any("Starting it again" in s for s in signals.statuses),
+                    within=20)
+        # Mail that arrives while no child runs is the new child's first pass.
+        dovecot.seed_maildir(imap_user.user, "INBOX",
+                             iter_generated_messages(3, prefix="after"))
+        await until(lambda: eml_count(conn) == 8, within=30)
+        restarted = child_of(service).pid
+        assert service.isRunning()
         await service.aclose()
+        return killed, restarted or 0
 
-    run(qloop, scenario())
-    assert eml_count(conn) == 5
+    killed, restarted = run(qloop, scenario())
+    assert restarted not in (0, killed)
     (kind, message), = signals.errors
     assert kind == "internal"
     assert "ended unexpectedly (signal 9)" in message
-    assert "synchronized again at the next start" in message
-    assert any(s.startswith("Stopped: ") and "ended unexpectedly" in s
-               for s in signals.statuses), signals.statuses
+    assert "What it committed is kept" in message
+    pause = next(s for s in signals.statuses if "Starting it again" in s)
+    assert "ended unexpectedly (signal 9)" in pause
+    assert pause.endswith(("again in 0 s.", "again in 1 s.")), pause
+    assert signals.running == [True, False]
+    assert sum(n for _, n in signals.finished) == 8
+
+
+def test_a_stop_during_the_pause_before_a_restart_stops_at_once(
+    qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+) -> None:
+    dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(2, prefix="pause"))
+    service = make_service(dovecot, imap_user, db_dsn, poll_interval=60.0,
+                           separate_process=True, restart_delay=120.0)
+    signals = Signals(service)
+
+    async def scenario() -> float:
+        service.start()
+        await until(lambda: bool(signals.finished))
+        pid = child_of(service).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: any("Starting it again in" in s for s in signals.statuses),
+                    within=20)
+        started = asyncio.get_running_loop().time()
+        await service.aclose()
+        return asyncio.get_running_loop().time() - started
+
+    took = run(qloop, scenario())
+    assert took < 30, "aclose waited for the pause"
+    assert signals.statuses[-1] == "Stopped"
+    assert signals.running == [True, False]
