@@ -22,23 +22,60 @@ from xtmail.sync.db.schema import migrate  # noqa: E402
 
 
 @contextmanager
-def fresh_database(sales_orders: int = 500, *, durable: bool = False) -> Iterator[str]:
+def fresh_database(sales_orders: int = 500, *, durable: bool = False,
+                   statements: bool = False) -> Iterator[str]:
     """A throwaway server with a migrated database holding contacts and sales orders.
 
     ``durable``: the server flushes every commit to disk as a production server does;
     otherwise it is the test suite's fast server (no fsync, asynchronous commits).
+    ``statements``: the server counts the time of each statement and function
+    (pg_stat_statements, track_functions), from zero once the database is seeded; read
+    them with :func:`statement_lines`.
     """
     with tempfile.TemporaryDirectory(prefix="xtmail-bench-") as folder:
         server = LocalPostgres(Path(folder), fast=not durable)
         server.start()
         try:
             with psycopg.connect(server.dsn(), autocommit=True) as admin:
+                if statements:
+                    admin.execute(
+                        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                    admin.execute("ALTER SYSTEM SET track_functions = 'all'")
                 admin.execute("CREATE DATABASE bench")
+            if statements:  # a preloaded library needs a restart
+                server.stop()
+                server.start()
             dsn = server.dsn("bench")
             seed_database(dsn, sales_orders)
+            if statements:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    conn.execute("SELECT pg_stat_statements_reset()")
+                    conn.execute("SELECT pg_stat_reset()")
             yield dsn
         finally:
             server.stop(mode="immediate")
+
+
+def statement_lines(dsn: str, top: int = 15) -> list[str]:
+    """The server's ``top`` statements and functions by total time, as ``name: value`` lines
+    (a database made with ``fresh_database(statements=True)``): milliseconds in the server,
+    calls and rows. Times include waits (locks, the CPU held by others)."""
+    lines = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        total = conn.execute("SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements "
+                             "WHERE toplevel").fetchone()
+        lines.append(f"statements_ms: {total[0] if total else 0:.0f}")
+        for ms, calls, rows, text in conn.execute(
+            "SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') "
+            "FROM pg_stat_statements WHERE toplevel ORDER BY total_exec_time DESC LIMIT %s",
+            (top,)):
+            lines.append(f"statement_ms[{text[:90]}]: {ms:.0f} ({calls} calls, {rows} rows)")
+        for name, calls, ms in conn.execute(
+            "SELECT funcid::regprocedure::text, calls, total_time FROM pg_stat_user_functions "
+            "ORDER BY total_time DESC LIMIT %s", (top,)):
+            lines.append(f"function_ms[{name}]: {ms:.0f} ({calls} calls)")
+    return lines
 
 
 @contextmanager

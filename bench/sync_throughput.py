@@ -1,6 +1,7 @@
 """IMAP sync speed against the raw fetch speed of the same mailbox.
 
     python bench/sync_throughput.py [N] [--workers W] [--writers C] [--batch-size B] [--durable]
+                                    [--statements]
 
 Seeds N realistic messages (bench/messages.py) into a throwaway Dovecot, times a full
 ``AccountSync`` pass (fetch, parse in W processes, store with C connections, associate)
@@ -10,9 +11,11 @@ peak during the sync, before that raw fetch (which holds the whole mailbox in me
 also prints the CPU seconds each program (PostgreSQL, Dovecot, Python) used during the
 sync, from /proc, counting only this process, its children and its own PostgreSQL server,
 and the CPU milliseconds per message, and the machine's idle CPU share at the start, in the
-middle and at the end of the pass. ``--durable`` uses a database server that flushes
-commits to disk, as a production server does. Prints as its last lines
-``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio`` (target >= 0.3).
+middle and at the end of the pass. ``--statements`` adds the database's milliseconds per
+statement and trigger function (pg_stat_statements; they include lock waits). ``--durable``
+uses a database server that flushes commits to disk, as a production server does. Prints
+as its last lines ``sync_messages_per_s``, ``raw_fetch_messages_per_s`` and ``ratio``
+(target >= 0.3).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bench.common import (
     fresh_database,
     peak_rss_mb,
     postmaster_pid,
+    statement_lines,
 )
 from bench.messages import generate
 from tests.helpers.dovecot import DovecotServer
@@ -119,6 +123,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--statements", action="store_true",
+                        help="also print the database's time per statement and trigger "
+                        "function during the sync (pg_stat_statements)")
     parser.add_argument("--durable", action="store_true",
                         help="a database server that flushes commits to disk (production's "
                         "settings) instead of the fast throwaway one")
@@ -148,7 +155,8 @@ def main() -> None:
                                       ca_file=str(server.ca_file))
             settings = SyncSettings(account=account, batch_size=args.batch_size)
             executor = ProcessPoolExecutor(args.workers) if args.workers else None
-            with fresh_database(durable=args.durable) as dsn:
+            statements: list[str] = []
+            with fresh_database(durable=args.durable, statements=args.statements) as dsn:
                 if executor is not None:
                     # Start the workers before timing, as a long-running service has them.
                     list(executor.map(abs, range(args.workers)))
@@ -169,6 +177,8 @@ def main() -> None:
                 sync.close()
                 assert result.error is None, result.error
                 assert result.imported == args.n, result
+                if args.statements:
+                    statements = statement_lines(dsn)
             # Taken before the raw fetch, which holds the whole mailbox in memory at once.
             sync_peak = peak_rss_mb()
             # The floor is measured three times and the median taken: on a shared machine
@@ -196,6 +206,8 @@ def main() -> None:
         print(f"cpu_ms_per_message[{name}]: {seconds * 1000 / args.n:.3f}")
     print(f"cpu_ms_per_message: {sum(cpu.values()) * 1000 / args.n:.3f}")
     for line in idle.lines():
+        print(line)
+    for line in statements:
         print(line)
     print(f"peak_rss_mb: {sync_peak:.0f}")
     print(f"sync_messages_per_s: {sync_rate:.0f}")
