@@ -144,6 +144,8 @@ class _Runner:
         # The pause before a sync process that ended unexpectedly is started again: it
         # doubles while the process keeps ending, and is back to the first after a pass.
         self.restarts = Backoff(initial=restart_delay, cap=max(restart_delay, RESTART_CAP))
+        # Ends that pause early: Sync now, new settings, a stop.
+        self.pause_over = threading.Event()
         self.task: asyncio.Task[None] | None = None
         self.stop = threading.Event()
         self.sync: AccountSync | SyncProcess | None = None
@@ -249,11 +251,13 @@ class SyncService(QObject):
             new = wanted.get(key)
             if new is None:
                 runner.stop.set()
+                runner.pause_over.set()
                 if runner.sync is not None:
                     runner.sync.wake.set()
                 continue
             account_changed = new.account != runner.settings.account
             runner.settings = new
+            runner.pause_over.set()  # a restart waiting for its pause tries the new ones now
             sync = runner.sync
             if sync is not None:
                 sync.settings = new
@@ -301,16 +305,19 @@ class SyncService(QObject):
 
     def startNow(self) -> None:
         """Sync now: start what is stopped, end the current wait (IDLE or polling pause) of
-        what runs."""
+        what runs, and the pause before a sync process is started again."""
         for runner in self._runners.values():
-            if runner.running() and runner.sync is not None:
-                runner.sync.wake.set()
+            if runner.running():
+                runner.pause_over.set()
+                if runner.sync is not None:
+                    runner.sync.wake.set()
         self.start()
 
     def stop(self) -> None:
         """Ask every account to stop; each finishes the batch in hand (committed) and exits."""
         for runner in self._runners.values():
             runner.stop.set()
+            runner.pause_over.set()
             if runner.sync is not None:
                 runner.sync.wake.set()
 
@@ -388,7 +395,7 @@ class SyncService(QObject):
             reason = describe_error(ended, runner.settings.account).splitlines()[0]
             self._status(key, f"{reason} Starting it again in {delay:.0f} s.")
             log.warning("%s Starting it again in %.1f s.", reason, delay)
-            await _loop().run_in_executor(runner.threads, runner.stop.wait, delay)
+            await _loop().run_in_executor(runner.threads, runner.pause_over.wait, delay)
             if runner.stop.is_set():
                 self._status(key, "Stopped")
                 return
@@ -397,6 +404,7 @@ class SyncService(QObject):
         """Run one engine until it stops; the error when its sync process ended unasked."""
         loop = _loop()
         key = runner.settings.account.key
+        runner.pause_over.clear()  # from here on, Sync now ends the next pause
         # Starting a process takes a moment: not on the GUI thread.
         sync = await loop.run_in_executor(runner.threads, self._engine, runner,
                                           _Bridge(loop, self, key))

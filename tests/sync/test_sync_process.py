@@ -128,27 +128,50 @@ def test_a_killed_sync_process_is_reported_and_a_new_one_goes_on_after_a_pause(
     assert sum(n for _, n in signals.finished) == 8
 
 
-def test_a_stop_during_the_pause_before_a_restart_stops_at_once(
+def pause_seconds(statuses: list[str], nth: int) -> int:
+    """The pause announced in the ``nth`` "Starting it again in N s." status (from 1)."""
+    pauses = [s for s in statuses if "Starting it again in" in s]
+    return int(pauses[nth - 1].rsplit(" in ", 1)[1].split()[0])
+
+
+def test_sync_now_ends_the_pause_before_a_restart_and_a_stop_ends_the_next(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
+    conn: psycopg.Connection,
 ) -> None:
     dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(2, prefix="pause"))
     service = make_service(dovecot, imap_user, db_dsn, poll_interval=60.0,
                            separate_process=True, restart_delay=120.0)
     signals = Signals(service)
 
-    async def scenario() -> float:
-        service.start()
-        await until(lambda: bool(signals.finished))
+    def pauses() -> int:
+        return sum("Starting it again in" in s for s in signals.statuses)
+
+    async def kill_child() -> None:
         pid = child_of(service).pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await until(lambda: any("Starting it again in" in s for s in signals.statuses),
-                    within=20)
+
+    async def scenario() -> float:
+        service.start()
+        await until(lambda: bool(signals.finished))
+        await kill_child()
+        await until(lambda: pauses() == 1, within=20)
+        # Sync now (the toolbar's button) does not wait out the 120 s.
+        dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(1, prefix="now"))
+        service.startNow()
+        await until(lambda: eml_count(conn) == 3, within=30)
+        await until(lambda: len(signals.finished) == 3)  # the new child's pass ended
+        await kill_child()
+        await until(lambda: pauses() == 2, within=20)
         started = asyncio.get_running_loop().time()
         await service.aclose()
         return asyncio.get_running_loop().time() - started
 
     took = run(qloop, scenario())
     assert took < 30, "aclose waited for the pause"
+    # A completed pass brought the pause back to the first one (120 s, +-25 %), not 240.
+    assert 90 <= pause_seconds(signals.statuses, 1) <= 150
+    assert 90 <= pause_seconds(signals.statuses, 2) <= 150
     assert signals.statuses[-1] == "Stopped"
     assert signals.running == [True, False]
+    assert len(signals.errors) == 2
