@@ -414,13 +414,12 @@ def _child_main(link: multiprocessing.connection.Connection, settings: SyncSetti
         sync.settings = message[1]
         listener.account = message[1].account
 
-    def stop_now(message: tuple[Any, ...]) -> None:
+    def stop_now(message: tuple[Any, ...] = ("stop",)) -> None:
         stop.set()
         sync.wake.set()
 
     def orphaned() -> None:
-        stop.set()
-        sync.wake.set()
+        stop_now()
         work.put(("close",))
         timer = threading.Timer(ORPHAN_GRACE_SECONDS, os._exit, args=(1,))
         timer.daemon = True

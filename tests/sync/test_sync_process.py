@@ -48,6 +48,24 @@ def child_of(service: object) -> SyncProcess:
     return runner.sync
 
 
+def kill_child(service: object) -> int:
+    """SIGKILL the account's sync process; its pid."""
+    pid = child_of(service).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def pauses(statuses: list[str]) -> list[str]:
+    """The statuses announcing a restart ("... Starting it again in N s.")."""
+    return [s for s in statuses if "Starting it again in" in s]
+
+
+def pause_seconds(statuses: list[str], nth: int) -> int:
+    """The pause announced in the ``nth`` restart status (from 1)."""
+    return int(pauses(statuses)[nth - 1].rsplit(" in ", 1)[1].split()[0])
+
+
 def test_a_stop_mid_pass_keeps_the_committed_batches_and_the_next_start_finishes(
     qloop: qasync.QEventLoop, dovecot: DovecotServer, imap_user: ImapAccount, db_dsn: str,
     conn: psycopg.Connection,
@@ -101,11 +119,8 @@ def test_a_killed_sync_process_is_reported_and_a_new_one_goes_on_after_a_pause(
         service.start()
         await until(lambda: bool(signals.finished))  # the pass ended: it waits for mail
         await asyncio.to_thread(dovecot.wait_for_idle, imap_user.user)
-        killed = child_of(service).pid
-        assert killed is not None
-        os.kill(killed, signal.SIGKILL)
-        await until(lambda: any("Starting it again" in s for s in signals.statuses),
-                    within=20)
+        killed = kill_child(service)
+        await until(lambda: bool(pauses(signals.statuses)), within=20)
         # Mail that arrives while no child runs is the new child's first pass.
         dovecot.seed_maildir(imap_user.user, "INBOX",
                              iter_generated_messages(3, prefix="after"))
@@ -121,17 +136,11 @@ def test_a_killed_sync_process_is_reported_and_a_new_one_goes_on_after_a_pause(
     assert kind == "internal"
     assert "ended unexpectedly (signal 9)" in message
     assert "What it committed is kept" in message
-    pause = next(s for s in signals.statuses if "Starting it again" in s)
+    pause, = pauses(signals.statuses)
     assert "ended unexpectedly (signal 9)" in pause
     assert pause.endswith(("again in 0 s.", "again in 1 s.")), pause
     assert signals.running == [True, False]
     assert sum(n for _, n in signals.finished) == 8
-
-
-def pause_seconds(statuses: list[str], nth: int) -> int:
-    """The pause announced in the ``nth`` "Starting it again in N s." status (from 1)."""
-    pauses = [s for s in statuses if "Starting it again in" in s]
-    return int(pauses[nth - 1].rsplit(" in ", 1)[1].split()[0])
 
 
 def test_sync_now_ends_the_pause_before_a_restart_and_a_stop_ends_the_next(
@@ -143,26 +152,18 @@ def test_sync_now_ends_the_pause_before_a_restart_and_a_stop_ends_the_next(
                            separate_process=True, restart_delay=120.0)
     signals = Signals(service)
 
-    def pauses() -> int:
-        return sum("Starting it again in" in s for s in signals.statuses)
-
-    async def kill_child() -> None:
-        pid = child_of(service).pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-
     async def scenario() -> float:
         service.start()
         await until(lambda: bool(signals.finished))
-        await kill_child()
-        await until(lambda: pauses() == 1, within=20)
-        # Sync now (the toolbar's button) does not wait out the 120 s.
+        kill_child(service)
+        await until(lambda: len(pauses(signals.statuses)) == 1, within=20)
+        # Start Now (the Preferences' button) does not wait out the 120 s.
         dovecot.seed_maildir(imap_user.user, "INBOX", iter_generated_messages(1, prefix="now"))
         service.startNow()
         await until(lambda: eml_count(conn) == 3, within=30)
         await until(lambda: len(signals.finished) == 3)  # the new child's pass ended
-        await kill_child()
-        await until(lambda: pauses() == 2, within=20)
+        kill_child(service)
+        await until(lambda: len(pauses(signals.statuses)) == 2, within=20)
         started = asyncio.get_running_loop().time()
         await service.aclose()
         return asyncio.get_running_loop().time() - started
