@@ -368,7 +368,7 @@ class MailStore:
         """:meth:`available_documents` on a connection the caller holds already."""
         if self._available is None:
             cur = await conn.execute(
-                "SELECT t FROM unnest(%s::text[]) AS t "
+                "SELECT t FROM unnest(%b::text[]) AS t "
                 "WHERE to_regclass(quote_ident(t)) IS NOT NULL",
                 ([doc.table for doc in registry.DOCUMENT_TYPES],),
             )
@@ -488,7 +488,7 @@ class MailStore:
                 LIMIT %(limit)s OFFSET %(offset)s"""
         ).format(
             ids=self._ids_query(doc, link),
-            page=sql.SQL("t.eml_id = ANY(%(page)s::integer[])" if only_page else "true"),
+            page=sql.SQL("t.eml_id = ANY(%(page)b::integer[])" if only_page else "true"),
             date=sql.SQL(MESSAGE_TIME.format(eml="m", msg="x")),
             from_=sql.SQL(_ADDRESSES.format(kind="FROM")),
             to=sql.SQL(_ADDRESSES.format(kind="TO")),
@@ -572,7 +572,7 @@ class MailStore:
         async with self._connection("to read the document's mail") as conn:
             cur = await conn.execute(
                 "SELECT DISTINCT emlassc_eml_id FROM xtbatch.emlassc "
-                "WHERE emlassc_eml_id = ANY(%s::integer[]) AND emlassc_type = %s "
+                "WHERE emlassc_eml_id = ANY(%b::integer[]) AND emlassc_type = %s "
                 "AND emlassc_assc_id = %s",
                 (list(eml_ids), doc.code, doc_id),
             )
@@ -603,7 +603,7 @@ class MailStore:
                 """WITH added AS (
                        INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type,
                                                     emlassc_assc_id)
-                       SELECT e, %(code)s, %(doc_id)s FROM unnest(%(ids)s::int[]) AS e
+                       SELECT e, %(code)s, %(doc_id)s FROM unnest(%(ids)b::int[]) AS e
                         WHERE NOT EXISTS (
                               SELECT 1 FROM xtbatch.emlassc x
                                WHERE x.emlassc_eml_id = e AND x.emlassc_type = %(code)s

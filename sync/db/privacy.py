@@ -88,7 +88,7 @@ def remove_messages(conn: psycopg.Connection, eml_ids: Sequence[int], *, reason:
     """Remove messages entirely (bytes, text, addresses, ties, search words, locations),
     recording who removed them and when; ``keep_out``: later imports skip them."""
     with translated("to remove the mail"):
-        row = conn.execute("SELECT * FROM xtmail.remove_mail(%s::integer[], %s, %s)",
+        row = conn.execute("SELECT * FROM xtmail.remove_mail(%b::integer[], %s, %s)",
                            (list(eml_ids), reason, keep_out)).fetchone()
     return _removal(row)
 
@@ -108,7 +108,7 @@ def allow_again(conn: psycopg.Connection, eml_ids: Sequence[int] = (), *,
     removed with a folder or account (whose sync state is reset, so the next sync reads it
     again). The remover, or DeleteAllEmail. Returns how many removals were cleared."""
     with translated("to allow the mail again"):
-        row = conn.execute("SELECT xtmail.allow_again(%s::integer[], %s, %s)",
+        row = conn.execute("SELECT xtmail.allow_again(%b::integer[], %s, %s)",
                            (list(eml_ids), account, mailbox)).fetchone()
     return int(row[0]) if row else 0
 

@@ -303,7 +303,7 @@ class _Planner:
                                      "emlassc_type = 'T' AND emlassc_assc_id = %(cid)s")]
         if self.params["caddrs"]:
             sources.append(await self.source("xtbatch.emladdr", "emladdr_eml_id",
-                                             "lower(emladdr_addr) = ANY(%(caddrs)s::text[])"))
+                                             "lower(emladdr_addr) = ANY(%(caddrs)b::text[])"))
         return tuple(sources)
 
 
@@ -509,7 +509,7 @@ async def _rows(conn: AsyncConn, eml_ids: list[int]) -> list[MessageRow]:
              LEFT JOIN xtmail.msg m ON m.msg_eml_id = e.eml_id
              LEFT JOIN xtbatch.emladdr a
                ON a.emladdr_eml_id = e.eml_id AND a.emladdr_type IN ('FROM', 'TO', 'CC')
-            WHERE e.eml_id = ANY(%s::integer[])
+            WHERE e.eml_id = ANY(%b::integer[])
             ORDER BY e.eml_id, a.emladdr_id""",
         (eml_ids,),
     )

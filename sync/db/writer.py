@@ -345,7 +345,7 @@ NOT_IMPORTED = ("Some messages were not imported: they were removed earlier and 
                 "out, or come from a blocked sender (xtmail visibility list).")
 
 _KNOWN = """
-SELECT 'h', hash, eml_id, NULL::boolean FROM xtmail.stored_hashes(%s::bytea[])
+SELECT 'h', hash, eml_id, NULL::boolean FROM xtmail.stored_hashes(%b::bytea[])
 UNION ALL
 SELECT 'b', convert_to(bs_pattern, 'UTF8'), NULL, bs_any_party FROM xtmail.blocked_sender
 """
@@ -535,7 +535,7 @@ def _insert_locations(
                   CASE WHEN t.r IS NULL
                          OR t.r = (SELECT eml_msg FROM xtbatch.eml WHERE eml_id = t.e)
                        THEN NULL ELSE t.r END
-             FROM unnest(%s::int[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::bytea[])
+             FROM unnest(%b::int[], %b::text[], %b::text[], %b::int8[], %b::int8[], %b::bytea[])
                   AS t(e, a, m, v, u, r)
            ON CONFLICT (loc_account, loc_mailbox, loc_uidvalidity, loc_uid) DO NOTHING""",
         (
@@ -557,7 +557,7 @@ def _insert_locations(
 # for a few hundred addresses.
 _MATCH = """
 SELECT a.addr, m.id
-  FROM unnest(%(addrs)s::text[]) AS a(addr)
+  FROM unnest(%(addrs)b::text[]) AS a(addr)
  CROSS JOIN LATERAL (
        SELECT u.id FROM (
               SELECT ce.cntcteml_cntct_id AS id FROM cntcteml ce
@@ -621,7 +621,7 @@ def _contacts_for(
             conn.execute(
                 """SELECT pg_advisory_xact_lock(k) FROM (
                        SELECT hashtextextended('xtmail-contact:' || a, 0) AS k
-                         FROM unnest(%s::text[]) AS a ORDER BY a) AS locks""",
+                         FROM unnest(%b::text[]) AS a ORDER BY a) AS locks""",
                 (to_create,),
             )
             # Another importer may have created some while we waited for the locks.
@@ -697,7 +697,7 @@ def create_contacts(conn: psycopg.Connection, entries: Sequence[tuple[str, str]]
     rows = conn.execute(
         sql.SQL(
             """WITH input AS (
-                   SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+                   SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) WITH ORDINALITY
                                 AS i(addr, first, last, ord))
                INSERT INTO cntct (cntct_number, cntct_first_name, cntct_last_name, cntct_name,
                                   cntct_email, cntct_owner_username, cntct_created)
@@ -714,7 +714,7 @@ def create_contacts(conn: psycopg.Connection, entries: Sequence[tuple[str, str]]
     # contact either way.
     conn.execute(
         """INSERT INTO cntcteml (cntcteml_cntct_id, cntcteml_primary, cntcteml_email)
-           SELECT id, true, addr FROM unnest(%s::int[], %s::text[]) AS t(id, addr)
+           SELECT id, true, addr FROM unnest(%b::int[], %b::text[]) AS t(id, addr)
             WHERE NOT EXISTS (SELECT 1 FROM cntcteml x
                                WHERE x.cntcteml_cntct_id = t.id AND x.cntcteml_primary)""",
         (list(created.values()), list(created.keys())),
@@ -733,7 +733,7 @@ def insert_ties(conn: psycopg.Connection, ties: Sequence[tuple[int, str, int]]) 
         sql.SQL(
             """INSERT INTO xtbatch.emlassc (emlassc_eml_id, emlassc_type, emlassc_assc_id)
                SELECT DISTINCT t.e, t.t, t.a
-                 FROM unnest(%s::int[], %s::text[], %s::int[]) AS t(e, t, a)
+                 FROM unnest(%b::int[], %b::text[], %b::int[]) AS t(e, t, a)
                 WHERE {new}"""
         ).format(new=_tie_is_new("t.e", "t.t", "t.a")),
         (eml_ids, types, ids),
@@ -770,7 +770,7 @@ def resolve_documents(
         for n in numbers:
             if n.isascii() and n.isdigit() and int(n) < 2**63:
                 as_written[int(n)].append(n)
-        query = sql.SQL("SELECT {number}, {key} FROM {table} WHERE {number} = ANY(%s::int8[])")
+        query = sql.SQL("SELECT {number}, {key} FROM {table} WHERE {number} = ANY(%b::int8[])")
     else:
         for n in numbers:
             as_written[n].append(n)
@@ -833,7 +833,7 @@ def _resolve_references(
         e, c, n = (list(col) for col in zip(*unresolved, strict=True))
         conn.execute(
             """INSERT INTO xtmail.unresolved_ref (uref_eml_id, uref_code, uref_number)
-               SELECT * FROM unnest(%s::int[], %s::text[], %s::text[])
+               SELECT * FROM unnest(%b::int[], %b::text[], %b::text[])
                ON CONFLICT DO NOTHING""",
             (e, c, n),
         )
@@ -863,7 +863,7 @@ def _orders_of_quotes(conn: psycopg.Connection, numbers: Sequence[str]) -> dict[
 _PARENT_TIES = """
 WITH p AS MATERIALIZED (
     SELECT msg_message_id AS mid, msg_eml_id AS id FROM xtmail.msg
-     WHERE msg_message_id = ANY(%s::text[]))
+     WHERE msg_message_id = ANY(%b::text[]))
 SELECT p.mid, p.id, a.emlassc_type, a.emlassc_assc_id
   FROM xtbatch.emlassc a JOIN p ON p.id = a.emlassc_eml_id
  WHERE a.emlassc_eml_id = ANY(ARRAY(SELECT id FROM p)) AND a.emlassc_type <> 'T'
@@ -925,7 +925,7 @@ WITH parent AS MATERIALIZED (
            pa.emlassc_assc_id AS assc
       FROM xtmail.msg p
       JOIN xtbatch.emlassc pa ON pa.emlassc_eml_id = p.msg_eml_id AND pa.emlassc_type <> 'T'
-     WHERE p.msg_eml_id = ANY(%(ids)s::int[]) AND pa.emlassc_eml_id = ANY(%(ids)s::int[])
+     WHERE p.msg_eml_id = ANY(%(ids)b::int[]) AND pa.emlassc_eml_id = ANY(%(ids)b::int[])
        AND p.msg_message_id IS NOT NULL
 ), child AS MATERIALIZED (
     -- One lookup in the answers index for all the parents' message-ids at once.
@@ -958,8 +958,8 @@ def _pass_ties_to_stored_replies(conn: psycopg.Connection, parents: dict[int, st
     # table per batch (growing with the table) over an index lookup.
     answered = conn.execute(
         """SELECT c.msg_eml_id FROM xtmail.msg c
-            WHERE (c.msg_references || c.msg_in_reply_to) && (SELECT %s::text[])
-              AND c.msg_eml_id <> ALL(%s::int[])""",
+            WHERE (c.msg_references || c.msg_in_reply_to) && (SELECT %b::text[])
+              AND c.msg_eml_id <> ALL(%b::int[])""",
         (list(parents.values()), list(parents)),
     ).fetchone()
     if answered is None:
