@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _RETRIES = 5
 
+# Array parameters go as %b (binary): psycopg's text format quotes each element through a
+# regular expression, far slower for a batch's hashes and addresses (docs/import.md).
+
 # Set once per connection: new mail is TOAST-compressed with lz4, several times faster than
 # the default pglz, where the server supports it.
 _SESSION = "SET default_toast_compression = 'lz4'"
