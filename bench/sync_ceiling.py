@@ -45,9 +45,7 @@ from xtmail.sync.values import ImportPolicy, Incoming, Location
 
 def process_cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds_by_program((pid,))[str(pid)][1]
 
 
 def fetch_costs(server: DovecotServer, n: int) -> tuple[float, float, float]:
